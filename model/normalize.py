@@ -1,0 +1,94 @@
+"""Text normalisation shared by training and inference.
+
+One function, :func:`normalize_text`, is applied to every comment before it is
+tokenised, both when the pipeline builds its training data and when the scorer
+scores. It makes different spellings of the same comment identical without
+erasing the signals template-likeness depends on (emoji, @mentions, URLs,
+repeated punctuation and characters).
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from functools import lru_cache
+
+MAX_RUN = 8  # a character repeated more than this many times in a row is capped here
+
+# Zero-width and bidi-control characters carry no meaning for scoring and are a
+# common way to dodge exact-match filters.
+_INVISIBLE = re.compile(
+    "[\u200b-\u200f\u202a-\u202e\u2060-\u206f\ufeff\u00ad\u180e]"
+)
+_WHITESPACE = re.compile(r"\s+")
+_RUN = re.compile(r"(.)\1{%d,}" % MAX_RUN, re.DOTALL)
+
+
+@lru_cache(maxsize=1)
+def _t2s():
+    import opencc
+
+    # The pure-Python OpenCC port accepts "t2s"; the C++ binding wants "t2s.json".
+    try:
+        return opencc.OpenCC("t2s")
+    except Exception:  # noqa: BLE001 - the two bindings raise different types
+        return opencc.OpenCC("t2s.json")
+
+
+def _strip_controls(text: str) -> str:
+    # Categories Cc/Cf/Cs/Co: control, format, surrogate, private use. Whitespace
+    # controls (\t, \n, \r) become spaces so that words they separated stay apart.
+    out = []
+    for ch in text:
+        if ch in "\t\n\r\x0b\x0c":
+            out.append(" ")
+            continue
+        cat = unicodedata.category(ch)
+        # Unassigned code points (Cn) stay: newer emoji are unassigned to an
+        # older Unicode database and still carry signal.
+        if cat in ("Cc", "Cf", "Cs", "Co"):
+            continue
+        out.append(ch)
+    return "".join(out)
+
+
+def _normalize_once(text: str) -> str:
+    text = unicodedata.normalize("NFKC", text)
+    text = _INVISIBLE.sub("", text)
+    text = _strip_controls(text)
+    text = _t2s().convert(text)
+    text = _WHITESPACE.sub(" ", text).strip()
+    text = _RUN.sub(lambda m: m.group(1) * MAX_RUN, text)
+    return text
+
+
+def normalize_text(text: str) -> str:
+    """Normalise one comment for scoring.
+
+    Applies Unicode NFKC, removes zero-width and control characters, converts
+    traditional to simplified Chinese, collapses white space and caps runs of one
+    repeated character at ``MAX_RUN``. Emoji, @mentions, URLs and punctuation are
+    kept. The result is idempotent: ``normalize_text(normalize_text(s)) ==
+    normalize_text(s)``.
+
+    Args:
+        text: the raw comment.
+
+    Returns:
+        The normalised comment (possibly empty).
+
+    Example:
+        >>> normalize_text("  好評！！！！！！！！！！  ")
+        '好评!!!!!!!!'
+    """
+    if not isinstance(text, str):
+        raise TypeError(f"normalize_text expects str, got {type(text).__name__}")
+    # NFKC and t2s can each expose something the other then changes (a
+    # compatibility form that maps to a traditional character, say), so repeat
+    # until nothing changes. In practice this is one or two passes.
+    for _ in range(4):
+        out = _normalize_once(text)
+        if out == text:
+            return out
+        text = out
+    return text
