@@ -1,0 +1,52 @@
+"""Builders for small test artefacts: a tiny random checkpoint, label files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+TINY_TEXTS = [
+    "沙发",
+    "顶顶顶",
+    "默认好评",
+    "好听",
+    "哈哈哈哈哈哈",
+    "👍👍👍",
+    "抱抱你,会好起来的",
+    "你脑子有病吧",
+    "谢谢分享,挺有用的",
+    "屏幕6.1寸,续航一天,拍照偏暗,不推荐给爱拍照的人",
+    "住了两晚:房间干净但隔音差,早餐种类少;前台帮忙叫车很及时",
+    "质量很好,物流很快,很满意,会回购的",
+    "第二张图里那只橘猫是你家的吗?好胖好可爱",
+    "兼职日结加微信 abc123",
+    "The quick brown fox 2024 https://example.com @user",
+]
+
+
+def make_tiny_checkpoint(path: str | Path, seed: int = 0, max_length: int = 64) -> Path:
+    """Write a complete, randomly initialised scorer directory at ``path``.
+
+    A 2-layer, 32-wide BERT with a character vocabulary trained on a few
+    sentences: loads in well under a second, scores are random but deterministic.
+    """
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification
+
+    from training.export import make_scorer_config, set_label_names, write_model_dir
+    from training.tokenizer import train_tokenizer
+
+    torch.manual_seed(seed)
+    tok = train_tokenizer(TINY_TEXTS * 3, vocab_size=300, min_frequency=1)
+    cfg = BertConfig(
+        vocab_size=len(tok),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=max_length + 2,
+        pad_token_id=tok.pad_token_id,
+    )
+    set_label_names(cfg)
+    model = BertForSequenceClassification(cfg).eval()
+    scorer_cfg = make_scorer_config(max_length=max_length, model_version="tiny-test")
+    return write_model_dir(model, tok, path, scorer_cfg, metrics={}, card="# tiny test model\n")
