@@ -21,6 +21,7 @@ app = typer.Typer(
 # Modules that add subcommands to `app` (each does `from training.cli import app`).
 COMMAND_MODULES = (
     "training.commands",
+    "api.commands",
 )
 
 for _name in COMMAND_MODULES:

@@ -1,0 +1,131 @@
+"""Service subcommand of `zhenping`: serve."""
+
+from __future__ import annotations
+
+import os
+from enum import Enum
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from training.cli import app
+
+
+class Backend(str, Enum):
+    torch = "torch"
+    onnx = "onnx"
+
+
+def _settings_error(exc) -> str:
+    # Name the variable and the reason; never echo values (they may be API keys).
+    lines = []
+    for err in exc.errors(include_input=False):
+        field = ".".join(str(p) for p in err.get("loc", ()))
+        name = f"ZHENPING_{field.upper()}" if field else "settings"
+        lines.append(f"  {name}: {err.get('msg')}")
+    return "invalid settings:\n" + "\n".join(lines)
+
+
+@app.command("serve")
+def serve(
+    host: Optional[str] = typer.Option(None, help="Bind address (default: $ZHENPING_HOST or 127.0.0.1)."),
+    port: Optional[int] = typer.Option(None, help="Port (default: $ZHENPING_PORT or 8000)."),
+    model: Optional[Path] = typer.Option(None, help="Exported scorer directory (default: $ZHENPING_MODEL_DIR or the shipped model)."),
+    backend: Optional[Backend] = typer.Option(None, help="Inference runtime (default: $ZHENPING_BACKEND or torch)."),
+    workers: int = typer.Option(1, min=1, help="Processes, each with its own model copy."),
+    graceful_timeout: int = typer.Option(30, min=1, help="Seconds to finish in-flight requests after SIGTERM."),
+) -> None:
+    """Run the scoring HTTP service (web page at /, API docs at /docs).
+
+    Refuses to start (exit code 1) when the model directory is missing or cannot
+    be loaded. On SIGTERM it stops accepting connections, answers /ready with
+    503 and finishes queued batches before exiting.
+    """
+    from pydantic import ValidationError
+
+    from api.service import ModelLoadError, check_model_dir
+    from api.settings import Settings
+
+    overrides = {"host": host, "port": port, "model_dir": model, "backend": backend.value if backend else None}
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    try:
+        settings = Settings(**overrides)
+    except ValidationError as exc:
+        typer.echo(f"zhenping serve: {_settings_error(exc)}", err=True)
+        raise typer.Exit(2) from None
+    try:
+        check_model_dir(settings.model_dir, settings.backend)
+    except ModelLoadError as exc:
+        typer.echo(f"zhenping serve: {exc}", err=True)
+        raise typer.Exit(1) from None
+
+    shown = settings.model_dump(exclude={"api_keys"})
+    shown["api_keys"] = f"{len(settings.api_keys)} configured" if settings.api_keys else "none (auth off)"
+    typer.echo("zhenping serve settings: " + ", ".join(f"{k}={v}" for k, v in shown.items()), err=True)
+
+    if workers == 1:
+        _serve_one(settings, graceful_timeout)
+    else:
+        _serve_many(settings, overrides, workers, graceful_timeout)
+
+
+def _serve_one(settings, graceful_timeout: int) -> None:
+    import uvicorn
+
+    from api.main import begin_drain, create_app
+
+    failure: list[str] = []
+
+    class DrainingServer(uvicorn.Server):
+        def handle_exit(self, sig, frame):
+            # Turn /ready to 503 and flush the queue at once, then let uvicorn
+            # stop accepting and wait for in-flight requests.
+            begin_drain(application)
+            super().handle_exit(sig, frame)
+
+    def on_load_failure(reason: str) -> None:
+        failure.append(reason)
+        server.should_exit = True
+
+    application = create_app(settings, on_load_failure=on_load_failure)
+    config = uvicorn.Config(
+        application,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        timeout_graceful_shutdown=graceful_timeout,
+    )
+    server = DrainingServer(config)
+    server.run()
+    if failure:
+        typer.echo(f"zhenping serve: cannot serve {settings.model_dir}: {failure[0]}", err=True)
+        raise typer.Exit(1)
+    if not server.started:
+        raise typer.Exit(1)
+
+
+def _serve_many(settings, overrides: dict, workers: int, graceful_timeout: int) -> None:
+    import uvicorn
+
+    from api.service import ModelLoadError, load_scorer
+
+    # Each worker loads its own copy in the background; load once here first so
+    # that a bad model stops the start instead of workers failing one by one.
+    try:
+        scorer, _ = load_scorer(settings)
+    except ModelLoadError as exc:
+        typer.echo(f"zhenping serve: {exc}", err=True)
+        raise typer.Exit(1) from None
+    del scorer
+    for key, value in overrides.items():
+        os.environ[f"ZHENPING_{key.upper()}"] = str(value)
+    uvicorn.run(
+        "api.main:create_app",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=workers,
+        log_level=settings.log_level,
+        timeout_graceful_shutdown=graceful_timeout,
+    )

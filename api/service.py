@@ -1,0 +1,174 @@
+"""The scoring path behind ``POST /v1/score``: normalise, cache, batch, score.
+
+Also the model loading used by the app and by ``zhenping serve``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+from api.batcher import Batcher
+from api.cache import LRUCache
+from model.axes import AXES
+from model.normalize import normalize_text
+
+logger = logging.getLogger("zhenping.api")
+
+# Requests with more characters than this are normalised on a thread, so that a
+# large request does not stall the event loop (normalisation is ~5 us/char).
+_INLINE_NORMALIZE_CHARS = 4000
+
+MODEL_FILES = ("config.json", "scorer_config.json", "tokenizer.json", "model.safetensors")
+
+
+class ModelLoadError(Exception):
+    """The model directory cannot be served; the message names the problem."""
+
+
+def check_model_dir(model_dir: str | Path, backend: str = "torch") -> None:
+    """Fast checks of a model directory before anything heavy is imported.
+
+    Raises:
+        ModelLoadError: the directory is missing, lacks a file, or a config file
+            is not valid JSON; the message names the file and how to fix it.
+    """
+    path = Path(model_dir)
+    if not path.exists():
+        raise ModelLoadError(
+            f"model directory {path} does not exist; pass --model DIR or set ZHENPING_MODEL_DIR "
+            "to an exported scorer directory"
+        )
+    if not path.is_dir():
+        raise ModelLoadError(f"model path {path} is not a directory")
+    required = MODEL_FILES if backend == "torch" else MODEL_FILES[:-1]
+    missing = [name for name in required if not (path / name).is_file()]
+    if missing:
+        raise ModelLoadError(f"model directory {path} is missing {', '.join(missing)}; is it a complete export?")
+    for name in ("config.json", "scorer_config.json"):
+        try:
+            doc = json.loads((path / name).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ModelLoadError(f"{path / name} is not valid JSON: {exc}") from exc
+        if not isinstance(doc, dict):
+            raise ModelLoadError(f"{path / name} must hold a JSON object, found {type(doc).__name__}")
+    axes = json.loads((path / "scorer_config.json").read_text(encoding="utf-8")).get("axes")
+    if axes is not None and tuple(axes) != AXES:
+        raise ModelLoadError(f"model axes {axes} differ from the service's {list(AXES)}")
+
+
+def load_scorer(settings):
+    """Load the scorer the settings name; returns ``(scorer, backend_in_use)``.
+
+    Raises:
+        ModelLoadError: naming the directory and what failed.
+    """
+    check_model_dir(settings.model_dir, settings.backend)
+    from model.scorer import Scorer
+
+    if settings.num_threads:
+        import torch
+
+        torch.set_num_threads(settings.num_threads)
+    backend = settings.backend
+    try:
+        scorer = Scorer.from_pretrained(settings.model_dir, device="cpu", backend=backend)
+    except Exception as exc:
+        if backend == "onnx" and settings.onnx_fallback:
+            logger.warning("ONNX model failed to load (%s); falling back to torch", exc)
+            backend = "torch"
+            try:
+                scorer = Scorer.from_pretrained(settings.model_dir, device="cpu", backend=backend)
+            except Exception as exc2:
+                raise ModelLoadError(f"cannot load the model from {settings.model_dir}: {exc2}") from exc2
+        else:
+            raise ModelLoadError(f"cannot load the model from {settings.model_dir}: {exc}") from exc
+    if tuple(scorer.axes) != AXES:
+        raise ModelLoadError(f"model axes {list(scorer.axes)} differ from the service's {list(AXES)}")
+    return scorer, getattr(scorer, "backend", backend)
+
+
+def model_name(scorer) -> str:
+    """``'<model id>@<model version>'``; a local directory is named by its last part only."""
+    model_id = str(scorer.model_id)
+    if "/" in model_id and Path(model_id).exists():
+        model_id = Path(model_id).name  # do not publish server paths
+    return f"{model_id}@{scorer.model_version}"
+
+
+class ScoringService:
+    """Score comments through the cache and the shared batcher.
+
+    Args:
+        scorer: a loaded ``model.scorer.Scorer`` (or anything with its interface).
+        settings: :class:`api.settings.Settings`.
+        metrics: :class:`api.metrics.ServiceMetrics`, optional.
+        backend: the runtime actually in use, for ``/info``.
+    """
+
+    def __init__(self, scorer, settings, metrics=None, backend: str | None = None):
+        self.scorer = scorer
+        self.settings = settings
+        self.metrics = metrics
+        self.backend = backend or getattr(scorer, "backend", settings.backend)
+        self.model_version = str(scorer.model_version)
+        self.model = model_name(scorer)
+        self.cache: LRUCache = LRUCache(settings.cache_size)
+        self._score_normalized = getattr(scorer, "score_normalized", None)
+        self.batcher = Batcher(
+            self._score_batch,
+            max_length=int(scorer.max_length),
+            max_batch_tokens=settings.max_batch_tokens,
+            max_wait_ms=settings.max_wait_ms,
+            queue_size=settings.queue_size,
+            metrics=metrics,
+        )
+
+    async def start(self) -> None:
+        """Start the batcher on the running loop."""
+        await self.batcher.start()
+
+    async def close(self) -> None:
+        """Finish queued work and stop the worker thread."""
+        await self.batcher.close()
+
+    def _score_batch(self, texts: list[str]):
+        # Runs on the batcher's worker thread. One batch is one forward pass.
+        if self._score_normalized is not None:
+            return self._score_normalized(texts, batch_size=len(texts))
+        return self.scorer.score(texts, batch_size=len(texts))
+
+    async def score(self, texts: Sequence[str]) -> list:
+        """Scores for ``texts`` (raw comments), one per text, in order.
+
+        Raises:
+            api.batcher.QueueFull: the queue cannot take this request's new texts.
+            api.batcher.ShuttingDown: the service is draining.
+        """
+        if sum(len(t) for t in texts) > _INLINE_NORMALIZE_CHARS:
+            normalized = await asyncio.to_thread(lambda: [normalize_text(t) for t in texts])
+        else:
+            normalized = [normalize_text(t) for t in texts]
+
+        found: dict[str, object] = {}
+        missing: list[str] = []
+        for text in dict.fromkeys(normalized):  # each distinct text once, in order
+            hit = self.cache.get((self.model_version, text))
+            if hit is None:
+                missing.append(text)
+            else:
+                found[text] = hit
+        if self.metrics is not None:
+            self.metrics.cache_hits.inc(len(found))
+            self.metrics.cache_misses.inc(len(missing))
+        if missing:
+            scored = await self.batcher.submit(missing)
+            for text, result in zip(missing, scored):
+                found[text] = result
+                self.cache.put((self.model_version, text), result)
+        if self.metrics is not None:
+            self.metrics.comments.inc(len(texts))
+        return [found[text] for text in normalized]
