@@ -18,9 +18,17 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
+
+
+@app.callback()
+def _root() -> None:
+    """zhenping: warmth, substance and template-likeness scores for Chinese comments."""
+
+
 # Modules that add subcommands to `app` (each does `from training.cli import app`).
 COMMAND_MODULES = (
     "training.commands",
+    "training.model_commands",
     "api.commands",
 )
 

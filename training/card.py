@@ -1,0 +1,158 @@
+"""The model card (``README.md`` of an exported model): measured numbers filled in
+from the run, intended use and limitations written by people."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from training.evaluate import comparison_table, detection_table, per_axis_table
+
+INTENDED_USE = """\
+## Intended use
+
+- Ranking and moderation teams scoring Chinese user comments (video, music, shopping,
+  food-delivery, hotel, forum and Weibo-style comments) for three qualities defined in
+  `data_cards/labels.md`: **warmth** 温度 (care and empathy toward people; 0 = hostile),
+  **substance** 实质 (information a reader gains) and **template-likeness** 模板化
+  (generic text that could be pasted under anything).
+- Signals for ranking experiments (优质评论 / 热评), for folding filler and copy-paste
+  comments, and for routing likely-hostile comments to human review.
+- Offline analysis of large comment sets, self-hosted; retraining on a platform's own labels
+  (`zhenping train --extra FILE`).
+
+## Out of scope
+
+- Deciding alone to remove content or sanction accounts: scores are probabilistic signals,
+  to be combined with human review and platform policy.
+- Legal or safety judgements (illegal content, self-harm, threats): the warmth axis measures
+  tone toward people, it is not a toxicity or safety classifier.
+- Languages other than Chinese; long documents (only the first `max_length` tokens are read).
+- Judging a comment's truth: substance counts concrete details, it does not check them.
+
+## Limitations
+
+- A small encoder (pretrained from scratch on about 20M characters of public comment corpora)
+  knows little world knowledge; it learns surface cues well (stock phrases, emoji walls,
+  length, concrete nouns and numbers) and subtle sarcasm poorly.
+- Warmth level 3 and template level 3 are rare in the gold labels (about 2 % and 7 %), so
+  scores near the top of those axes are less reliable than the middle.
+- Gold labels come from one annotator per comment; agreement measured on a separate double-
+  labelled set is high (Spearman 0.90-0.95) but label noise remains.
+- Copy-paste campaigns are a property of the stream, not of one comment: a single scored
+  comment cannot tell that it was posted a thousand times.
+- Corpora skew to music, Weibo, shopping and offensive-language sources; other domains
+  (gaming, finance forums, news comments) are under-represented.
+"""
+
+
+def _fmt(v, digits: int = 3) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, float):
+        return f"{v:.{digits}f}"
+    return str(v)
+
+
+def render_card(scorer_config: dict, metrics: dict, baselines: dict | None, info: dict,
+                prepare_manifest: dict | None = None) -> str:
+    """Build the model card from the run's measured values."""
+    version = scorer_config.get("model_version", "unknown")
+    axes = scorer_config["axes"]
+    lines = [
+        f"# zhenping scorer `{version}`",
+        "",
+        "A Chinese comment scorer: one BERT-style encoder, three sigmoid outputs "
+        f"({', '.join(axes)}), each a score in [0, 1] (gold level / 3). A standard Hugging Face "
+        "sequence-classification checkpoint (multi-label), loadable by `transformers` alone:",
+        "",
+        "```python",
+        "from transformers import pipeline",
+        'clf = pipeline("text-classification", model="PATH", function_to_apply="sigmoid", top_k=None)',
+        "```",
+        "",
+        "With zhenping (applies the text normalisation the model was trained with):",
+        "",
+        "```python",
+        "from model import Scorer",
+        'Scorer.from_pretrained("PATH").score(["质量很好,物流很快,会回购的"])',
+        "```",
+        "",
+        "## Test-split results",
+        "",
+        f"Held-out test split: {metrics.get('n', 0):,} gold-labelled comments never seen in "
+        "pretraining or fine-tuning (split by a hash of the normalised text).",
+        "",
+        per_axis_table(metrics),
+        "",
+        detection_table(metrics),
+        "",
+    ]
+    if baselines:
+        lines += ["### Against the baselines (same test rows)", "",
+                  comparison_table({"this model": metrics, **baselines}), ""]
+    lines += ["Per-source figures and plots: `report.md` and `metrics.json` in this folder.", ""]
+    lines += ["## Training data", ""]
+    if prepare_manifest:
+        rows = (prepare_manifest.get("counts") or {}).get("rows") or {}
+        if rows:
+            lines += ["| split | rows |", "| --- | --- |"]
+            lines += [f"| {s} | {_fmt(rows.get(s))} |" for s in ("train", "validation", "test")]
+            lines.append("")
+    lf = scorer_config.get("label_files") or {}
+    if lf:
+        lines += ["Label files (SHA-1):", ""]
+        lines += [f"- `{name}`: `{sha}`" for name, sha in lf.items()]
+        lines.append("")
+    pre = info.get("pretrain")
+    if pre:
+        ev = pre.get("final_eval") or {}
+        lines += [
+            "## Pretraining",
+            "",
+            f"Masked-language-model pretraining from scratch: {pre.get('steps', 0):,} steps, "
+            f"{pre.get('tokens', 0):,} tokens in {pre.get('seconds', 0) / 60:.0f} minutes "
+            f"({pre.get('tokens_per_second', 0):,.0f} tokens/s); held-out masked-token accuracy "
+            f"{_fmt(ev.get('mlm_accuracy'))}. Encoder parameters: {pre.get('encoder_parameters', 0) / 1e6:.1f}M.",
+            "",
+        ]
+    mt = info.get("multitask")
+    if mt:
+        lines += ["## Intermediate multi-task stage", "",
+                  f"Tasks: {', '.join(mt.get('tasks', []))}; {mt.get('steps', 0):,} steps in "
+                  f"{mt.get('seconds', 0) / 60:.0f} minutes.", ""]
+    ft = info.get("finetune", {})
+    lines += [
+        "## Fine-tuning",
+        "",
+        f"{ft.get('train_rows', 0):,} training and {ft.get('validation_rows', 0):,} validation "
+        f"comments; {_fmt(ft.get('epochs_run'), 1)} epochs in {ft.get('train_seconds', 0) / 60:.1f} minutes; "
+        f"best validation mean Spearman {_fmt(ft.get('best_validation_mean_spearman'))}.",
+        "",
+        "Hyperparameters:",
+        "",
+        "```json",
+        json.dumps(ft.get("config", {}), ensure_ascii=False, indent=2),
+        "```",
+        "",
+        f"Max length: {scorer_config.get('max_length')} tokens. Normalisation: "
+        f"`{scorer_config.get('normalization')}`. Versions: "
+        + ", ".join(f"{k} {v}" for k, v in (scorer_config.get("versions") or {}).items())
+        + ".",
+        "",
+        INTENDED_USE,
+    ]
+    return "\n".join(lines)
+
+
+def load_baselines(path: str | Path, split: str = "test", axes=None) -> dict:
+    """Baseline metrics for ``split`` from ``baselines.json`` (empty if absent)."""
+    p = Path(path)
+    if not p.is_file():
+        return {}
+    stored = json.loads(p.read_text(encoding="utf-8"))
+    out = {}
+    for name, res in stored.get("models", {}).items():
+        if split in res and (axes is None or res[split].get("axes") == list(axes)):
+            out[name] = res[split]
+    return out

@@ -1,0 +1,187 @@
+"""Fine-tune an encoder into zhenping's three-axis scorer.
+
+``AutoModelForSequenceClassification`` with 3 labels (warmth, substance,
+template), multi-label: one sigmoid per axis trained with binary cross-entropy
+against the soft target level / 3. The Hugging Face ``Trainer`` runs the loop:
+evaluation on the validation split every epoch, early stopping on the mean
+Spearman correlation, checkpoints every epoch in ``out_dir`` (rerunning the same
+command after a crash resumes from the newest one).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from model.axes import AXES
+from model.normalize import normalize_text
+from training.config import config_to_dict, format_config
+
+
+@dataclass
+class FinetuneConfig:
+    data_dir: str = "runs/data"  # train/validation/test.jsonl from `zhenping prepare`
+    base: str = "runs/pretrain/encoder"  # encoder dir, zhenping model dir or hub id
+    out_dir: str = "runs/finetune"  # trainer checkpoints (resume point)
+    max_length: int = 128  # tokens; longer comments are truncated
+    lr: float = 1e-4  # peak, after warmup
+    batch_size: int = 32  # comments per step
+    epochs: int = 12  # upper bound; early stopping usually ends sooner
+    warmup_ratio: float = 0.06  # share of steps spent warming up
+    weight_decay: float = 0.01
+    patience: int = 3  # epochs without validation improvement before stopping
+    dropout: float = 0.1  # classifier and encoder dropout
+    seed: int = 13
+    num_threads: int = 0  # torch threads (0: library default)
+    extra_train: list[str] | None = None  # more labelled files (JSONL/CSV/Parquet/HF) for the train split
+
+
+def seed_everything(seed: int) -> None:
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def read_split(data_dir: str | os.PathLike, split: str) -> list[dict]:
+    path = Path(data_dir) / f"{split}.jsonl"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found; run `zhenping prepare` first")
+    with open(path, encoding="utf-8") as fh:
+        return [json.loads(line) for line in fh if line.strip()]
+
+
+class _Dataset:
+    """Tokenised comments with float targets, for the Trainer."""
+
+    def __init__(self, rows: list[dict], tokenizer, max_length: int):
+        texts = [normalize_text(r["text"]) for r in rows]
+        self.enc = tokenizer(texts, truncation=True, max_length=max_length)
+        self.labels = [[float(r[a]) for a in AXES] for r in rows]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> dict:
+        item = {k: v[i] for k, v in self.enc.items()}
+        item["labels"] = self.labels[i]
+        return item
+
+
+def spearman_metrics(pred_scores: np.ndarray, true_scores: np.ndarray) -> dict:
+    from scipy.stats import spearmanr
+
+    out = {}
+    for j, a in enumerate(AXES):
+        rho = spearmanr(pred_scores[:, j], true_scores[:, j]).statistic
+        out[f"spearman_{a}"] = float(np.nan_to_num(rho))
+    out["mean_spearman"] = float(np.mean([out[f"spearman_{a}"] for a in AXES]))
+    return out
+
+
+def load_base(base: str, tokenizer_dir: str | None = None, dropout: float = 0.1):
+    """Model and tokenizer from an encoder dir, a zhenping model dir or a hub id."""
+    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+
+    from training.export import set_label_names
+
+    config = AutoConfig.from_pretrained(base)
+    set_label_names(config)
+    if hasattr(config, "hidden_dropout_prob"):
+        config.hidden_dropout_prob = dropout
+    config.classifier_dropout = dropout
+    model = AutoModelForSequenceClassification.from_pretrained(
+        base, config=config, use_safetensors=True, ignore_mismatched_sizes=True
+    )
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir or base)
+    return model, tokenizer
+
+
+def train(cfg: FinetuneConfig):
+    """Fine-tune; returns ``(model, tokenizer, info)`` with the best validation model."""
+    import torch
+    from transformers import DataCollatorWithPadding, EarlyStoppingCallback, Trainer, TrainingArguments
+
+    print("fine-tune config:\n" + format_config(cfg), file=sys.stderr)
+    seed_everything(cfg.seed)
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
+    train_rows = read_split(cfg.data_dir, "train")
+    val_rows = read_split(cfg.data_dir, "validation")
+    if cfg.extra_train:
+        from training.userdata import load_labelled
+
+        for f in cfg.extra_train:
+            for r in load_labelled(f):
+                train_rows.append({"id": r.id, "source": r.source, "text": r.text,
+                                   **{a: lv / 3.0 for a, lv in zip(AXES, r.levels)}})
+    model, tok = load_base(cfg.base, dropout=cfg.dropout)
+    train_ds = _Dataset(train_rows, tok, cfg.max_length)
+    val_ds = _Dataset(val_rows, tok, cfg.max_length)
+    print(f"fine-tune: {len(train_ds):,} train, {len(val_ds):,} validation comments; "
+          f"base {cfg.base}", file=sys.stderr)
+
+    def compute_metrics(p):
+        logits, labels = p
+        return spearman_metrics(1.0 / (1.0 + np.exp(-logits)), labels)
+
+    args = TrainingArguments(
+        output_dir=cfg.out_dir,
+        learning_rate=cfg.lr,
+        per_device_train_batch_size=cfg.batch_size,
+        per_device_eval_batch_size=64,
+        num_train_epochs=cfg.epochs,
+        warmup_ratio=cfg.warmup_ratio,
+        weight_decay=cfg.weight_decay,
+        eval_strategy="epoch",
+        save_strategy="epoch",
+        save_total_limit=2,
+        load_best_model_at_end=True,
+        metric_for_best_model="mean_spearman",
+        greater_is_better=True,
+        group_by_length=True,
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        logging_steps=50,
+        report_to=[],
+        disable_tqdm=False,
+        save_safetensors=True,
+        use_cpu=not torch.cuda.is_available(),
+        dataloader_num_workers=0,
+    )
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=train_ds,
+        eval_dataset=val_ds,
+        data_collator=DataCollatorWithPadding(tok),
+        compute_metrics=compute_metrics,
+        callbacks=[EarlyStoppingCallback(early_stopping_patience=cfg.patience)],
+    )
+    resume = any(p.name.startswith("checkpoint-") for p in Path(cfg.out_dir).glob("checkpoint-*"))
+    if resume:
+        print(f"resuming from the newest checkpoint in {cfg.out_dir}", file=sys.stderr)
+    t0 = time.time()
+    trainer.train(resume_from_checkpoint=True if resume else None)
+    seconds = time.time() - t0
+    history = [h for h in trainer.state.log_history if "eval_mean_spearman" in h]
+    info = {
+        "train_rows": len(train_ds),
+        "validation_rows": len(val_ds),
+        "train_seconds": round(seconds, 1),
+        "epochs_run": trainer.state.epoch,
+        "best_checkpoint": trainer.state.best_model_checkpoint,
+        "best_validation_mean_spearman": trainer.state.best_metric,
+        "validation_history": history,
+        "config": config_to_dict(cfg),
+    }
+    trainer.model.eval()
+    return trainer.model, tok, info
