@@ -30,6 +30,7 @@ COMMAND_MODULES = (
     "training.commands",
     "training.model_commands",
     "api.commands",
+    "model.commands",
 )
 
 for _name in COMMAND_MODULES:
