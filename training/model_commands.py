@@ -33,3 +33,90 @@ def pretrain_cmd(
     except (ValueError, TypeError, FileNotFoundError) as exc:
         raise typer.BadParameter(str(exc)) from None
     run(cfg)
+
+
+@app.command(
+    "multitask",
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+)
+def multitask_cmd(
+    ctx: typer.Context,
+    config: Optional[str] = typer.Option(None, help="TOML file (bare names: training/configs/)."),
+) -> None:
+    """Intermediate multi-task stage on the corpora's own labels (offensive, sexism,
+    AI text, sentiment, emotion) between pretraining and fine-tuning."""
+    from training.config import load_config, parse_overrides
+    from training.multitask import MultitaskConfig, run
+
+    try:
+        cfg = load_config(MultitaskConfig, config, parse_overrides(ctx.args))
+    except (ValueError, TypeError, FileNotFoundError) as exc:
+        raise typer.BadParameter(str(exc)) from None
+    run(cfg)
+
+
+@app.command(
+    "train",
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+)
+def train_cmd(
+    ctx: typer.Context,
+    config: str = typer.Option("finetune.toml", help="TOML file (bare names: training/configs/)."),
+    extra: list[str] = typer.Option([], "--extra", help="More labelled files (JSONL/CSV/Parquet/HF dataset) for training; repeatable."),
+    out: str = typer.Option("runs/model", help="Where the exported scorer folder goes."),
+    base: Optional[str] = typer.Option(None, help="Encoder to start from: a local folder or a Hugging Face id."),
+    version: Optional[str] = typer.Option(None, help="Model version written into the export (default: a timestamp)."),
+) -> None:
+    """Fine-tune, evaluate on the test split beside the baselines, and export.
+
+    Extra --key=value arguments override the config, e.g. --lr=5e-5 --epochs=3.
+    Rerunning after a crash resumes from the newest checkpoint in out_dir.
+    """
+    from training.config import load_config, parse_overrides
+    from training.finetune import FinetuneConfig
+    from training.train import run_train
+
+    overrides = parse_overrides(ctx.args)
+    if base:
+        overrides["base"] = base
+    if extra:
+        overrides["extra_train"] = list(extra)
+    try:
+        cfg = load_config(FinetuneConfig, config, overrides)
+    except (ValueError, TypeError, FileNotFoundError) as exc:
+        raise typer.BadParameter(str(exc)) from None
+    metrics = run_train(cfg, out, model_version=version)
+    o = metrics["overall"]
+    for a in metrics["axes"]:
+        typer.echo(f"test {a}: spearman {o[a]['spearman']}, pearson {o[a]['pearson']}, mae {o[a]['mae']}")
+    typer.echo(f"test template>=2 AUROC {o['template_ge2']['auroc']}, hostile AUROC {o['hostile']['auroc']}")
+
+
+@app.command("reproduce-default")
+def reproduce_default_cmd(
+    out: str = typer.Option("model/default", help="Where the scorer folder goes."),
+    pretrain_steps: int = typer.Option(1400, help="Pretraining steps (the shipped model used 1400)."),
+    multitask_steps: int = typer.Option(1500, help="Multi-task steps (the shipped model used 1500)."),
+    corpora: Optional[str] = typer.Option(None, help="Corpora root (default: $ZHENPING_CORPORA or ../shared)."),
+) -> None:
+    """Rebuild the shipped default model from the corpora and gold labels, end to end:
+    pretrain → prepare → baselines → multi-task → fine-tune → evaluate → export.
+    Every stage resumes or reuses its output under runs/ when rerun."""
+    from training.baselines import run_baselines
+    from training.config import load_config
+    from training.finetune import FinetuneConfig
+    from training.multitask import MultitaskConfig
+    from training.multitask import run as run_multitask
+    from training.prepare import prepare
+    from training.pretrain import PretrainConfig
+    from training.pretrain import run as run_pretrain
+    from training.train import run_train
+
+    pre = load_config(PretrainConfig, "pretrain_cpu.toml", {"max_steps": pretrain_steps, "corpora": corpora})
+    encoder = run_pretrain(pre)
+    prepare(corpora=corpora, out="runs/data")
+    run_baselines(data_dir="runs/data")
+    mt = load_config(MultitaskConfig, None, {"base": str(encoder), "steps": multitask_steps, "corpora": corpora})
+    mt_encoder = run_multitask(mt)
+    ft = load_config(FinetuneConfig, "finetune.toml", {"base": str(mt_encoder)})
+    run_train(ft, out, model_version="zhenping-small-v1")

@@ -1,0 +1,179 @@
+"""Intermediate multi-task stage: teach the pretrained encoder the labels the
+corpora already carry before it meets the gold labels.
+
+Tasks (each a classification head on the ``[CLS]`` vector, trained together,
+batches drawn from the tasks in turn):
+
+* ``offensive`` — COLD offensive language (safe/offensive): hostility for warmth.
+* ``sexism`` — SWSR sexist comments: contempt toward groups, warmth 0.
+* ``ai_text`` — HC3-Plus and AGT-2025 human vs machine-written text: boilerplate.
+* ``sentiment`` — positive/negative reviews and posts (Douban books, shopping,
+  food delivery, hotels, Weibo).
+* ``emotion`` — SMP2020-EWECT six emotions on Weibo.
+
+Texts of the labelled validation and test splits are left out. The encoder
+(with its MLM head, untouched) is saved as the base for fine-tuning.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from model.normalize import normalize_text
+from training.config import config_to_dict, format_config
+
+# task -> (number of classes, [(corpus, file, label -> class index)])
+_BINARY = {"0": 0, "1": 1}
+TASKS: dict[str, tuple[int, list[tuple[str, str, dict]]]] = {
+    "offensive": (2, [("cold", f, _BINARY) for f in ("train.csv.gz", "dev.csv.gz", "test.csv.gz")]),
+    "sexism": (2, [("swsr", "SexComment.csv.gz", _BINARY)]),
+    "ai_text": (2, [("hc3plus_zh", f, _BINARY) for f in
+                    ("val_hc3_QA.jsonl.gz", "val_hc3_si.jsonl.gz", "test_hc3_si.jsonl.gz")]
+                + [("agt2025_zh", f, _BINARY) for f in
+                   ("AGT2025_fromHC3_chinese_GPT4.5_DSR1.csv.gz", "hc3_zh_human_sample.csv.gz",
+                    "M4GT_chinese_human_sample.csv.gz", "AGT2025_fromM4GT_chinese_GPT4.5_DSR1.csv.gz")]),
+    "sentiment": (2, [("douban_book_review", f, _BINARY) for f in ("train.csv.gz", "dev.csv.gz", "test.csv.gz")]
+                  + [("online_shopping_10_cats", "online_shopping_10_cats.csv.gz", _BINARY),
+                     ("waimai_10k", "waimai_10k.csv.gz", _BINARY),
+                     ("chnsenticorp_htl_all", "ChnSentiCorp_htl_all.csv.gz", _BINARY),
+                     ("weibo_senti_100k_subset2400", "weibo_senti_100k_2400.csv.gz", _BINARY)]),
+    "emotion": (6, [("smp2020_ewect", f"{d}_{s}.csv.gz", {str(i): i for i in range(6)})
+                    for d in ("usual", "virus") for s in ("train", "dev", "test")]),
+}
+
+
+@dataclass
+class MultitaskConfig:
+    base: str = "runs/pretrain/encoder"  # the pretrained encoder (BertForMaskedLM dir)
+    out_dir: str = "runs/multitask"  # encoder/ is written here
+    corpora: str | None = None
+    gold: str | None = None
+    tasks: list[str] | None = None  # default: every task in TASKS
+    max_length: int = 96  # tokens per text
+    batch_size: int = 32  # texts per step (one task per step)
+    steps: int = 1500  # optimiser steps in all
+    lr: float = 1e-4  # peak, after warmup
+    warmup_steps: int = 100
+    per_task_cap: int = 30000  # texts kept per task (a random sample above that)
+    seed: int = 13
+    num_threads: int = 0
+
+
+def load_task_data(cfg: MultitaskConfig) -> dict[str, tuple[list[str], list[int]]]:
+    """Texts and class ids per task, deduplicated, without labelled val/test texts."""
+    from training.corpora import corpora_root, get_file, iter_rows, row_text
+    from training.pretrain import PretrainConfig, _heldout_texts
+
+    heldout = _heldout_texts(PretrainConfig(corpora=cfg.corpora, gold=cfg.gold))
+    root = corpora_root(cfg.corpora)
+    rng = random.Random(cfg.seed)
+    out = {}
+    for name in cfg.tasks or list(TASKS):
+        if name not in TASKS:
+            raise ValueError(f"unknown task {name!r}; known: {sorted(TASKS)}")
+        _, sources = TASKS[name]
+        seen: dict[str, int] = {}
+        for corpus, fname, mapping in sources:
+            _, cf = get_file(corpus, fname)
+            path = root / corpus / fname
+            if not path.exists():
+                continue
+            for _, rec in iter_rows(path, cf):
+                label = str(rec.get(cf.label_field, "")).strip()
+                if label not in mapping:
+                    continue
+                text = normalize_text(row_text(rec, cf))
+                if not text or text in heldout or text in seen:
+                    continue
+                seen[text] = mapping[label]
+        items = list(seen.items())
+        rng.shuffle(items)
+        items = items[: cfg.per_task_cap]
+        if items:
+            out[name] = ([t for t, _ in items], [y for _, y in items])
+    return out
+
+
+def run(cfg: MultitaskConfig) -> Path:
+    """Train the task heads with the encoder; returns the saved encoder folder."""
+    import torch
+    from tqdm import tqdm
+    from transformers import AutoTokenizer, BertForMaskedLM, get_linear_schedule_with_warmup
+
+    print("multi-task config:\n" + format_config(cfg), file=sys.stderr)
+    torch.manual_seed(cfg.seed)
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
+    data = load_task_data(cfg)
+    if not data:
+        raise ValueError("no task data found in the corpora")
+    for name, (texts, ys) in data.items():
+        counts = np.bincount(ys, minlength=TASKS[name][0]).tolist()
+        print(f"task {name}: {len(texts):,} texts, classes {counts}", file=sys.stderr)
+    tok = AutoTokenizer.from_pretrained(cfg.base)
+    mlm = BertForMaskedLM.from_pretrained(cfg.base)
+    encoder = mlm.bert
+    hidden = encoder.config.hidden_size
+    heads = torch.nn.ModuleDict({
+        name: torch.nn.Sequential(torch.nn.Dropout(0.1), torch.nn.Linear(hidden, TASKS[name][0]))
+        for name in data
+    })
+    params = list(encoder.parameters()) + list(heads.parameters())
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.01)
+    sched = get_linear_schedule_with_warmup(opt, cfg.warmup_steps, cfg.steps)
+    encoder.train()
+    heads.train()
+    rngs = {n: np.random.default_rng(cfg.seed + i) for i, n in enumerate(data)}
+    names = list(data)
+    hist = {n: [] for n in names}
+    t0 = time.time()
+    for step in tqdm(range(cfg.steps), desc="multi-task", unit="step", file=sys.stderr, mininterval=5.0):
+        name = names[step % len(names)]
+        texts, ys = data[name]
+        idx = rngs[name].integers(0, len(texts), cfg.batch_size)
+        enc = tok([texts[i] for i in idx], truncation=True, max_length=cfg.max_length,
+                  padding=True, return_tensors="pt")
+        y = torch.tensor([ys[i] for i in idx])
+        cls = encoder(**enc).last_hidden_state[:, 0]
+        logits = heads[name](cls)
+        loss = torch.nn.functional.cross_entropy(logits, y)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        hist[name].append(float((logits.argmax(-1) == y).float().mean()))
+    seconds = time.time() - t0
+    summary = {
+        "tasks": names,
+        "steps": cfg.steps,
+        "seconds": round(seconds, 1),
+        "texts": {n: len(data[n][0]) for n in names},
+        "train_accuracy_last_100_batches": {n: float(np.mean(h[-100:])) for n, h in hist.items() if h},
+        "config": config_to_dict(cfg),
+    }
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    enc_dir = out / "encoder"
+    tmp = out / "encoder.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    mlm.save_pretrained(tmp, safe_serialization=True)
+    from training.tokenizer import save_tokenizer
+
+    save_tokenizer(tok, tmp)
+    pre = Path(cfg.base) / "pretrain_summary.json"
+    if pre.exists():
+        shutil.copyfile(pre, tmp / "pretrain_summary.json")
+    (tmp / "multitask_summary.json").write_text(json.dumps(summary, indent=2))
+    shutil.rmtree(enc_dir, ignore_errors=True)
+    tmp.rename(enc_dir)
+    print(json.dumps(summary["train_accuracy_last_100_batches"]), file=sys.stderr)
+    return enc_dir
