@@ -55,7 +55,7 @@ def serve(
         typer.echo(f"zhenping serve: {_settings_error(exc)}", err=True)
         raise typer.Exit(2) from None
     try:
-        check_model_dir(settings.model_dir, settings.backend)
+        check_model_dir(settings.model_dir)
     except ModelLoadError as exc:
         typer.echo(f"zhenping serve: {exc}", err=True)
         raise typer.Exit(1) from None
@@ -99,7 +99,7 @@ def _serve_one(settings, graceful_timeout: int) -> None:
     server = DrainingServer(config)
     server.run()
     if failure:
-        typer.echo(f"zhenping serve: cannot serve {settings.model_dir}: {failure[0]}", err=True)
+        typer.echo(f"zhenping serve: {failure[0]}", err=True)
         raise typer.Exit(1)
     if not server.started:
         raise typer.Exit(1)

@@ -30,7 +30,7 @@ from api.errors import ApiError, CatchAllMiddleware, install_error_handlers
 from api.metrics import MetricsMiddleware, ServiceMetrics
 from api.schemas import ErrorBody as ErrorSchema
 from api.schemas import Info, ScoreRequest, ScoreResponse, Status
-from api.service import ScoringService, load_scorer
+from api.service import ModelLoadError, ScoringService, load_scorer
 from api.settings import Settings
 from model.axes import LEVELS
 
@@ -218,7 +218,7 @@ def create_app(
             raise
         except Exception as exc:  # noqa: BLE001 - reported on /ready and stops the server
             reason = str(exc) or type(exc).__name__
-            logger.error("model failed to load: %s", reason, exc_info=not isinstance(exc, ValueError))
+            logger.error("model failed to load: %s", reason, exc_info=not isinstance(exc, ModelLoadError))
             app.state.phase = "failed"
             app.state.load_error = reason
             if on_load_failure is not None:

@@ -22,19 +22,22 @@ logger = logging.getLogger("zhenping.api")
 # large request does not stall the event loop (normalisation is ~5 us/char).
 _INLINE_NORMALIZE_CHARS = 4000
 
-MODEL_FILES = ("config.json", "scorer_config.json", "tokenizer.json", "model.safetensors")
+CONFIG_FILES = ("config.json", "scorer_config.json")
 
 
 class ModelLoadError(Exception):
     """The model directory cannot be served; the message names the problem."""
 
 
-def check_model_dir(model_dir: str | Path, backend: str = "torch") -> None:
-    """Fast checks of a model directory before anything heavy is imported.
+def check_model_dir(model_dir: str | Path) -> None:
+    """Fast checks of a model directory, before torch is imported.
+
+    The scorer's own load names every other missing or corrupt file; this only
+    makes the common mistakes (wrong path, not an export) fail in milliseconds.
 
     Raises:
-        ModelLoadError: the directory is missing, lacks a file, or a config file
-            is not valid JSON; the message names the file and how to fix it.
+        ModelLoadError: the directory is missing, or a config file is missing,
+            not valid JSON, or declares other axes than the service's.
     """
     path = Path(model_dir)
     if not path.exists():
@@ -44,18 +47,18 @@ def check_model_dir(model_dir: str | Path, backend: str = "torch") -> None:
         )
     if not path.is_dir():
         raise ModelLoadError(f"model path {path} is not a directory")
-    required = MODEL_FILES if backend == "torch" else MODEL_FILES[:-1]
-    missing = [name for name in required if not (path / name).is_file()]
+    missing = [name for name in CONFIG_FILES if not (path / name).is_file()]
     if missing:
         raise ModelLoadError(f"model directory {path} is missing {', '.join(missing)}; is it a complete export?")
-    for name in ("config.json", "scorer_config.json"):
+    docs = {}
+    for name in CONFIG_FILES:
         try:
-            doc = json.loads((path / name).read_text(encoding="utf-8"))
+            docs[name] = json.loads((path / name).read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise ModelLoadError(f"{path / name} is not valid JSON: {exc}") from exc
-        if not isinstance(doc, dict):
-            raise ModelLoadError(f"{path / name} must hold a JSON object, found {type(doc).__name__}")
-    axes = json.loads((path / "scorer_config.json").read_text(encoding="utf-8")).get("axes")
+        if not isinstance(docs[name], dict):
+            raise ModelLoadError(f"{path / name} must hold a JSON object, found {type(docs[name]).__name__}")
+    axes = docs["scorer_config.json"].get("axes")
     if axes is not None and tuple(axes) != AXES:
         raise ModelLoadError(f"model axes {axes} differ from the service's {list(AXES)}")
 
@@ -66,37 +69,27 @@ def load_scorer(settings):
     Raises:
         ModelLoadError: naming the directory and what failed.
     """
-    check_model_dir(settings.model_dir, settings.backend)
+    check_model_dir(settings.model_dir)
     from model.scorer import Scorer
 
-    if settings.num_threads:
-        import torch
-
-        torch.set_num_threads(settings.num_threads)
-    backend = settings.backend
     try:
-        scorer = Scorer.from_pretrained(settings.model_dir, device="cpu", backend=backend)
-    except Exception as exc:
-        if backend == "onnx" and settings.onnx_fallback:
-            logger.warning("ONNX model failed to load (%s); falling back to torch", exc)
-            backend = "torch"
-            try:
-                scorer = Scorer.from_pretrained(settings.model_dir, device="cpu", backend=backend)
-            except Exception as exc2:
-                raise ModelLoadError(f"cannot load the model from {settings.model_dir}: {exc2}") from exc2
-        else:
-            raise ModelLoadError(f"cannot load the model from {settings.model_dir}: {exc}") from exc
+        scorer = Scorer.from_pretrained(
+            settings.model_dir,
+            device="cpu",
+            backend=settings.backend,
+            num_threads=settings.num_threads or None,
+            fallback_to_torch=settings.onnx_fallback,
+        )
+    except Exception as exc:  # noqa: BLE001 - any load failure means: do not serve
+        raise ModelLoadError(f"cannot load the model from {settings.model_dir}: {exc}") from exc
     if tuple(scorer.axes) != AXES:
         raise ModelLoadError(f"model axes {list(scorer.axes)} differ from the service's {list(AXES)}")
-    return scorer, getattr(scorer, "backend", backend)
+    return scorer, getattr(scorer, "backend", settings.backend)
 
 
 def model_name(scorer) -> str:
-    """``'<model id>@<model version>'``; a local directory is named by its last part only."""
-    model_id = str(scorer.model_id)
-    if "/" in model_id and Path(model_id).exists():
-        model_id = Path(model_id).name  # do not publish server paths
-    return f"{model_id}@{scorer.model_version}"
+    """``'<model id>@<model version>'``, as responses name the model."""
+    return f"{scorer.model_id}@{scorer.model_version}"
 
 
 class ScoringService:

@@ -1,0 +1,237 @@
+"""In-process app behaviour that a live server cannot show on demand: unexpected
+errors (500), the loading window (503), a failed load, the drain, settings and auth helpers."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass
+
+import pytest
+from fastapi.testclient import TestClient
+from pydantic import ValidationError
+
+from api.auth import key_matches
+from api.main import begin_drain, create_app
+from api.settings import Settings
+from model.axes import AXES, score_to_level
+
+
+@dataclass(frozen=True)
+class Scores:
+    warmth: float
+    substance: float
+    template: float
+
+    @property
+    def levels(self):
+        return {a: score_to_level(getattr(self, a)) for a in AXES}
+
+
+class FakeScorer:
+    """The Scorer interface with deterministic scores; optionally failing."""
+
+    axes = AXES
+    max_length = 64
+    model_id = "fake"
+    model_version = "v1"
+    backend = "torch"
+    config = {"level_scale": 3, "normalization": "zhenping-nfkc-t2s-v1"}
+
+    def __init__(self, fail: Exception | None = None, short_by: int = 0):
+        self.fail = fail
+        self.short_by = short_by
+        self.seen: list[str] = []
+
+    def score_normalized(self, texts, batch_size=32):
+        if self.fail is not None:
+            raise self.fail
+        self.seen.extend(texts)
+        out = [Scores(min(1.0, len(t) / 10), 0.5, 0.0) for t in texts]
+        return out[: len(out) - self.short_by]
+
+
+def settings(**kw) -> Settings:
+    return Settings(**{"model_dir": "unused", "max_wait_ms": 0, **kw})
+
+
+BODY = {"comments": [{"text": "你好"}]}
+INTERNAL = {"error": "internal server error", "error_type": "internal"}
+
+
+@pytest.fixture()
+def api_log():
+    """Records of the service logger (it does not propagate to the root logger)."""
+    records: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            records.append(record)
+
+    handler = Keep()
+    log = logging.getLogger("zhenping.api")
+    log.addHandler(handler)
+    yield records
+    log.removeHandler(handler)
+
+
+def test_scores_with_an_injected_scorer():
+    scorer = FakeScorer()
+    with TestClient(create_app(settings(), scorer=scorer)) as client:
+        response = client.post("/v1/score", json={"comments": [{"text": "12345", "id": "a"}, {"text": "  1  "}]})
+    assert response.status_code == 200
+    assert response.json() == {
+        "model": "fake@v1",
+        "results": [
+            {"id": "a", "warmth": 0.5, "substance": 0.5, "template": 0.0,
+             "levels": {"warmth": 2, "substance": 2, "template": 0}},
+            {"id": None, "warmth": 0.1, "substance": 0.5, "template": 0.0,
+             "levels": {"warmth": 0, "substance": 2, "template": 0}},
+        ],
+    }
+    assert scorer.seen == ["1", "12345"]  # normalised once, shortest first
+
+
+def test_500_hides_internals_and_logs_the_traceback(api_log):
+    app = create_app(settings(), scorer=FakeScorer(fail=RuntimeError("secret detail /srv/weights")))
+    with TestClient(app, raise_server_exceptions=False) as client:
+        response = client.post("/v1/score", json=BODY)
+        metrics = client.get("/metrics").text
+    assert response.status_code == 500
+    assert response.json() == INTERNAL
+    assert "secret" not in response.text
+    errors = [r for r in api_log if r.levelno == logging.ERROR]
+    assert len(errors) == 1
+    assert errors[0].getMessage() == "unhandled error on POST /v1/score"
+    assert "secret detail" in str(errors[0].exc_info[1])
+    assert 'zhenping_http_requests_total{method="POST",route="/v1/score",status="500"} 1.0' in metrics
+
+
+def test_500_when_the_scorer_returns_too_few_results():
+    with TestClient(create_app(settings(), scorer=FakeScorer(short_by=1)), raise_server_exceptions=False) as client:
+        response = client.post("/v1/score", json=BODY)
+    assert response.status_code == 500
+    assert response.json() == INTERNAL
+
+
+def test_503_while_the_model_loads_then_200():
+    release = threading.Event()
+
+    def slow_loader(_settings):
+        release.wait(10)
+        return FakeScorer(), "torch"
+
+    with TestClient(create_app(settings(api_keys="k"), loader=slow_loader)) as client:
+        assert client.get("/health").status_code == 200
+        for path in ("/ready", "/info"):
+            response = client.get(path)
+            assert response.status_code == 503
+            assert response.json() == {"error": "model is still loading; retry shortly", "error_type": "not_ready"}
+            assert response.headers["retry-after"] == "1"
+        scored = client.post("/v1/score", json=BODY, headers={"X-API-Key": "k"})
+        assert scored.status_code == 503 and scored.json()["error_type"] == "not_ready"
+        assert "zhenping_ready 0.0" in client.get("/metrics").text
+        release.set()
+        deadline = time.monotonic() + 10
+        while client.get("/ready").status_code != 200:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        assert client.post("/v1/score", json=BODY, headers={"X-API-Key": "k"}).status_code == 200
+        assert "zhenping_ready 1.0" in client.get("/metrics").text
+
+
+def test_failed_load_is_reported_and_reaches_the_failure_hook():
+    reasons: list[str] = []
+
+    def broken_loader(_settings):
+        raise ValueError("model.safetensors is truncated")
+
+    with TestClient(create_app(settings(), loader=broken_loader, on_load_failure=reasons.append)) as client:
+        deadline = time.monotonic() + 10
+        while not reasons:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        response = client.get("/ready")
+    assert reasons == ["model.safetensors is truncated"]
+    assert response.status_code == 503
+    assert response.json() == {"error": "model failed to load: model.safetensors is truncated", "error_type": "not_ready"}
+
+
+def test_draining_turns_ready_and_scoring_to_503():
+    app = create_app(settings(), scorer=FakeScorer())
+    with TestClient(app) as client:
+        assert client.get("/ready").status_code == 200
+        begin_drain(app)
+        ready = client.get("/ready")
+        scored = client.post("/v1/score", json=BODY)
+        assert client.get("/health").status_code == 200
+        assert client.get("/info").status_code == 200
+    expected = {"error": "server is shutting down; retry on another instance", "error_type": "shutting_down"}
+    assert ready.status_code == 503 and ready.json() == expected
+    assert scored.status_code == 503 and scored.json() == expected
+
+
+def test_text_is_logged_only_when_asked(api_log):
+    logging.getLogger("zhenping").setLevel(logging.DEBUG)
+    try:
+        for log_text in (False, True):
+            with TestClient(create_app(settings(log_text=log_text, log_level="debug"), scorer=FakeScorer())) as client:
+                client.post("/v1/score", json={"comments": [{"text": f"隐私文本{log_text}"}]})
+    finally:
+        logging.getLogger("zhenping").setLevel(logging.INFO)
+    logged = "\n".join(r.getMessage() for r in api_log)
+    assert "隐私文本False" not in logged
+    assert "隐私文本True" in logged
+
+
+def test_cors_is_off_by_default():
+    with TestClient(create_app(settings(), scorer=FakeScorer())) as client:
+        response = client.get("/health", headers={"Origin": "http://anywhere.example"})
+    assert "access-control-allow-origin" not in response.headers
+
+
+# ----------------------------------------------------------------- settings and auth
+
+
+def test_settings_from_environment(monkeypatch):
+    monkeypatch.setenv("ZHENPING_API_KEYS", " k1, k2 ,,")
+    monkeypatch.setenv("ZHENPING_CORS_ORIGINS", "https://a.example,https://b.example")
+    monkeypatch.setenv("ZHENPING_MAX_COMMENTS", "32")
+    monkeypatch.setenv("ZHENPING_BACKEND", "onnx")
+    monkeypatch.setenv("ZHENPING_LOG_LEVEL", "WARNING")
+    s = Settings()
+    assert s.api_keys == ["k1", "k2"] and s.auth_enabled
+    assert s.cors_origins == ["https://a.example", "https://b.example"]
+    assert (s.max_comments, s.backend, s.log_level) == (32, "onnx", "warning")
+
+
+def test_settings_defaults(monkeypatch):
+    for name in [k for k in os.environ if k.startswith("ZHENPING_")]:
+        monkeypatch.delenv(name)
+    s = Settings()
+    assert s.model_dir.parts[-2:] == ("model", "default")
+    assert (s.max_comments, s.max_chars, s.max_body_bytes) == (256, 2000, 1 << 20)
+    assert s.api_keys == [] and not s.auth_enabled and s.cors_origins == [] and s.log_text is False
+
+
+@pytest.mark.parametrize(
+    "kw,message",
+    [
+        ({"queue_size": 10, "max_comments": 20}, "queue_size (10) must be >= max_comments (20)"),
+        ({"log_level": "loud"}, "log_level must be one of critical, error, warning, info, debug, got 'loud'"),
+        ({"backend": "tensorrt"}, "Input should be 'torch' or 'onnx'"),
+        ({"max_chars": 0}, "Input should be greater than 0"),
+    ],
+)
+def test_invalid_settings(kw, message):
+    with pytest.raises(ValidationError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        Settings(**kw)
+
+
+def test_key_matches_compares_every_key():
+    assert key_matches("k2", ["k1", "k2"])
+    assert not key_matches("k", ["k1", "k2"])
+    assert not key_matches("", ["k1"])
+    assert key_matches("ключ", ["ключ"])
