@@ -139,7 +139,7 @@ def train(cfg: FinetuneConfig):
         per_device_train_batch_size=cfg.batch_size,
         per_device_eval_batch_size=64,
         num_train_epochs=cfg.epochs,
-        warmup_ratio=cfg.warmup_ratio,
+        warmup_steps=cfg.warmup_ratio,  # a float in [0, 1) is a share of all steps
         weight_decay=cfg.weight_decay,
         eval_strategy="epoch",
         save_strategy="epoch",
@@ -147,13 +147,12 @@ def train(cfg: FinetuneConfig):
         load_best_model_at_end=True,
         metric_for_best_model="mean_spearman",
         greater_is_better=True,
-        group_by_length=True,
+        train_sampling_strategy="group_by_length",  # less padding per batch
         seed=cfg.seed,
         data_seed=cfg.seed,
         logging_steps=50,
         report_to=[],
         disable_tqdm=False,
-        save_safetensors=True,
         use_cpu=not torch.cuda.is_available(),
         dataloader_num_workers=0,
     )

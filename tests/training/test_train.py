@@ -1,0 +1,83 @@
+"""Fine-tuning, evaluation and export on a tiny encoder and a tiny labelled set."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+from transformers import pipeline
+
+from model.axes import AXES
+from training.finetune import FinetuneConfig
+from training.train import run_train
+from tests.helpers import TINY_TEXTS
+
+
+def _tiny_encoder(path):
+    import torch
+    from transformers import BertConfig, BertForMaskedLM
+
+    from training.tokenizer import save_tokenizer, train_tokenizer
+
+    torch.manual_seed(0)
+    tok = train_tokenizer(TINY_TEXTS * 3, vocab_size=300, min_frequency=1)
+    cfg = BertConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                     intermediate_size=64, max_position_embeddings=130)
+    BertForMaskedLM(cfg).save_pretrained(path)
+    save_tokenizer(tok, path)
+    return path
+
+
+def _tiny_data(path, n=60):
+    rng = random.Random(0)
+    path.mkdir(parents=True)
+    manifest = {"label_files": {"tiny.jsonl": "0" * 40}, "counts": {"rows": {}}}
+    for split, k in (("train", n), ("validation", 20), ("test", 20)):
+        rows = []
+        for i in range(k):
+            t = rng.choice(TINY_TEXTS) + str(i)
+            rows.append({"id": f"{split}:{i}", "source": rng.choice(["a", "b"]), "text": t,
+                         **{a: rng.choice([0, 1, 2, 3]) / 3 for a in AXES}})
+        (path / f"{split}.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+        manifest["counts"]["rows"][split] = k
+    (path / "prepare_manifest.json").write_text(json.dumps(manifest))
+    return path
+
+
+@pytest.mark.slow
+def test_train_exports_a_complete_scorer_dir(tmp_path):
+    enc = _tiny_encoder(tmp_path / "enc")
+    data = _tiny_data(tmp_path / "data")
+    cfg = FinetuneConfig(data_dir=str(data), base=str(enc), out_dir=str(tmp_path / "ft"),
+                         epochs=2, batch_size=8, max_length=32, patience=1)
+    out = tmp_path / "model"
+    metrics = run_train(cfg, out, model_version="test-v1", baselines=tmp_path / "none.json")
+
+    for name in ("config.json", "model.safetensors", "tokenizer.json", "scorer_config.json",
+                 "metrics.json", "README.md", "report.md"):
+        assert (out / name).exists(), name
+    assert not list(tmp_path.glob(".model.*")), "staging folders must not be left behind"
+    sc = json.loads((out / "scorer_config.json").read_text())
+    assert sc["axes"] == list(AXES) and sc["max_length"] == 32 and sc["model_version"] == "test-v1"
+    assert sc["label_files"] == {"tiny.jsonl": "0" * 40}
+    cfg_json = json.loads((out / "config.json").read_text())
+    assert cfg_json["id2label"] == {"0": "warmth", "1": "substance", "2": "template"}
+    assert cfg_json["problem_type"] == "multi_label_classification"
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved["n"] == 20 and set(saved["overall"]) >= set(AXES)
+    assert metrics["training"]["finetune"]["train_rows"] == 60
+    card = (out / "README.md").read_text()
+    assert "test-v1" in card and "Intended use" in card and "Limitations" in card
+
+    # Plain transformers gives the scorer's scores on normalised text.
+    from model.scorer import Scorer
+
+    scorer = Scorer.from_pretrained(str(out))
+    texts = ["沙发", "质量很好,物流很快,会回购的"]
+    ours = scorer.score(texts)
+    clf = pipeline("text-classification", model=str(out), function_to_apply="sigmoid", top_k=None)
+    for s, res in zip(ours, clf(texts)):
+        got = {r["label"]: r["score"] for r in res}
+        for a in AXES:
+            assert abs(got[a] - getattr(s, a)) < 1e-5
