@@ -1,0 +1,50 @@
+"""The multi-task stage on tiny corpora: task data, held-out exclusion, saved encoder."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import json
+
+from training.multitask import MultitaskConfig, load_task_data, run
+from tests.training.test_train import _tiny_encoder
+
+
+def _write_csv(path, header, rows):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with gzip.open(path, "wt", encoding="utf-8", newline="") as fh:
+        w = csv.writer(fh, quoting=csv.QUOTE_ALL)
+        w.writerow(header)
+        w.writerows(rows)
+
+
+def _tiny_corpora(root):
+    _write_csv(root / "cold" / "train.csv.gz", ["split", "topic", "label", "TEXT"],
+               [["train", "race", str(i % 2), f"评论{i}号" + ("你脑子有病吧" if i % 2 else "谢谢分享")]
+                for i in range(40)] + [["train", "race", "1", "评论0号谢谢分享"]])  # a duplicate text
+    _write_csv(root / "waimai_10k" / "waimai_10k.csv.gz", ["label", "review"],
+               [[str(i % 2), f"外卖{i}" + ("很好吃" if i % 2 else "太难吃了")] for i in range(30)])
+    return root
+
+
+def test_task_data_is_deduplicated_and_labelled(tmp_path):
+    root = _tiny_corpora(tmp_path / "corpora")
+    cfg = MultitaskConfig(corpora=str(root), gold=str(tmp_path / "nogold"), tasks=["offensive", "sentiment"])
+    data = load_task_data(cfg)
+    texts, ys = data["offensive"]
+    assert len(texts) == 40  # the repeated text is kept once
+    assert set(ys) == {0, 1}
+    assert len(data["sentiment"][0]) == 30
+
+
+def test_multitask_saves_encoder_with_summary(tmp_path):
+    root = _tiny_corpora(tmp_path / "corpora")
+    enc = _tiny_encoder(tmp_path / "enc")
+    cfg = MultitaskConfig(base=str(enc), out_dir=str(tmp_path / "mt"), corpora=str(root),
+                          gold=str(tmp_path / "nogold"), steps=6, batch_size=4, warmup_steps=1,
+                          max_length=16)
+    out = run(cfg)
+    assert (out / "model.safetensors").exists() and (out / "tokenizer.json").exists()
+    summary = json.loads((out / "multitask_summary.json").read_text())
+    assert summary["steps"] == 6
+    assert set(summary["tasks"]) == {"offensive", "sentiment"}
