@@ -28,12 +28,9 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 
 from model.axes import AXES
+from model.lexicons import LEXICON_DIR, STOCK_PHRASES, TONE_PHRASES, load_lexicon  # noqa: F401 - re-exported
 from model.normalize import normalize_text
 
-_MODEL_DIR = Path(__file__).resolve().parent.parent / "model"
-LEXICON_DIR = _MODEL_DIR / "lexicon"
-STOCK_PHRASES = LEXICON_DIR / "stock_phrases.txt"
-TONE_PHRASES = LEXICON_DIR / "tone_phrases.txt"
 DEFAULT_RESULTS = Path("training/results")
 DEFAULT_MODELS = Path("runs/baselines")
 RIDGE_ALPHAS = (0.3, 1.0, 3.0, 10.0, 30.0)  # searched per axis on validation
@@ -45,37 +42,6 @@ STOCK_CATEGORIES = ("filler", "forward", "stock_praise", "review", "ad", "slogan
 
 
 # ------------------------------------------------------------------ lexicons
-
-
-def load_lexicon(path: str | os.PathLike) -> dict[str, tuple[str, ...]]:
-    """Read a ``<category>\\t<phrase>`` lexicon file.
-
-    Phrases are normalised with :func:`normalize_text` and lower-cased; blank
-    lines and ``#`` comments are skipped. Returns ``{category: phrases}``,
-    longest phrase first within each category.
-
-    Raises:
-        ValueError: a line without a tab, naming file and line.
-
-    Example:
-        >>> lex = load_lexicon(STOCK_PHRASES)
-        >>> "沙发" in lex["filler"]
-        True
-    """
-    path = Path(path)
-    out: dict[str, set[str]] = {}
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            line = line.rstrip("\n")
-            if not line.strip() or line.lstrip().startswith("#"):
-                continue
-            cat, sep, phrase = line.partition("\t")
-            if not sep or not cat.strip() or not phrase.strip():
-                raise ValueError(
-                    f"{path}:{lineno}: expected '<category><TAB><phrase>', got {line!r}"
-                )
-            out.setdefault(cat.strip(), set()).add(normalize_text(phrase).lower())
-    return {c: tuple(sorted(p, key=lambda s: (-len(s), s))) for c, p in out.items()}
 
 
 @lru_cache(maxsize=None)
