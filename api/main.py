@@ -27,6 +27,8 @@ from api.auth import require_api_key
 from api.batcher import QueueFull, ShuttingDown
 from api.deps import ScoreBody, ServiceDep, not_ready_error
 from api.errors import ApiError, CatchAllMiddleware, install_error_handlers
+from api.feedback import FEEDBACK_PATHS
+from api.feedback import router as feedback_router
 from api.metrics import MetricsMiddleware, ServiceMetrics
 from api.schemas import ErrorBody as ErrorSchema
 from api.schemas import Info, ScoreRequest, ScoreResponse, Status
@@ -239,12 +241,13 @@ def create_app(
     app.state.load_error = None
     install_error_handlers(app)
     _add_routes(app)
+    app.include_router(feedback_router)
     app.openapi = lambda: _openapi(app)
 
     # add_middleware wraps: the last added is the outermost.
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(CatchAllMiddleware)
-    app.add_middleware(MetricsMiddleware, metrics=metrics, known_paths=KNOWN_PATHS)
+    app.add_middleware(MetricsMiddleware, metrics=metrics, known_paths=KNOWN_PATHS | FEEDBACK_PATHS)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
