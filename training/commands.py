@@ -95,6 +95,10 @@ def corpora_download(
     unknown = [c for c in corpus or [] if c not in CORPORA]
     if unknown:
         _fail(f"unknown corpus {unknown}; known: {sorted(CORPORA)}", 2)
+    excluded = [c for c in corpus or [] if not CORPORA[c].usable]
+    if excluded:
+        _fail(f"{excluded} excluded: the license does not allow zhenping to use "
+              f"{'it' if len(excluded) == 1 else 'them'} ({CORPORA[excluded[0]].license})", 2)
     report = download(dest, corpora=corpus or None, base_url=base_url, timeout=timeout)
     width = max((len(k) for k in report), default=0)
     for key, status in report.items():

@@ -28,7 +28,7 @@ import numpy as np
 from model.axes import AXES, LEVELS
 
 TEMPLATE_POSITIVE = 2 / LEVELS - 1e-6  # gold template score at or above: "largely generic"
-HOSTILE_LEVEL = 0  # gold warmth level of a hostile comment
+HOSTILE_LEVEL = 0  # gold warmth level of a hostile comment (score <= 0 + 1e-6)
 HEADLINE = ("spearman", "pearson", "mae")
 
 
@@ -83,8 +83,9 @@ def _block(t: np.ndarray, p: np.ndarray, axes: Sequence[str]) -> dict:
         block["template_ge2"] = _detection(t[:, k] >= TEMPLATE_POSITIVE, p[:, k])
     if "warmth" in axes:
         k = axes.index("warmth")
-        # A level-0 gold score is exactly 0; averaged duplicates near 0 round there.
-        hostile = np.rint(t[:, k] * LEVELS) == HOSTILE_LEVEL
+        # Level 0 exactly: a text whose duplicate labels average above 0 is not counted,
+        # as template 1.5 is not counted as template >= 2.
+        hostile = t[:, k] <= HOSTILE_LEVEL / LEVELS + 1e-6
         block["hostile"] = _detection(hostile, 1.0 - p[:, k])
     return block
 

@@ -176,3 +176,7 @@ def test_download_command(server, registry, tmp_path):
     r = runner.invoke(app, ["corpora", "download", str(dest), "--corpus", "nosuch"])
     assert r.exit_code == 2
     assert "unknown corpus ['nosuch']" in r.output
+
+    r = runner.invoke(app, ["corpora", "download", str(dest), "--corpus", "demo_unusable"])
+    assert r.exit_code == 2
+    assert "['demo_unusable'] excluded: the license does not allow zhenping to use it (NC-ND)" in r.output
