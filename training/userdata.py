@@ -26,7 +26,6 @@ import codecs
 import csv
 import gzip
 import hashlib
-import io
 import json
 import logging
 import math
