@@ -1,0 +1,50 @@
+"""Copy-paste campaigns: what a per-comment scorer cannot see.
+
+The same or nearly the same text posted again and again marks 刷评 and
+copy-paste campaigns. This package adds, on top of a scorer's scores:
+
+* :mod:`~model.campaign.window`: exact and near-duplicate counts and a stable
+  cluster id per comment, over a rolling window of recent comments (MinHash +
+  LSH over character shingles), in process or shared through Redis
+  (:mod:`~model.campaign.redis_store`);
+* :mod:`~model.campaign.fusion`: a template score raised by copies;
+* :mod:`~model.campaign.evidence`: the stock phrases and AI boilerplate markers
+  a comment contains;
+* :mod:`~model.campaign.actions`: a suggested pass / review / fold;
+* :mod:`~model.campaign.authors`: per-author summaries over the window.
+
+:class:`CampaignDetector` ties them together for one batch.
+
+Example:
+    >>> from model.campaign import CampaignConfig, CampaignDetector, CampaignInput
+    >>> detector = CampaignDetector.build(CampaignConfig())
+    >>> report = detector.process([CampaignInput("加微信领券")] * 2, scorer.score(["加微信领券"] * 2))  # doctest: +SKIP
+"""
+
+from model.campaign.actions import ACTIONS, ActionPolicy
+from model.campaign.authors import AuthorSummary, AuthorWindow
+from model.campaign.config import CampaignConfig, WindowConfig
+from model.campaign.detector import CampaignDetector, CampaignInput, CampaignReport, CampaignResult
+from model.campaign.evidence import Evidence, EvidenceFinder
+from model.campaign.fusion import Fusion
+from model.campaign.window import Duplicates, DuplicateWindow, MemoryStore, WindowItem
+
+__all__ = [
+    "ACTIONS",
+    "ActionPolicy",
+    "AuthorSummary",
+    "AuthorWindow",
+    "CampaignConfig",
+    "CampaignDetector",
+    "CampaignInput",
+    "CampaignReport",
+    "CampaignResult",
+    "Duplicates",
+    "DuplicateWindow",
+    "Evidence",
+    "EvidenceFinder",
+    "Fusion",
+    "MemoryStore",
+    "WindowConfig",
+    "WindowItem",
+]

@@ -1,0 +1,81 @@
+"""Settings of campaign detection, with their defaults in one place.
+
+The fitted numbers (fusion weights, action thresholds) come from
+``calibration.json`` beside this file, written by ``training/campaign_eval.py``
+from the validation split; the service's settings default to them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+CALIBRATION_FILE = Path(__file__).resolve().parent / "calibration.json"
+
+
+def load_calibration(path: str | Path = CALIBRATION_FILE) -> dict:
+    """The fitted fusion weights and action thresholds.
+
+    Raises:
+        ValueError: the file is missing a number, naming the file and key.
+    """
+    path = Path(path)
+    doc = json.loads(path.read_text(encoding="utf-8"))
+    for section, names in (("fusion", ("exact_weight", "near_weight")),
+                           ("actions", ("fold_template", "review_template", "fold_hostile", "review_hostile"))):
+        for name in names:
+            value = doc.get(section, {}).get(name)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+                raise ValueError(f"{path}: {section}.{name} must be a number, got {value!r}")
+    return doc
+
+
+CALIBRATION = load_calibration()
+
+
+def _check(condition: bool, message: str) -> None:
+    if not condition:
+        raise ValueError(message)
+
+
+@dataclass(frozen=True)
+class WindowConfig:
+    """The rolling window of recent comments that duplicates are counted in."""
+
+    max_size: int = 100_000  # comments kept; the oldest leave first
+    ttl_seconds: float = 86_400.0  # a comment leaves this long after it was seen; 0: no time limit
+    threshold: float = 0.6  # estimated Jaccard similarity of shingle sets that makes a near duplicate
+    num_perm: int = 64  # MinHash permutations: more estimate similarity better and cost memory
+    shingle: int = 3  # characters per shingle; shorter texts are matched whole
+    seed: int = 1  # MinHash seed; every replica sharing a window must use the same
+
+    def __post_init__(self):
+        _check(isinstance(self.max_size, int) and self.max_size > 0, f"max_size must be > 0, got {self.max_size!r}")
+        _check(self.ttl_seconds >= 0, f"ttl_seconds must be >= 0 (0: no time limit), got {self.ttl_seconds!r}")
+        _check(0 < self.threshold <= 1, f"threshold must be in (0, 1], got {self.threshold!r}")
+        _check(isinstance(self.num_perm, int) and 8 <= self.num_perm <= 512,
+               f"num_perm must be an int in [8, 512], got {self.num_perm!r}")
+        _check(isinstance(self.shingle, int) and 1 <= self.shingle <= 10,
+               f"shingle must be an int in [1, 10], got {self.shingle!r}")
+
+
+@dataclass(frozen=True)
+class CampaignConfig:
+    """Everything :class:`model.campaign.CampaignDetector` is built from.
+
+    Example:
+        >>> CampaignConfig(window=WindowConfig(max_size=10_000)).window.max_size
+        10000
+    """
+
+    window: WindowConfig = field(default_factory=WindowConfig)
+    exact_weight: float = CALIBRATION["fusion"]["exact_weight"]  # fusion: pull of each exact copy toward 1
+    near_weight: float = CALIBRATION["fusion"]["near_weight"]  # fusion: pull of each near copy toward 1
+    fold_template: float = CALIBRATION["actions"]["fold_template"]  # fold at template_fused >= this
+    review_template: float = CALIBRATION["actions"]["review_template"]  # review at template_fused >= this
+    fold_hostile: float = CALIBRATION["actions"]["fold_hostile"]  # fold at 1 - warmth >= this
+    review_hostile: float = CALIBRATION["actions"]["review_hostile"]  # review at 1 - warmth >= this
+    lexicon_extra: tuple[Path, ...] = ()  # more <category>\t<phrase> files for evidence
+    authors: bool = True  # keep per-author summaries over the window

@@ -1,0 +1,105 @@
+"""Why a comment looks templated: the stock phrases and boilerplate markers it contains.
+
+Phrases come from lexicon files of ``<category><TAB><phrase>`` lines: the stock
+phrases and AI markers shipped in ``model/lexicon/``, plus any files a deployment
+adds (``ZHENPING_LEXICON_EXTRA``). A ``*`` in a phrase stands for 1-20
+characters. A one-character phrase counts only when the comment is that
+character alone, repeated or with punctuation, so 顶 marks 顶顶顶 but not 顶级.
+Evidence explains a score; it does not change one.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from model.lexicons import AI_MARKERS, STOCK_PHRASES, load_lexicon
+
+# Categories reported as machine-written boilerplate; every other category is a stock phrase.
+AI_CATEGORIES = frozenset({"buzzword", "ai_phrase", "ai_frame", "ai_boilerplate"})
+MAX_PHRASES = 8  # phrase evidence per comment, in order of position
+_GAP = ".{1,20}?"
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """One reason a comment looks templated.
+
+    Attributes:
+        kind: ``"stock_phrase"``, ``"ai_marker"`` or ``"duplicate"``.
+        category: the lexicon category (``"filler"``, ``"ad"``, ``"buzzword"``...),
+            or for duplicates ``"exact"`` / ``"near"``.
+        match: the matched text (normalised, lower-cased); ``None`` for duplicates.
+        count: for duplicates, how many copies; ``None`` otherwise.
+    """
+
+    kind: str
+    category: str
+    match: str | None = None
+    count: int | None = None
+
+    def as_dict(self) -> dict:
+        return {"kind": self.kind, "category": self.category, "match": self.match, "count": self.count}
+
+
+def _compile(phrases: Sequence[str]) -> re.Pattern | None:
+    parts = [_GAP.join(re.escape(piece) for piece in p.split("*")) for p in phrases if len(p) > 1]
+    return re.compile("|".join(parts)) if parts else None
+
+
+class EvidenceFinder:
+    """Find lexicon phrases in normalised comments.
+
+    Args:
+        paths: lexicon files, read in order; categories of later files add to
+            earlier ones.
+
+    Example:
+        >>> finder = EvidenceFinder.default()
+        >>> [(e.kind, e.category, e.match) for e in finder.find("沙发!在流量焦虑的当下")][:3]
+        [('stock_phrase', 'filler', '沙发'), ('ai_marker', 'ai_frame', '在流量焦虑的当下'), ('ai_marker', 'buzzword', '流量焦虑')]
+    """
+
+    def __init__(self, paths: Sequence[str | os.PathLike]):
+        self.paths = tuple(Path(p) for p in paths)
+        merged: dict[str, set[str]] = {}
+        for path in self.paths:
+            if not path.is_file():
+                raise ValueError(f"lexicon file {path} does not exist")
+            for category, phrases in load_lexicon(path).items():
+                merged.setdefault(category, set()).update(phrases)
+        self._patterns: list[tuple[str, str, re.Pattern | None, frozenset[str]]] = []
+        for category, phrases in merged.items():
+            ordered = sorted(phrases, key=lambda s: (-len(s), s))
+            kind = "ai_marker" if category in AI_CATEGORIES else "stock_phrase"
+            singles = frozenset(p for p in ordered if len(p) == 1)
+            self._patterns.append((kind, category, _compile(ordered), singles))
+        self.phrases = sum(len(p) for p in merged.values())
+
+    @classmethod
+    def default(cls, extra: Sequence[str | os.PathLike] = ()) -> "EvidenceFinder":
+        """The shipped stock phrases and AI markers, then ``extra`` files."""
+        return cls([STOCK_PHRASES, AI_MARKERS, *extra])
+
+    def find(self, normalized: str) -> list[Evidence]:
+        """Phrase evidence for one normalised comment, at most :data:`MAX_PHRASES`,
+        in order of where each first occurs."""
+        text = normalized.lower()
+        core = "".join(ch for ch in text if ch.isalnum())
+        found: dict[tuple[str, str], tuple[int, Evidence]] = {}
+        for kind, category, pattern, singles in self._patterns:
+            matched = False
+            if pattern is not None:
+                for m in pattern.finditer(text):
+                    matched = True
+                    key = (category, m.group())
+                    if key not in found:
+                        found[key] = (m.start(), Evidence(kind, category, m.group()))
+            if not matched and core and len(set(core)) == 1 and core[0] in singles:
+                key = (category, core[0])
+                found.setdefault(key, (text.find(core[0]), Evidence(kind, category, core[0])))
+        ranked = sorted(found.values(), key=lambda pair: (pair[0], -len(pair[1].match or "")))
+        return [ev for _, ev in ranked[:MAX_PHRASES]]
