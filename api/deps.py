@@ -10,7 +10,7 @@ from fastapi import Depends, Request
 from pydantic import ValidationError
 
 from api.errors import ApiError, validation_message
-from api.schemas import ScoreRequest
+from api.schemas import RankRequest, ScoreRequest
 from api.service import ScoringService
 from api.settings import Settings
 
@@ -65,6 +65,16 @@ async def read_score_request(request: Request, settings: SettingsDep) -> ScoreRe
     415 for a non-JSON content type, 400 for invalid UTF-8 or JSON, 413 for more
     than ``max_comments`` comments, 422 naming the field for anything else.
     """
+    return await read_comments_body(request, settings, ScoreRequest)
+
+
+async def read_rank_request(request: Request, settings: SettingsDep) -> RankRequest:
+    """Parse and check a rank request body, with the same answers as a score request."""
+    return await read_comments_body(request, settings, RankRequest)
+
+
+async def read_comments_body(request: Request, settings: Settings, schema):
+    """Parse a body of ``{"comments": [...], ...}`` into ``schema`` (see :func:`read_score_request`)."""
     _check_json_content_type(request)
     raw = await request.body()
     if not raw:
@@ -90,7 +100,7 @@ async def read_score_request(request: Request, settings: SettingsDep) -> ScoreRe
             f"{len(comments)} comments in one request; the limit is {settings.max_comments}, split the request",
         )
     try:
-        body = ScoreRequest.model_validate(doc)
+        body = schema.model_validate(doc)
     except ValidationError as exc:
         raise ApiError(422, "validation_error", validation_message(exc.errors(include_input=False))) from None
     too_long = [i for i, c in enumerate(body.comments) if len(c.text) > settings.max_chars]
@@ -106,3 +116,4 @@ async def read_score_request(request: Request, settings: SettingsDep) -> ScoreRe
 
 
 ScoreBody = Annotated[ScoreRequest, Depends(read_score_request)]
+RankBody = Annotated[RankRequest, Depends(read_rank_request)]

@@ -25,13 +25,15 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.auth import require_api_key
 from api.batcher import QueueFull, ShuttingDown
+from api.campaign import RANK_PATHS, build_detector, campaign_fields
+from api.campaign import router as rank_router
 from api.deps import ScoreBody, ServiceDep, not_ready_error
 from api.errors import ApiError, CatchAllMiddleware, install_error_handlers
 from api.feedback import FEEDBACK_PATHS
 from api.feedback import router as feedback_router
 from api.metrics import MetricsMiddleware, ServiceMetrics
 from api.schemas import ErrorBody as ErrorSchema
-from api.schemas import Info, ScoreRequest, ScoreResponse, Status
+from api.schemas import Info, RankRequest, ScoreRequest, ScoreResponse, Status
 from api.service import ModelLoadError, ScoringService, load_scorer
 from api.settings import Settings
 from model.axes import LEVELS
@@ -239,15 +241,17 @@ def create_app(
     app.state.service = None
     app.state.phase = "loading"
     app.state.load_error = None
+    app.state.campaign = build_detector(settings)
     install_error_handlers(app)
     _add_routes(app)
     app.include_router(feedback_router)
+    app.include_router(rank_router)
     app.openapi = lambda: _openapi(app)
 
     # add_middleware wraps: the last added is the outermost.
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(CatchAllMiddleware)
-    app.add_middleware(MetricsMiddleware, metrics=metrics, known_paths=KNOWN_PATHS | FEEDBACK_PATHS)
+    app.add_middleware(MetricsMiddleware, metrics=metrics, known_paths=KNOWN_PATHS | FEEDBACK_PATHS | RANK_PATHS)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -273,6 +277,7 @@ def _add_routes(app: FastAPI) -> None:
     @app.post(
         "/v1/score",
         response_model=ScoreResponse,
+        response_model_exclude_unset=True,  # campaign fields are left out when campaign detection is off
         summary="Score a batch of comments.",
         dependencies=[Depends(require_api_key)],
         responses=_errors(400, 401, 413, 415, 422, 429, 503),
@@ -290,19 +295,26 @@ def _add_routes(app: FastAPI) -> None:
         if settings.log_text:
             logger.debug("scoring texts: %r", texts)
         try:
-            scores = await service.score(texts)
+            normalized = await service.normalize(texts)
+            scores = await service.score_normalized(normalized)
         except QueueFull as exc:
             raise ApiError(429, "queue_full", str(exc), {"Retry-After": str(exc.retry_after)}) from None
         except ShuttingDown:
             raise not_ready_error(request.app.state) from None
         axes = service.scorer.axes
-        return {
-            "model": service.model,
-            "results": [
-                {"id": c.id, **{axis: getattr(s, axis) for axis in axes}, "levels": s.levels}
-                for c, s in zip(body.comments, scores)
-            ],
-        }
+        results = [
+            {"id": c.id, **{axis: getattr(s, axis) for axis in axes}, "levels": s.levels}
+            for c, s in zip(body.comments, scores)
+        ]
+        response = {"model": service.model, "results": results}
+        detector = request.app.state.campaign
+        if detector is not None:
+            fields, authors = await campaign_fields(detector, body.comments, normalized, scores, record=True)
+            for result, extra in zip(results, fields):
+                result.update(extra)
+            if authors is not None:
+                response["authors"] = authors
+        return response
 
     @app.get("/health", response_model=Status, summary="Liveness: 200 while the process serves HTTP.")
     async def health():
@@ -378,9 +390,10 @@ def _openapi(app: FastAPI) -> dict:
     components = schema.setdefault("components", {}).setdefault("schemas", {})
     # The score body is parsed by hand (for exact 400/413/415 answers), so its
     # schema is added here for /docs.
-    request_schema = ScoreRequest.model_json_schema(ref_template="#/components/schemas/{model}")
-    for name, sub in request_schema.pop("$defs", {}).items():
-        components.setdefault(name, sub)
-    components["ScoreRequest"] = request_schema
+    for body_model in (ScoreRequest, RankRequest):
+        request_schema = body_model.model_json_schema(ref_template="#/components/schemas/{model}")
+        for name, sub in request_schema.pop("$defs", {}).items():
+            components.setdefault(name, sub)
+        components[body_model.__name__] = request_schema
     app.openapi_schema = schema
     return schema

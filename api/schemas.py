@@ -6,7 +6,10 @@ written; the service refuses to start with a model whose axes differ.
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, create_model
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, Strict, StrictInt, StrictStr, create_model
 
 from model.axes import AXES, LEVELS
 
@@ -39,12 +42,47 @@ Levels = create_model(
 )
 Levels.__doc__ = f"Each axis's nearest level, 0..{LEVELS} (score x {LEVELS}, rounded)."
 
+class Duplicates(BaseModel):
+    """The comment's repeats in the rolling window and the request (campaign detection)."""
+
+    exact_count: int = Field(ge=0, description="Other comments with the same text (case and white space aside).")
+    near_count: int = Field(ge=0, description="Other comments that are near duplicates but not exact repeats.")
+    cluster_id: str = Field(description="16 hex digits naming the cluster of copies; stable across requests.")
+    first_seen: datetime = Field(description="When the cluster was first seen (UTC).")
+
+
+class Evidence(BaseModel):
+    """One reason the comment looks templated."""
+
+    kind: Literal["stock_phrase", "ai_marker", "duplicate"]
+    category: str = Field(description="Lexicon category ('filler', 'ad', 'buzzword'...), or 'exact' / 'near'.")
+    match: str | None = Field(None, description="The matched phrase as normalised; null for duplicates.")
+    count: int | None = Field(None, description="Copies, for duplicates; null otherwise.")
+
+
+class AuthorSummary(BaseModel):
+    """An author's comments in the rolling window, this request included."""
+
+    author_id: str
+    comments: int = Field(ge=0)
+    template_rate: float = Field(ge=0, le=1, description="Share with a fused template level of 2 or more.")
+    duplicate_rate: float = Field(ge=0, le=1, description="Share that had copies when seen.")
+    mean_warmth: float = Field(ge=0, le=1)
+    mean_substance: float = Field(ge=0, le=1)
+
+
 ScoreResult = create_model(
     "ScoreResult",
     __config__=ConfigDict(extra="forbid"),
     id=(StrictStr | StrictInt | None, Field(None, description="The comment's id as sent, or null.")),
     **{axis: (float, Field(ge=0.0, le=1.0, description=f"{axis} score in [0, 1]")) for axis in AXES},
     levels=(Levels, ...),
+    # Campaign detection; present unless the server turns it off (ZHENPING_CAMPAIGN=false).
+    duplicates=(Duplicates | None, Field(None, description="Repeats of this comment.")),
+    template_fused=(float | None, Field(None, ge=0.0, le=1.0,
+                                        description="The template score raised by copies of the comment.")),
+    evidence=(list[Evidence] | None, Field(None, description="Why the comment looks templated.")),
+    action=(Literal["pass", "review", "fold"] | None, Field(None, description="Suggested moderation action.")),
 )
 ScoreResult.__doc__ = "Scores of one comment."
 
@@ -54,6 +92,42 @@ class ScoreResponse(BaseModel):
 
     model: str = Field(description="The model that scored, as '<model id>@<model version>'.")
     results: list[ScoreResult]  # type: ignore[valid-type]
+    authors: list[AuthorSummary] | None = Field(
+        None, description="One summary per author_id in the request (campaign detection).")
+
+
+class RankRequest(BaseModel):
+    """A batch of comments to order by weighted quality."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"comments": [{"text": "沙发"}, {"text": "谢谢分享,第三步我也踩过坑"}],
+                                         "weights": {"warmth": 1, "substance": 1, "template": -1}}]},
+    )
+
+    comments: list[Comment] = Field(min_length=1, description="One or more comments (the server sets the maximum).")
+    weights: dict[str, Annotated[float, Strict()]] | None = Field(
+        None,
+        description="Weight per axis (axes left out weigh 0); the server's default when absent. "
+                    "quality = sum(weight x score), with template_fused for template when present.")
+
+
+RankResult = create_model(
+    "RankResult",
+    __base__=ScoreResult,
+    rank=(int, Field(ge=1, description="1 for the best.")),
+    index=(int, Field(ge=0, description="The comment's position in the request.")),
+    quality=(float, Field(description="The weighted score the comments are ordered by.")),
+)
+RankResult.__doc__ = "One comment in ranked order, with its scores."
+
+
+class RankResponse(BaseModel):
+    """The comments best first."""
+
+    model: str = Field(description="The model that scored, as '<model id>@<model version>'.")
+    weights: dict[str, float] = Field(description="The weights used, one per axis.")
+    results: list[RankResult]  # type: ignore[valid-type]
 
 
 class ErrorBody(BaseModel):

@@ -141,11 +141,16 @@ class ScoringService:
             api.batcher.QueueFull: the queue cannot take this request's new texts.
             api.batcher.ShuttingDown: the service is draining.
         """
-        if sum(len(t) for t in texts) > _INLINE_NORMALIZE_CHARS:
-            normalized = await asyncio.to_thread(lambda: [normalize_text(t) for t in texts])
-        else:
-            normalized = [normalize_text(t) for t in texts]
+        return await self.score_normalized(await self.normalize(texts))
 
+    async def normalize(self, texts: Sequence[str]) -> list[str]:
+        """``normalize_text`` of each text, off the event loop for large requests."""
+        if sum(len(t) for t in texts) > _INLINE_NORMALIZE_CHARS:
+            return await asyncio.to_thread(lambda: [normalize_text(t) for t in texts])
+        return [normalize_text(t) for t in texts]
+
+    async def score_normalized(self, normalized: Sequence[str]) -> list:
+        """Scores for texts already passed through ``normalize_text`` (see :meth:`score`)."""
         found: dict[str, object] = {}
         missing: list[str] = []
         for text in dict.fromkeys(normalized):  # each distinct text once, in order
@@ -163,5 +168,5 @@ class ScoringService:
                 found[text] = result
                 self.cache.put((self.model_version, text), result)
         if self.metrics is not None:
-            self.metrics.comments.inc(len(texts))
+            self.metrics.comments.inc(len(normalized))
         return [found[text] for text in normalized]

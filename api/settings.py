@@ -12,6 +12,9 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from model.campaign.config import CampaignConfig, WindowConfig
+from model.ranking import DEFAULT_WEIGHTS, check_weights
+
 # The model shipped inside the package (model/default is package data).
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "model" / "default"
 
@@ -57,11 +60,54 @@ class Settings(BaseSettings):
     log_text: bool = False  # false: comment text never appears in logs
     num_threads: int = Field(0, ge=0)  # torch intra-op threads; 0: the library default
     log_level: str = "info"  # critical, error, warning, info or debug
+    # Campaign detection (duplicates, fused template score, evidence, actions, authors); see model/campaign.
+    campaign: bool = True  # false: /v1/score answers the model's scores only, nothing is remembered
+    dup_backend: Literal["memory", "redis"] = "memory"  # where the window lives; redis: shared by replicas
+    dup_redis_url: str = "redis://127.0.0.1:6379/0"  # Redis of the shared window (dup_backend=redis)
+    dup_redis_prefix: str = "zhenping:campaign"  # key prefix in Redis; one prefix, one window
+    dup_window_size: int = Field(WindowConfig.max_size, gt=0)  # comments kept in the window; the oldest leave first
+    dup_ttl_seconds: float = Field(WindowConfig.ttl_seconds, ge=0)  # seconds a comment stays; 0: no time limit
+    dup_threshold: float = Field(WindowConfig.threshold, gt=0, le=1)  # shingle Jaccard similarity of near duplicates
+    dup_num_perm: int = Field(WindowConfig.num_perm, ge=8, le=512)  # MinHash permutations
+    fusion_exact_weight: float = Field(CampaignConfig.exact_weight, ge=0)  # pull of exact copies on template_fused
+    fusion_near_weight: float = Field(CampaignConfig.near_weight, ge=0)  # pull of near copies on template_fused
+    action_fold_template: float = Field(CampaignConfig.fold_template, ge=0)  # fold at template_fused >= this; > 1: off
+    action_review_template: float = Field(CampaignConfig.review_template, ge=0)  # review at template_fused >= this
+    action_fold_hostile: float = Field(CampaignConfig.fold_hostile, ge=0)  # fold at 1 - warmth >= this; > 1: off
+    action_review_hostile: float = Field(CampaignConfig.review_hostile, ge=0)  # review at 1 - warmth >= this
+    lexicon_extra: Annotated[list[Path], NoDecode] = []  # comma-separated extra phrase files for evidence
+    author_summaries: bool = True  # per-author summaries when comments carry author_id
+    rank_weights: Annotated[dict[str, float], NoDecode] = dict(DEFAULT_WEIGHTS)  # /v1/rank default; "warmth=1,substance=1,template=-1"
 
     @field_validator("api_keys", "cors_origins", mode="before")
     @classmethod
     def _comma_separated(cls, value):
         return _split_csv(value)
+
+    @field_validator("lexicon_extra", mode="before")
+    @classmethod
+    def _lexicon_files(cls, value):
+        paths = [Path(p) for p in _split_csv(value)]
+        missing = [str(p) for p in paths if not p.is_file()]
+        if missing:
+            raise ValueError(f"lexicon file {missing[0]} does not exist")
+        return paths
+
+    @field_validator("rank_weights", mode="before")
+    @classmethod
+    def _weights(cls, value):
+        if isinstance(value, str):
+            parsed = {}
+            for part in _split_csv(value):
+                axis, sep, number = part.partition("=")
+                try:
+                    parsed[axis.strip()] = float(number)
+                except ValueError:
+                    raise ValueError(f"expected axis=weight pairs such as 'warmth=1,template=-1', got {part!r}") from None
+                if not sep:
+                    raise ValueError(f"expected axis=weight pairs such as 'warmth=1,template=-1', got {part!r}")
+            value = parsed
+        return check_weights(value)
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -80,6 +126,15 @@ class Settings(BaseSettings):
                 f"queue_size ({self.queue_size}) must be >= max_comments ({self.max_comments}), "
                 "otherwise a request of max_comments texts could never be queued"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _actions_in_order(self):
+        for reason in ("template", "hostile"):
+            review, fold = getattr(self, f"action_review_{reason}"), getattr(self, f"action_fold_{reason}")
+            if review > fold:
+                raise ValueError(f"action_review_{reason} ({review}) must be <= action_fold_{reason} ({fold}); "
+                                 "whatever is folded would otherwise skip review")
         return self
 
     @property

@@ -29,6 +29,7 @@ MAIN_SETTINGS = {
     "ZHENPING_MAX_BATCH_TOKENS": "512",
     "ZHENPING_CACHE_SIZE": "100",
     "ZHENPING_CORS_ORIGINS": "http://allowed.example",
+    "ZHENPING_CAMPAIGN": "false",  # the model's scores only; tests/api/test_campaign_api.py covers campaigns
 }
 
 

@@ -54,7 +54,8 @@ class FakeScorer:
 
 
 def settings(**kw) -> Settings:
-    return Settings(**{"model_dir": "unused", "max_wait_ms": 0, **kw})
+    # Campaign detection adds fields to results; tests/api/test_campaign_api.py covers it.
+    return Settings(**{"model_dir": "unused", "max_wait_ms": 0, "campaign": False, **kw})
 
 
 BODY = {"comments": [{"text": "你好"}]}

@@ -1,0 +1,159 @@
+"""Campaign detection in the service, and ``POST /v1/rank``.
+
+With campaign detection on (``ZHENPING_CAMPAIGN``, the default), each
+``/v1/score`` result also carries ``duplicates``, ``template_fused``,
+``evidence`` and ``action``, and the response ``authors`` when comments carry an
+``author_id``; the scored comments join the rolling window. ``/v1/rank`` orders
+a batch by weighted quality; it reads the window but adds nothing to it, so
+ranking the same batch twice gives the same order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import datetime, timezone
+
+from fastapi import APIRouter, Depends, Request
+
+from api.auth import require_api_key
+from api.batcher import QueueFull, ShuttingDown
+from api.deps import RankBody, ServiceDep, not_ready_error
+from api.errors import ApiError
+from api.schemas import ErrorBody, RankResponse
+from api.settings import Settings
+from model.campaign import CampaignConfig, CampaignDetector, CampaignInput, CampaignResult, WindowConfig
+from model.campaign.window import WindowUnavailable
+from model.ranking import check_weights, rank
+
+logger = logging.getLogger("zhenping.api")
+
+RANK_PATHS = frozenset({"/v1/rank"})
+
+
+def campaign_config(settings: Settings) -> CampaignConfig:
+    """The detector's settings from the service's."""
+    return CampaignConfig(
+        window=WindowConfig(max_size=settings.dup_window_size, ttl_seconds=settings.dup_ttl_seconds,
+                            threshold=settings.dup_threshold, num_perm=settings.dup_num_perm),
+        exact_weight=settings.fusion_exact_weight,
+        near_weight=settings.fusion_near_weight,
+        fold_template=settings.action_fold_template,
+        review_template=settings.action_review_template,
+        fold_hostile=settings.action_fold_hostile,
+        review_hostile=settings.action_review_hostile,
+        lexicon_extra=tuple(settings.lexicon_extra),
+        authors=settings.author_summaries,
+    )
+
+
+def build_detector(settings: Settings) -> CampaignDetector | None:
+    """The service's detector, or ``None`` when campaign detection is off.
+
+    The Redis backend connects on first use; an unreachable Redis answers 503
+    on the scoring routes, not a failed start.
+    """
+    if not settings.campaign:
+        return None
+    config = campaign_config(settings)
+    if settings.dup_backend == "redis":
+        from model.campaign.redis_store import RedisAuthorStore, RedisStore, redis_client
+
+        client = redis_client(settings.dup_redis_url)
+        return CampaignDetector.build(config, window_store=RedisStore(client, settings.dup_redis_prefix),
+                                      author_store=RedisAuthorStore(client, settings.dup_redis_prefix))
+    return CampaignDetector.build(config)
+
+
+def result_fields(result: CampaignResult) -> dict:
+    """The campaign fields of one result, as the API writes them."""
+    dup = result.duplicates
+    return {
+        "duplicates": {
+            "exact_count": dup.exact_count,
+            "near_count": dup.near_count,
+            "cluster_id": dup.cluster_id,
+            "first_seen": datetime.fromtimestamp(dup.first_seen, tz=timezone.utc),
+        },
+        "template_fused": result.template_fused,
+        "evidence": [e.as_dict() for e in result.evidence],
+        "action": result.action,
+    }
+
+
+async def campaign_fields(detector: CampaignDetector, comments, normalized, scores,
+                          record: bool) -> tuple[list[dict], list[dict] | None]:
+    """Campaign fields per comment and author summaries (``None`` without author ids).
+
+    Raises:
+        ApiError: 503 ``window_unavailable`` when a shared window cannot be reached.
+    """
+    inputs = [CampaignInput(text, c.id, c.author_id) for c, text in zip(comments, normalized)]
+    try:
+        report = await asyncio.to_thread(detector.process, inputs, scores, None, record)
+    except WindowUnavailable as exc:
+        logger.error("%s", exc)
+        raise ApiError(503, "window_unavailable",
+                       "the duplicate window is unavailable; retry shortly", {"Retry-After": "1"}) from None
+    authors = None
+    if detector.authors is not None and any(c.author_id is not None for c in comments):
+        authors = [a.as_dict() for a in report.authors]
+    return [result_fields(r) for r in report.results], authors
+
+
+router = APIRouter()
+
+
+@router.post(
+    "/v1/rank",
+    response_model=RankResponse,
+    response_model_exclude_unset=True,
+    summary="Order a batch of comments by weighted quality.",
+    dependencies=[Depends(require_api_key)],
+    responses={
+        code: {"model": ErrorBody, "description": desc}
+        for code, desc in {
+            400: "Body is not valid UTF-8 JSON.",
+            401: "Missing or invalid API key (when keys are configured).",
+            413: "Body larger than max_body_bytes, or more than max_comments comments.",
+            415: "Content-Type is not application/json.",
+            422: "Body does not match the schema, a comment is too long, or the weights are invalid.",
+            429: "Scoring queue is full; retry after the Retry-After header's seconds.",
+            503: "Model not loaded yet, the server is shutting down, or the duplicate window is unavailable.",
+        }.items()
+    },
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/RankRequest"}}},
+        }
+    },
+)
+async def rank_comments(request: Request, service: ServiceDep, body: RankBody):
+    """Score the comments and return them best first, with their quality."""
+    settings: Settings = request.app.state.settings
+    try:
+        weights = check_weights(body.weights if body.weights is not None else settings.rank_weights)
+    except ValueError as exc:
+        raise ApiError(422, "invalid_weights", str(exc)) from None
+    try:
+        normalized = await service.normalize([c.text for c in body.comments])
+        scores = await service.score_normalized(normalized)
+    except QueueFull as exc:
+        raise ApiError(429, "queue_full", str(exc), {"Retry-After": str(exc.retry_after)}) from None
+    except ShuttingDown:
+        raise not_ready_error(request.app.state) from None
+    axes = service.scorer.axes
+    results = [{"id": c.id, **{axis: getattr(s, axis) for axis in axes}, "levels": s.levels}
+               for c, s in zip(body.comments, scores)]
+    detector = request.app.state.campaign
+    if detector is not None:
+        fields, _ = await campaign_fields(detector, body.comments, normalized, scores, record=False)
+        for result, extra in zip(results, fields):
+            result.update(extra)
+    ranked = rank(results, weights)
+    return {
+        "model": service.model,
+        "weights": weights,
+        "results": [{**r.comment, "rank": r.rank, "index": r.index, "quality": r.quality} for r in ranked],
+    }
