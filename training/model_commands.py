@@ -95,7 +95,7 @@ def train_cmd(
 @app.command("reproduce-default")
 def reproduce_default_cmd(
     out: str = typer.Option("model/default", help="Where the scorer folder goes."),
-    pretrain_steps: int = typer.Option(2400, help="Pretraining steps (the shipped model used 2400)."),
+    pretrain_steps: int = typer.Option(1300, help="Pretraining steps (the shipped model used 1300)."),
     multitask_steps: int = typer.Option(1500, help="Multi-task steps (the shipped model used 1500)."),
     corpora: Optional[str] = typer.Option(None, help="Corpora root (default: $ZHENPING_CORPORA or ../shared)."),
 ) -> None:

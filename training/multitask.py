@@ -11,6 +11,11 @@ batches drawn from the tasks in turn):
   food delivery, hotels, Weibo).
 * ``emotion`` — SMP2020-EWECT six emotions on Weibo.
 
+* ``distill`` (optional) — the three axis scores a teacher (the TF-IDF baseline,
+  fitted on the gold training split only) gives to unlabelled corpus texts: tens
+  of thousands of soft examples of what the axes mean, where gold labels number
+  7,000. The gold fine-tune that follows corrects the teacher's errors.
+
 Texts of the labelled validation and test splits are left out. The encoder
 (with its MLM head, untouched) is saved as the base for fine-tuning.
 """
@@ -52,7 +57,7 @@ TASKS: dict[str, tuple[int, list[tuple[str, str, dict]]]] = {
 
 @dataclass
 class MultitaskConfig:
-    base: str = "runs/pretrain/encoder"  # the pretrained encoder (BertForMaskedLM dir)
+    base: str = "runs/pretrain/encoder"  # the pretrained encoder (a masked-LM model dir)
     out_dir: str = "runs/multitask"  # encoder/ is written here
     corpora: str | None = None
     gold: str | None = None
@@ -63,6 +68,10 @@ class MultitaskConfig:
     lr: float = 1e-4  # peak, after warmup
     warmup_steps: int = 100
     per_task_cap: int = 30000  # texts kept per task (a random sample above that)
+    distill_teacher: str | None = None  # a fitted baseline (runs/baselines/tfidf_ridge.joblib) to distil; None: off
+    distill_corpus: str = "runs/pretrain/corpus.txt"  # unlabelled texts (validation/test texts already left out)
+    distill_texts: int = 60000  # unlabelled texts scored by the teacher
+    distill_share: float = 0.5  # share of steps spent on the distillation task
     seed: int = 13
     num_threads: int = 0
 
@@ -102,62 +111,99 @@ def load_task_data(cfg: MultitaskConfig) -> dict[str, tuple[list[str], list[int]
     return out
 
 
+DISTILL = "distill"
+
+
+def load_distill_data(cfg: MultitaskConfig) -> tuple[list[str], np.ndarray]:
+    """Unlabelled texts and the teacher's three axis scores for them."""
+    from training.baselines import TfidfRidgeBaseline
+
+    path = Path(cfg.distill_corpus)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found; run `zhenping pretrain` first (it writes the corpus)")
+    with open(path, encoding="utf-8") as fh:
+        lines = [line.rstrip("\n") for line in fh if line.strip()]
+    rng = random.Random(cfg.seed)
+    texts = rng.sample(lines, min(cfg.distill_texts, len(lines)))
+    teacher = TfidfRidgeBaseline.load(cfg.distill_teacher)
+    return texts, np.asarray(teacher.predict(texts), dtype=np.float32)
+
+
 def run(cfg: MultitaskConfig) -> Path:
     """Train the task heads with the encoder; returns the saved encoder folder."""
     import torch
     from tqdm import tqdm
-    from transformers import AutoTokenizer, BertForMaskedLM, get_linear_schedule_with_warmup
+    from transformers import AutoModelForMaskedLM, AutoTokenizer, get_linear_schedule_with_warmup
 
     print("multi-task config:\n" + format_config(cfg), file=sys.stderr)
     torch.manual_seed(cfg.seed)
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     data = load_task_data(cfg)
-    if not data:
+    if not data and not cfg.distill_teacher:
         raise ValueError("no task data found in the corpora")
     for name, (texts, ys) in data.items():
         counts = np.bincount(ys, minlength=TASKS[name][0]).tolist()
         print(f"task {name}: {len(texts):,} texts, classes {counts}", file=sys.stderr)
+    distill = None
+    if cfg.distill_teacher:
+        distill = load_distill_data(cfg)
+        print(f"task {DISTILL}: {len(distill[0]):,} unlabelled texts, teacher mean scores "
+              f"{np.round(distill[1].mean(0), 3).tolist()}", file=sys.stderr)
     tok = AutoTokenizer.from_pretrained(cfg.base)
-    mlm = BertForMaskedLM.from_pretrained(cfg.base)
-    encoder = mlm.bert
+    mlm = AutoModelForMaskedLM.from_pretrained(cfg.base)
+    encoder = mlm.base_model
     hidden = encoder.config.hidden_size
     heads = torch.nn.ModuleDict({
         name: torch.nn.Sequential(torch.nn.Dropout(0.1), torch.nn.Linear(hidden, TASKS[name][0]))
         for name in data
     })
+    if distill is not None:
+        heads[DISTILL] = torch.nn.Sequential(torch.nn.Dropout(0.1), torch.nn.Linear(hidden, distill[1].shape[1]))
     params = list(encoder.parameters()) + list(heads.parameters())
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.01)
     sched = get_linear_schedule_with_warmup(opt, cfg.warmup_steps, cfg.steps)
     encoder.train()
     heads.train()
-    rngs = {n: np.random.default_rng(cfg.seed + i) for i, n in enumerate(data)}
-    names = list(data)
+    names = list(data) + ([DISTILL] if distill is not None else [])
+    rngs = {n: np.random.default_rng(cfg.seed + i) for i, n in enumerate(names)}
     hist = {n: [] for n in names}
+    plan_rng = np.random.default_rng(cfg.seed)
     t0 = time.time()
     for step in tqdm(range(cfg.steps), desc="multi-task", unit="step", file=sys.stderr, mininterval=5.0):
-        name = names[step % len(names)]
-        texts, ys = data[name]
+        if distill is not None and (not data or plan_rng.random() < cfg.distill_share):
+            name = DISTILL
+        else:
+            name = list(data)[step % len(data)]
+        texts, ys = distill if name == DISTILL else data[name]
         idx = rngs[name].integers(0, len(texts), cfg.batch_size)
         enc = tok([texts[i] for i in idx], truncation=True, max_length=cfg.max_length,
                   padding=True, return_tensors="pt")
-        y = torch.tensor([ys[i] for i in idx])
         cls = encoder(**enc).last_hidden_state[:, 0]
         logits = heads[name](cls)
-        loss = torch.nn.functional.cross_entropy(logits, y)
+        if name == DISTILL:
+            y = torch.from_numpy(ys[idx])
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, y)
+            hist[name].append(float((torch.sigmoid(logits) - y).abs().mean()))
+        else:
+            y = torch.tensor([ys[i] for i in idx])
+            loss = torch.nn.functional.cross_entropy(logits, y)
+            hist[name].append(float((logits.argmax(-1) == y).float().mean()))
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         sched.step()
         opt.zero_grad(set_to_none=True)
-        hist[name].append(float((logits.argmax(-1) == y).float().mean()))
     seconds = time.time() - t0
     summary = {
         "tasks": names,
         "steps": cfg.steps,
         "seconds": round(seconds, 1),
-        "texts": {n: len(data[n][0]) for n in names},
-        "train_accuracy_last_100_batches": {n: float(np.mean(h[-100:])) for n, h in hist.items() if h},
+        "texts": {n: len(distill[0] if n == DISTILL else data[n][0]) for n in names},
+        # accuracy for the classification tasks; mean absolute error against the teacher for distill
+        "train_accuracy_last_100_batches": {n: float(np.mean(h[-100:])) for n, h in hist.items()
+                                            if h and n != DISTILL},
+        "distill_mae_last_100_batches": float(np.mean(hist[DISTILL][-100:])) if hist.get(DISTILL) else None,
         "config": config_to_dict(cfg),
     }
     out = Path(cfg.out_dir)

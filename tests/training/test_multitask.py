@@ -48,3 +48,27 @@ def test_multitask_saves_encoder_with_summary(tmp_path):
     summary = json.loads((out / "multitask_summary.json").read_text())
     assert summary["steps"] == 6
     assert set(summary["tasks"]) == {"offensive", "sentiment"}
+
+
+def test_multitask_distils_a_teacher_on_unlabelled_text(tmp_path):
+    import numpy as np
+
+    from training.baselines import TfidfRidgeBaseline
+    from tests.helpers import TINY_TEXTS
+
+    rng = np.random.default_rng(0)
+    teacher = TfidfRidgeBaseline().fit(TINY_TEXTS * 2, rng.random((len(TINY_TEXTS) * 2, 3)))
+    teacher_path = teacher.save(tmp_path / "teacher.joblib")
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(f"{t}{i}" for i, t in enumerate(TINY_TEXTS * 4)) + "\n", encoding="utf-8")
+    enc = _tiny_encoder(tmp_path / "enc")
+    cfg = MultitaskConfig(base=str(enc), out_dir=str(tmp_path / "mt"), corpora=str(tmp_path / "empty"),
+                          gold=str(tmp_path / "nogold"), tasks=["offensive"], steps=6, batch_size=4,
+                          warmup_steps=1, max_length=16, distill_teacher=str(teacher_path),
+                          distill_corpus=str(corpus), distill_texts=20)
+    (tmp_path / "empty").mkdir()
+    out = run(cfg)
+    summary = json.loads((out / "multitask_summary.json").read_text())
+    assert summary["tasks"] == ["distill"]
+    assert summary["texts"]["distill"] == 20
+    assert 0.0 <= summary["distill_mae_last_100_batches"] <= 1.0
