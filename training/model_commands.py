@@ -41,7 +41,7 @@ def pretrain_cmd(
 )
 def multitask_cmd(
     ctx: typer.Context,
-    config: Optional[str] = typer.Option(None, help="TOML file (bare names: training/configs/)."),
+    config: str = typer.Option("multitask.toml", help="TOML file (bare names: training/configs/)."),
 ) -> None:
     """Intermediate multi-task stage on the corpora's own labels (offensive, sexism,
     AI text, sentiment, emotion) between pretraining and fine-tuning."""
@@ -96,7 +96,7 @@ def train_cmd(
 def reproduce_default_cmd(
     out: str = typer.Option("model/default", help="Where the scorer folder goes."),
     pretrain_steps: int = typer.Option(1300, help="Pretraining steps (the shipped model used 1300)."),
-    multitask_steps: int = typer.Option(1500, help="Multi-task steps (the shipped model used 1500)."),
+    multitask_steps: int = typer.Option(2000, help="Multi-task steps (the shipped model used 2000)."),
     corpora: Optional[str] = typer.Option(None, help="Corpora root (default: $ZHENPING_CORPORA or ../shared)."),
 ) -> None:
     """Rebuild the shipped default model from the corpora and gold labels, end to end:
@@ -116,7 +116,8 @@ def reproduce_default_cmd(
     encoder = run_pretrain(pre)
     prepare(corpora=corpora, out="runs/data")
     run_baselines(data_dir="runs/data")
-    mt = load_config(MultitaskConfig, None, {"base": str(encoder), "steps": multitask_steps, "corpora": corpora})
+    mt = load_config(MultitaskConfig, "multitask.toml",
+                     {"base": str(encoder), "steps": multitask_steps, "corpora": corpora})
     mt_encoder = run_multitask(mt)
     ft = load_config(FinetuneConfig, "finetune.toml", {"base": str(mt_encoder)})
     run_train(ft, out, model_version="zhenping-small-v1")
