@@ -128,7 +128,7 @@ def export_onnx(
     model_dir: str | os.PathLike,
     out_dir: str | os.PathLike | None = None,
     quantize: bool = True,
-    optimize: bool = False,
+    optimize: bool = True,
     opset: int = OPSET,
 ) -> dict:
     """Export a model directory's PyTorch model to ONNX.
@@ -139,8 +139,10 @@ def export_onnx(
             the model's configs, tokenizer and card too, so that
             ``Scorer.from_pretrained(out_dir, backend="onnx")`` loads it.
         quantize: also write ``model.int8.onnx`` (dynamic quantisation, int8 weights).
-        optimize: apply ONNX Runtime's BERT fusions (``onnxruntime.transformers``)
-            to the fp32 graph before saving and quantising.
+        optimize: apply ONNX Runtime's BERT fusions (``onnxruntime.transformers``:
+            attention, embedding + layer norm, bias + GELU, skip + layer norm) to
+            the fp32 graph before saving and quantising; faster on CPU, see
+            ``benchmarks/bench_scorer.py``.
         opset: ONNX opset.
 
     Returns:
