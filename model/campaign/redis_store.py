@@ -157,17 +157,26 @@ return 1
 """
 
 
-def redis_client(url: str, timeout: float = 2.0):
+def redis_client(url: str, timeout: float = 1.0, retries: int = 1):
     """A Redis client for ``url`` (``redis://host:port/db``); connects on first use.
+
+    Args:
+        url: where Redis listens.
+        timeout: seconds to connect and per command; a request waits at most
+            about ``(retries + 1) * timeout`` for an unreachable Redis.
+        retries: retries of a failed command (after a short backoff).
 
     Raises:
         ValueError: the ``redis`` package is not installed.
     """
     try:
         import redis
+        from redis.backoff import ExponentialBackoff
+        from redis.retry import Retry
     except ImportError:
         raise ValueError("the Redis window needs the redis package: pip install 'zhenping[redis]'") from None
-    return redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
+    return redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout,
+                                retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), retries))
 
 
 def _where(client) -> str:
