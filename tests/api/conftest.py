@@ -78,14 +78,19 @@ class RunningServer:
 
 
 def start_server(model_dir: Path, log_path: Path, settings: dict[str, str] | None = None,
-                 ready_timeout: float = 90.0) -> RunningServer:
-    """Start `zhenping serve` and wait until /ready answers 200."""
+                 ready_timeout: float = 240.0) -> RunningServer:
+    """Start `zhenping serve` and wait until /ready answers 200.
+
+    The generous timeout is for busy shared machines; an idle one is ready in seconds.
+    """
     port = free_port()
+    # Anything the server stores goes beside its log, never into the user's home.
+    settings = {"ZHENPING_DATA_DIR": str(log_path.parent / "data"), **(settings or {})}
     log_file = open(log_path, "wb")
     process = subprocess.Popen(
         serve_command("--host", "127.0.0.1", "--port", str(port), "--model", str(model_dir)),
         cwd=ROOT,
-        env=server_env(settings or {}),
+        env=server_env(settings),
         stdout=log_file,
         stderr=subprocess.STDOUT,
     )

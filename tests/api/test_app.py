@@ -80,7 +80,7 @@ def api_log():
 
 def test_scores_with_an_injected_scorer():
     scorer = FakeScorer()
-    with TestClient(create_app(settings(), scorer=scorer)) as client:
+    with TestClient(create_app(settings(campaign=False), scorer=scorer)) as client:
         response = client.post("/v1/score", json={"comments": [{"text": "12345", "id": "a"}, {"text": "  1  "}]})
     assert response.status_code == 200
     assert response.json() == {

@@ -117,7 +117,7 @@ def test_score_returns_one_result_per_comment_in_order(client, reference):
     assert [r["id"] for r in body["results"]] == [0, "c-1", None, 3, 4, 5]
     expected = reference(TEXTS)
     for result, ref in zip(body["results"], expected):
-        assert set(result) == {"id", *AXES, "levels"}
+        assert {"id", *AXES, "levels"} <= set(result)
         for axis in AXES:
             assert 0.0 <= result[axis] <= 1.0
             assert result[axis] == pytest.approx(getattr(ref, axis), abs=1e-5)
@@ -162,7 +162,9 @@ def test_repeats_are_answered_from_the_cache(client):
     before = client.get("/metrics").text
     second = client.post("/v1/score", json={"comments": comments})
     after = client.get("/metrics").text
-    assert first.json()["results"] == second.json()["results"]
+    scores = [[r[a] for a in AXES] for r in first.json()["results"]]
+    assert [[r[a] for a in AXES] for r in second.json()["results"]] == scores
+    assert scores[0] == scores[1] == scores[2]
     # Traditional and simplified spellings normalise to one text: one lookup, one hit.
     assert metric_value(after, "zhenping_cache_hits_total") - metric_value(before, "zhenping_cache_hits_total") == 1
     assert metric_value(after, "zhenping_cache_misses_total") == metric_value(before, "zhenping_cache_misses_total")

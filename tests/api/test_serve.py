@@ -14,7 +14,7 @@ import pytest
 from tests.api.conftest import ROOT, serve_command, server_env, start_server
 
 
-def run_serve(*args: str, settings: dict[str, str] | None = None, timeout: float = 90) -> subprocess.CompletedProcess:
+def run_serve(*args: str, settings: dict[str, str] | None = None, timeout: float = 240) -> subprocess.CompletedProcess:
     return subprocess.run(
         serve_command("--host", "127.0.0.1", "--port", "0", *args),
         cwd=ROOT,
@@ -31,7 +31,7 @@ def test_missing_model_dir_refuses_to_start(tmp_path):
     result = run_serve("--model", str(missing))
     assert result.returncode == 1
     assert f"model directory {missing} does not exist" in result.stderr
-    assert time.monotonic() - started < 30  # checked before the model libraries load
+    assert time.monotonic() - started < 60  # checked before the model libraries load
 
 
 def test_directory_that_is_not_an_export_refuses_to_start(tmp_path):
@@ -46,7 +46,9 @@ def test_corrupt_weights_refuse_to_start(tiny_model_dir, tmp_path):
     (broken / "model.safetensors").write_bytes(b"\x00not a safetensors file" * 10)
     result = run_serve("--model", str(broken))
     assert result.returncode == 1, result.stderr[-2000:]
-    assert f"zhenping serve: cannot load the model from {broken}: {broken / 'model.safetensors'}" in result.stderr
+    last_line = result.stderr.strip().splitlines()[-1]
+    assert last_line.startswith(f"zhenping serve: cannot load the model from {broken}: ")
+    assert "model.safetensors" in last_line
     assert "Traceback" not in result.stderr  # a known load failure is reported in one line
 
 
@@ -60,7 +62,7 @@ def test_invalid_setting_refuses_to_start(tiny_model_dir):
 def test_full_queue_answers_429_then_sigterm_drains_in_flight_work(tiny_model_dir, tmp_path):
     # One text fits the queue; a long batch wait keeps it there while a second
     # request arrives. SIGTERM must then flush the waiting batch at once.
-    settings = {"ZHENPING_QUEUE_SIZE": "1", "ZHENPING_MAX_COMMENTS": "1", "ZHENPING_MAX_WAIT_MS": "20000"}
+    settings = {"ZHENPING_QUEUE_SIZE": "1", "ZHENPING_MAX_COMMENTS": "1", "ZHENPING_MAX_WAIT_MS": "60000"}
     server = start_server(tiny_model_dir, tmp_path / "queue.log", settings)
     try:
         first: dict = {}
@@ -92,7 +94,7 @@ def test_full_queue_answers_429_then_sigterm_drains_in_flight_work(tiny_model_di
         thread.join(timeout=30)
         assert first["response"].status_code == 200
         assert len(first["response"].json()["results"]) == 1
-        assert first["seconds"] < 15  # flushed by the drain, not by the 20 s batch wait
+        assert first["seconds"] < 45  # flushed by the drain, not by the 60 s batch wait
         returncode = server.process.wait(timeout=30)
         assert returncode in (0, -signal.SIGTERM)
         log = server.log()

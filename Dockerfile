@@ -1,0 +1,38 @@
+# zhenping scoring service, CPU only.
+#   docker build -t zhenping .
+#   docker run --rm -p 8000:8000 zhenping            # web page at http://localhost:8000/
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    HF_HUB_OFFLINE=1 \
+    TOKENIZERS_PARALLELISM=false
+
+# CPU-only torch first, so that the package's torch requirement is already met
+# and pip does not pull the much larger CUDA build.
+RUN pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu
+
+# The package, with the shipped model (model/default is package data).
+WORKDIR /build
+COPY pyproject.toml README.md ./
+COPY model ./model
+COPY api ./api
+COPY training ./training
+RUN pip install . \
+    && python -c "import sys; from api.settings import DEFAULT_MODEL_DIR as d; sys.exit(0 if (d / 'scorer_config.json').is_file() else f'no model in {d}: export one to model/default before building')" \
+    && cd / && rm -rf /build
+
+RUN useradd --create-home --uid 10001 zhenping
+USER zhenping
+WORKDIR /home/zhenping
+
+EXPOSE 8000
+
+# Liveness only; /ready (200 once the model is loaded) is for load balancers.
+HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
+    CMD ["python", "-c", "import sys, urllib.request; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:8000/health', timeout=4).status == 200 else 1)"]
+
+# SIGTERM (docker stop) drains in-flight batches; give it time: docker stop -t 35.
+CMD ["zhenping", "serve", "--host", "0.0.0.0", "--port", "8000"]

@@ -1,0 +1,308 @@
+"""How fast the HTTP service scores, next to the scorer called in-process.
+
+Starts ``zhenping serve`` on loopback (score cache off, so every comment reaches
+the model), then an asyncio ``httpx`` client sends
+
+* single comments, and
+* batches of 64 comments,
+
+from 1, 4 and 16 concurrent clients, on a comment-length mix sampled from the
+corpora with a fixed seed. For each case it prints comments/s, requests/s, p50
+and p99 latency, and the ratio to the in-process ``Scorer`` on the same texts
+(one comment per call for the single case, batches of 64 for the batch case);
+at the end, the server's peak resident memory. Client and server share the
+machine's cores, so the ratios are a floor.
+
+The model is ``--model``, else the shipped ``model/default``, else a random
+4-layer, 256-wide BERT exported into a temporary folder (speed does not depend
+on the weights).
+
+Usage:
+    python benchmarks/bench_service.py --quick     # well under a minute of load
+    python benchmarks/bench_service.py             # 15 s per case
+    python benchmarks/bench_service.py --model runs/export --threads 4
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import itertools
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
+
+ROOT = Path(__file__).resolve().parent.parent
+for path in (ROOT, ROOT / "benchmarks"):
+    if str(path) not in sys.path:
+        sys.path.insert(0, str(path))
+
+from bench_scorer import random_model_dir, sample_texts  # noqa: E402
+
+from model.scorer import DEFAULT_MODEL_DIR, Scorer  # noqa: E402
+
+BATCH = 64
+MAX_CHARS = 2000  # the service's default per-comment limit
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="few texts, 3 s per case")
+    p.add_argument("--n", type=int, default=None, help="texts in the mix (default 2000; --quick 400)")
+    p.add_argument("--seconds", type=float, default=None, help="time cap per case (default 15; --quick 3)")
+    p.add_argument("--clients", default="1,4,16", help="concurrent clients, comma-separated (default 1,4,16)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the comment sample and the random model")
+    p.add_argument("--model", default=None, help="model directory (default: model/default, else a random model)")
+    p.add_argument("--corpora", default=None, help="corpora folder (default: as training.corpora finds it)")
+    p.add_argument("--threads", type=int, default=0, help="torch threads, server and in-process (0: torch's default)")
+    p.add_argument("--max-wait-ms", type=float, default=5.0, help="the server's batch wait (ZHENPING_MAX_WAIT_MS)")
+    args = p.parse_args(argv)
+    args.n = args.n or (400 if args.quick else 2000)
+    args.seconds = args.seconds or (3.0 if args.quick else 15.0)
+    # Request caps keep every case bounded even on a fast machine; --quick sends
+    # two batches per client, enough for every client to have one in flight.
+    args.max_single = 200 if args.quick else 5000
+    args.max_batches_per_client = 2 if args.quick else None
+    args.max_batches = 400
+    try:
+        args.clients = [int(c) for c in args.clients.split(",") if c.strip()]
+    except ValueError:
+        p.error(f"--clients must be comma-separated integers, got {args.clients!r}")
+    if not args.clients or min(args.clients) < 1:
+        p.error(f"--clients must be positive, got {args.clients}")
+    if args.n < BATCH:
+        p.error(f"--n must be >= {BATCH}, got {args.n}")
+    return args
+
+
+# ------------------------------------------------------------------ in-process
+
+
+def in_process(model_dir: Path, texts: list[str], threads: int, seconds: float) -> dict[str, float]:
+    """Comments/s of ``Scorer`` called one comment at a time and in batches of 64."""
+    scorer = Scorer.from_pretrained(model_dir, num_threads=threads or None)
+    scorer.score(texts[:BATCH], batch_size=BATCH)  # warm up
+    out = {}
+    done, start = 0, time.perf_counter()
+    for text in itertools.cycle(texts):
+        scorer.score([text])
+        done += 1
+        if time.perf_counter() - start > seconds or done >= len(texts):
+            break
+    out["single"] = done / (time.perf_counter() - start)
+    done, start = 0, time.perf_counter()
+    for i in itertools.count(0, BATCH):
+        chunk = [texts[(i + j) % len(texts)] for j in range(BATCH)]
+        scorer.score(chunk, batch_size=BATCH)
+        done += BATCH
+        if time.perf_counter() - start > seconds or done >= len(texts):
+            break
+    out["batch64"] = done / (time.perf_counter() - start)
+    del scorer
+    gc.collect()
+    return out
+
+
+# ---------------------------------------------------------------------- server
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_server(model_dir: Path, threads: int, max_wait_ms: float, log_path: Path) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ZHENPING_")}
+    env.update(
+        {
+            "ZHENPING_CACHE_SIZE": "0",  # measure the model path, not the cache
+            "ZHENPING_NUM_THREADS": str(threads),
+            "ZHENPING_MAX_WAIT_MS": str(max_wait_ms),
+            "ZHENPING_LOG_LEVEL": "warning",
+            "HF_HUB_OFFLINE": "1",
+            "TOKENIZERS_PARALLELISM": "false",
+        }
+    )
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", "from training.cli import app; app()", "serve",
+             "--host", "127.0.0.1", "--port", str(port), "--model", str(model_dir)],
+            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+        )
+    base = f"http://127.0.0.1:{port}"
+    import httpx
+
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"server exited with {proc.returncode}:\n{log_path.read_text(errors='replace')[-3000:]}")
+        try:
+            if httpx.get(f"{base}/ready", timeout=2).status_code == 200:
+                return proc, base
+        except httpx.TransportError:
+            pass
+        time.sleep(0.25)
+    proc.kill()
+    raise SystemExit(f"server not ready after 180 s; log: {log_path}")
+
+
+def rss_mib(pid: int, field: str = "VmHWM") -> float:
+    """A memory figure of a process from /proc (VmHWM: peak resident set)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")
+
+
+# ---------------------------------------------------------------------- client
+
+
+@dataclass
+class Case:
+    mode: str
+    clients: int
+    requests: int
+    comments: int
+    seconds: float
+    latencies: list[float]
+    errors: Counter
+
+    @property
+    def comments_per_s(self) -> float:
+        return self.comments / self.seconds if self.seconds else 0.0
+
+    def pct(self, q: float) -> float:
+        if not self.latencies:
+            return float("nan")
+        ordered = sorted(self.latencies)
+        return ordered[min(len(ordered) - 1, max(0, int(round(q * len(ordered))) - 1))] * 1000
+
+
+async def run_case(base: str, mode: str, bodies: list[bytes], per_body: int, clients: int,
+                   max_requests: int, seconds: float) -> Case:
+    import httpx
+
+    counter = itertools.count()
+    latencies: list[float] = []
+    errors: Counter = Counter()
+    headers = {"Content-Type": "application/json"}
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(base_url=base, timeout=120, limits=limits) as client:
+        for body in bodies[:2]:  # warm the connections and the model
+            await client.post("/v1/score", content=body, headers=headers)
+        start = time.perf_counter()
+        deadline = start + seconds
+
+        async def worker():
+            while True:
+                i = next(counter)
+                if i >= max_requests or time.perf_counter() > deadline:
+                    return
+                t = time.perf_counter()
+                try:
+                    response = await client.post("/v1/score", content=bodies[i % len(bodies)], headers=headers)
+                except httpx.HTTPError as exc:
+                    errors[type(exc).__name__] += 1
+                    continue
+                if response.status_code == 200:
+                    latencies.append(time.perf_counter() - t)
+                else:
+                    errors[response.status_code] += 1
+
+        await asyncio.gather(*(worker() for _ in range(clients)))
+        elapsed = time.perf_counter() - start
+    return Case(mode, clients, len(latencies), len(latencies) * per_body, elapsed, latencies, errors)
+
+
+def bodies_for(texts: list[str], size: int) -> list[bytes]:
+    out = []
+    for i in range(0, len(texts), size):
+        chunk = texts[i:i + size]
+        if len(chunk) == size:
+            out.append(json.dumps({"comments": [{"text": t} for t in chunk]}, ensure_ascii=False).encode())
+    return out
+
+
+# ------------------------------------------------------------------------ main
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    texts, source = sample_texts(args.n, args.seed, args.corpora)
+    texts = [t[:MAX_CHARS] for t in texts]
+    lengths = [len(t) for t in texts]
+    with tempfile.TemporaryDirectory(prefix="zhenping-bench-service-") as tmp:
+        tmp = Path(tmp)
+        if args.model:
+            model_dir, model_note = Path(args.model), args.model
+        elif DEFAULT_MODEL_DIR.is_dir():
+            model_dir, model_note = DEFAULT_MODEL_DIR, "shipped model/default"
+        else:
+            spec = SimpleNamespace(seed=args.seed, vocab=8000, hidden=256, layers=4, heads=4,
+                                   intermediate=1024, max_length=128)
+            model_dir = random_model_dir(spec, texts, tmp / "model")
+            model_note = "random 4-layer/256 BERT (no model/default installed)"
+
+        print(f"texts: {len(texts)} from {source}; length median {statistics.median(lengths):.0f}, "
+              f"p90 {sorted(lengths)[int(0.9 * len(lengths))]} characters")
+        print(f"model: {model_note}; torch threads: {args.threads or 'default'}; "
+              f"server: cache off, max_wait_ms={args.max_wait_ms}; loopback; client on the same machine")
+
+        reference = in_process(model_dir, texts, args.threads, args.seconds)
+        print(f"in-process Scorer: single {reference['single']:.1f} comments/s, "
+              f"batch{BATCH} {reference['batch64']:.1f} comments/s")
+
+        proc, base = start_server(model_dir, args.threads, args.max_wait_ms, tmp / "server.log")
+        cases: list[Case] = []
+        try:
+            plans = [("single", bodies_for(texts, 1), 1), (f"batch{BATCH}", bodies_for(texts, BATCH), BATCH)]
+            for mode, bodies, per_body in plans:
+                for clients in args.clients:
+                    if per_body == 1:
+                        cap = max(args.max_single, 2 * clients)
+                    else:
+                        cap = args.max_batches_per_client * clients if args.max_batches_per_client else args.max_batches
+                    case = asyncio.run(run_case(base, mode, bodies, per_body, clients, cap, args.seconds))
+                    cases.append(case)
+            peak = rss_mib(proc.pid)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+    print()
+    header = f"{'mode':<9}{'clients':>8}{'requests':>10}{'comments/s':>12}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}" \
+             f"{'errors':>8}{'vs in-process':>15}"
+    print(header)
+    print("-" * len(header))
+    for case in cases:
+        ref = reference["single" if case.mode == "single" else "batch64"]
+        errors = sum(case.errors.values())
+        print(f"{case.mode:<9}{case.clients:>8}{case.requests:>10}{case.comments_per_s:>12.1f}"
+              f"{case.requests / case.seconds:>9.1f}{case.pct(0.5):>9.1f}{case.pct(0.99):>9.1f}"
+              f"{errors:>8}{case.comments_per_s / ref:>14.2f}x")
+        if errors:
+            print(f"{'':<9}errors by status or exception: {dict(case.errors)}")
+    print(f"\nserver peak RSS: {peak:.0f} MiB")
+
+
+if __name__ == "__main__":
+    main()
