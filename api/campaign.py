@@ -31,6 +31,25 @@ logger = logging.getLogger("zhenping.api")
 RANK_PATHS = frozenset({"/v1/rank"})
 
 
+def redacted_url(url: str) -> str:
+    """``url`` with any password replaced by ``***``, for logs.
+
+    Example:
+        >>> redacted_url("redis://:s3cret@cache:6379/0")
+        'redis://:***@cache:6379/0'
+    """
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+
+
 def campaign_config(settings: Settings) -> CampaignConfig:
     """The detector's settings from the service's."""
     return CampaignConfig(

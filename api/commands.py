@@ -44,6 +44,7 @@ def serve(
     """
     from pydantic import ValidationError
 
+    from api.campaign import redacted_url
     from api.service import ModelLoadError, check_model_dir
     from api.settings import Settings
 
@@ -62,6 +63,7 @@ def serve(
 
     shown = settings.model_dump(exclude={"api_keys"})
     shown["api_keys"] = f"{len(settings.api_keys)} configured" if settings.api_keys else "none (auth off)"
+    shown["dup_redis_url"] = redacted_url(settings.dup_redis_url)
     typer.echo("zhenping serve settings: " + ", ".join(f"{k}={v}" for k, v in shown.items()), err=True)
 
     if workers == 1:

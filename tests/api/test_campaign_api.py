@@ -361,3 +361,11 @@ def api_log():
     log.addHandler(handler)
     yield records
     log.removeHandler(handler)
+
+
+def test_redis_passwords_are_not_printed():
+    from api.campaign import redacted_url
+
+    assert redacted_url("redis://:s3cret@cache.internal:6380/2") == "redis://:***@cache.internal:6380/2"
+    assert redacted_url("redis://app:s3cret@cache/0") == "redis://app:***@cache/0"
+    assert redacted_url("redis://127.0.0.1:6379/0") == "redis://127.0.0.1:6379/0"
