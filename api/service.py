@@ -15,6 +15,7 @@ from api.batcher import Batcher
 from api.cache import LRUCache
 from model.axes import AXES
 from model.normalize import normalize_text
+from training.store import StoreError, is_store, resolve_model_dir
 
 logger = logging.getLogger("zhenping.api")
 
@@ -40,6 +41,11 @@ def check_model_dir(model_dir: str | Path) -> None:
             not valid JSON, or declares other axes than the service's.
     """
     path = Path(model_dir)
+    if is_store(path):  # a model store: serve its current version
+        try:
+            path = resolve_model_dir(path)
+        except StoreError as exc:
+            raise ModelLoadError(str(exc)) from None
     if not path.exists():
         raise ModelLoadError(
             f"model directory {path} does not exist; pass --model DIR or set ZHENPING_MODEL_DIR "
@@ -74,7 +80,7 @@ def load_scorer(settings):
 
     try:
         scorer = Scorer.from_pretrained(
-            settings.model_dir,
+            resolve_model_dir(settings.model_dir),
             device="cpu",
             backend=settings.backend,
             num_threads=settings.num_threads or None,

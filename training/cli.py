@@ -31,6 +31,7 @@ COMMAND_MODULES = (
     "training.model_commands",
     "api.commands",
     "model.commands",
+    "training.feedback_commands",
 )
 
 for _name in COMMAND_MODULES:

@@ -66,6 +66,10 @@ def train_cmd(
     out: str = typer.Option("runs/model", help="Where the exported scorer folder goes."),
     base: Optional[str] = typer.Option(None, help="Encoder to start from: a local folder or a Hugging Face id."),
     version: Optional[str] = typer.Option(None, help="Model version written into the export (default: a timestamp)."),
+    promote: bool = typer.Option(False, "--promote", help="Then add it to the model store and make it current "
+                                 "if it is not worse than the current version (see `zhenping promote`)."),
+    store: Optional[str] = typer.Option(None, "--store", help="Model store for --promote (default: "
+                                        "$ZHENPING_MODEL_STORE, else runs/store)."),
 ) -> None:
     """Fine-tune, evaluate on the test split beside the baselines, and export.
 
@@ -90,6 +94,10 @@ def train_cmd(
     for a in metrics["axes"]:
         typer.echo(f"test {a}: spearman {o[a]['spearman']}, pearson {o[a]['pearson']}, mae {o[a]['mae']}")
     typer.echo(f"test template>=2 AUROC {o['template_ge2']['auroc']}, hostile AUROC {o['hostile']['auroc']}")
+    if promote:
+        from training.feedback_commands import promote_or_exit
+
+        promote_or_exit(out, store, data_dir=cfg.data_dir, version=version)
 
 
 @app.command("reproduce-default")
