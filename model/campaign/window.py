@@ -405,10 +405,14 @@ class DuplicateWindow:
         return self.store.backend
 
     def __len__(self) -> int:
-        """Comments now in the window."""
+        """Comments held; expired ones leave at the next :meth:`observe` or :meth:`evict`."""
         with self._lock:
-            self._evict(self.clock())
             return len(self.store)
+
+    def evict(self, now: float | None = None) -> None:
+        """Drop the comments that the size or time limit rules out at ``now`` (default: the clock)."""
+        with self._lock:
+            self._evict(self.clock() if now is None else now)
 
     def clear(self) -> None:
         """Forget every comment."""

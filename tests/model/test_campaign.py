@@ -180,10 +180,13 @@ def test_window_evicts_by_age_and_forgets_everything_it_indexed():
     clock.now = 30.0
     window.observe([WindowItem(normalize_text(ORDINARY[0]))])
     clock.now = 61.0  # the first four are older than 60 s, the last is not
+    assert len(window) == 5  # held until something evicts
+    window.evict()
     assert len(window) == 1
     found = window.observe([WindowItem(normalize_text(AD))], record=False)[0]
     assert (found.exact_count, found.near_count, found.first_seen) == (0, 0, 61.0)
     clock.now = 200.0
+    window.evict()
     assert len(window) == 0
     store = window.store
     assert store.distinct_texts == 0 and not store._bands and not store._callers  # nothing left behind
