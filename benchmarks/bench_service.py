@@ -71,9 +71,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     args.n = args.n or (400 if args.quick else 2000)
     args.seconds = args.seconds or (3.0 if args.quick else 15.0)
     # Request caps keep every case bounded even on a fast machine; --quick sends
-    # two batches per client, enough for every client to have one in flight.
+    # one batch per client, enough for every client to have one in flight.
     args.max_single = 200 if args.quick else 5000
-    args.max_batches_per_client = 2 if args.quick else None
+    args.max_batches_per_client = 1 if args.quick else None
     args.max_batches = 400
     try:
         args.clients = [int(c) for c in args.clients.split(",") if c.strip()]
@@ -203,7 +203,7 @@ async def run_case(base: str, mode: str, bodies: list[bytes], per_body: int, cli
     errors: Counter = Counter()
     headers = {"Content-Type": "application/json"}
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(base_url=base, timeout=120, limits=limits) as client:
+    async with httpx.AsyncClient(base_url=base, timeout=600, limits=limits) as client:
         for body in bodies[:2]:  # warm the connections and the model
             await client.post("/v1/score", content=body, headers=headers)
         start = time.perf_counter()
