@@ -76,8 +76,12 @@ class Scorer:
     between calls. Attributes describe the loaded model: ``axes`` (from the
     model's ``scorer_config.json``), ``max_length`` (tokens per text, special
     tokens included), ``model_id``, ``model_version``, ``config`` (the whole
-    ``scorer_config.json``), ``backend`` (``"torch"`` or ``"onnx"``) and
-    ``model_dir`` (``None`` for a Hub model).
+    ``scorer_config.json``), ``backend`` (``"torch"`` or ``"onnx"``, the one
+    actually in use), ``model_dir`` (``None`` for a Hub model), ``model_config``
+    (the ``transformers`` config) and ``tokenizer``.
+
+    ``model_id`` is ``scorer_config["model_id"]`` when the export sets one, else
+    the Hub id or the directory's name.
 
     Example:
         >>> scorer = Scorer.from_pretrained("model/default")
