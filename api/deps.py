@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import email.message
 import json
-from typing import Annotated
+import re
+import sys
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from pydantic import ValidationError
 
-from api.errors import ApiError, validation_message
+from api.errors import ApiError, format_loc, validation_message
 from api.schemas import RankRequest, ScoreRequest
 from api.service import ScoringService
 from api.settings import Settings
@@ -58,6 +60,75 @@ def _check_json_content_type(request: Request) -> None:
         raise ApiError(415, "unsupported_media_type", f"charset must be utf-8, got {charset!r}")
 
 
+# JSON escapes can spell UTF-16 surrogates; a lone one is not a Unicode character
+# and cannot be written back out (or hashed, or stored) as UTF-8.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def parse_json_body(raw: bytes, example: str) -> Any:
+    """Decode a request body as UTF-8 JSON, or raise the 400 that says what is wrong.
+
+    Args:
+        raw: the body (already bounded by ``max_body_bytes``).
+        example: a minimal valid body, quoted in the answer to an empty one.
+
+    Raises:
+        ApiError: 400 ``empty_body``, ``invalid_utf8``, ``malformed_json`` (also
+            for nesting deeper than the parser's recursion limit and integers
+            over Python's 4,300-digit limit) or ``invalid_unicode`` (a lone
+            surrogate escape such as ``\\ud800``).
+    """
+    if not raw:
+        raise ApiError(400, "empty_body", f"request body is empty; send {example}")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ApiError(
+            400, "invalid_utf8", f"request body is not valid UTF-8 (byte 0x{raw[exc.start]:02x} at offset {exc.start})"
+        ) from None
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ApiError(
+            400, "malformed_json", f"request body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+        ) from None
+    except RecursionError:
+        raise ApiError(400, "malformed_json", "request body is nested too deeply; send a flat JSON object") from None
+    except ValueError:  # an integer literal longer than sys.get_int_max_str_digits()
+        raise ApiError(
+            400, "malformed_json",
+            f"request body holds a number with more than {sys.get_int_max_str_digits()} digits",
+        ) from None
+    if _SURROGATE_ESCAPE.search(text):
+        where = _lone_surrogate_at(doc)
+        if where is not None:
+            raise ApiError(
+                400, "invalid_unicode",
+                f"{where} holds a lone UTF-16 surrogate escape (\\ud800-\\udfff without its pair); "
+                "send whole Unicode characters",
+            )
+    return doc
+
+
+def _lone_surrogate_at(doc: Any) -> str | None:
+    """Where the first string (key or value) with a lone surrogate is, as ``comments[0].id``; else ``None``."""
+    stack: list[tuple[Any, tuple]] = [(doc, ())]
+    while stack:  # iterative: the document may be nested as deep as the parser allowed
+        node, loc = stack.pop()
+        if isinstance(node, str):
+            if _LONE_SURROGATE.search(node):
+                return format_loc(loc)
+        elif isinstance(node, dict):
+            for key in node:
+                if _LONE_SURROGATE.search(key):
+                    return f"a key of {format_loc(loc)}"
+            stack.extend(reversed([(value, (*loc, key)) for key, value in node.items()]))
+        elif isinstance(node, list):
+            stack.extend(reversed([(value, (*loc, i)) for i, value in enumerate(node)]))
+    return None
+
+
 async def read_score_request(request: Request, settings: SettingsDep) -> ScoreRequest:
     """Parse and check a score request body.
 
@@ -76,21 +147,7 @@ async def read_rank_request(request: Request, settings: SettingsDep) -> RankRequ
 async def read_comments_body(request: Request, settings: Settings, schema):
     """Parse a body of ``{"comments": [...], ...}`` into ``schema`` (see :func:`read_score_request`)."""
     _check_json_content_type(request)
-    raw = await request.body()
-    if not raw:
-        raise ApiError(400, "empty_body", 'request body is empty; send {"comments": [{"text": "..."}]}')
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ApiError(
-            400, "invalid_utf8", f"request body is not valid UTF-8 (byte 0x{raw[exc.start]:02x} at offset {exc.start})"
-        ) from None
-    try:
-        doc = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ApiError(
-            400, "malformed_json", f"request body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
-        ) from None
+    doc = parse_json_body(await request.body(), '{"comments": [{"text": "..."}]}')
     comments = doc.get("comments") if isinstance(doc, dict) else None
     # Counted before validation: an oversized batch is refused without inspecting each item.
     if isinstance(comments, list) and len(comments) > settings.max_comments:

@@ -17,7 +17,6 @@ service has keys configured. Storage: :mod:`api.db`.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from contextlib import asynccontextmanager
 
@@ -27,7 +26,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from api.auth import require_api_key
 from api.db import MAX_ID_CHARS, MAX_NOTE_CHARS, FeedbackStore, LazyStore
-from api.deps import _check_json_content_type
+from api.deps import _check_json_content_type, parse_json_body
 from api.errors import ApiError, validation_message
 from api.schemas import ErrorBody
 from model.axes import AXES, LEVELS
@@ -170,19 +169,7 @@ async def _run(request: Request, fn):
 async def read_feedback_request(request: Request) -> FeedbackRequest:
     """Parse and check a feedback body: 415 non-JSON, 400 bad UTF-8 or JSON, 422 naming the field."""
     _check_json_content_type(request)
-    raw = await request.body()
-    if not raw:
-        raise ApiError(400, "empty_body", 'request body is empty; send {"text": "...", "levels": {"warmth": 2}}')
-    try:
-        doc = json.loads(raw.decode("utf-8"))
-    except UnicodeDecodeError as exc:
-        raise ApiError(
-            400, "invalid_utf8", f"request body is not valid UTF-8 (byte 0x{raw[exc.start]:02x} at offset {exc.start})"
-        ) from None
-    except json.JSONDecodeError as exc:
-        raise ApiError(
-            400, "malformed_json", f"request body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
-        ) from None
+    doc = parse_json_body(await request.body(), '{"text": "...", "levels": {"warmth": 2}}')
     try:
         body = FeedbackRequest.model_validate(doc)
     except ValidationError as exc:

@@ -466,6 +466,10 @@ class DuplicateWindow:
                     if item.key is not None and item.key in in_window and not seen]
         if record and replaced:
             store.retire(replaced)
+            # The id's old text has left the window, so no comment of that id in
+            # this request is already there, even one repeating the old text.
+            gone = set(replaced)
+            seen_before = [seen and item.key not in gone for item, seen in zip(items, seen_before)]
 
         # Copies in this request, counting only comments not already in the window.
         request_count: dict[int, int] = {}
