@@ -112,8 +112,9 @@ def _serve_many(settings, overrides: dict, workers: int, graceful_timeout: int) 
 
     from api.service import ModelLoadError, load_scorer
 
-    # Each worker loads its own copy in the background; load once here first so
-    # that a bad model stops the start instead of workers failing one by one.
+    # Each worker loads its own copy before it takes connections (so the shared
+    # socket only hands requests to workers that can score); load once here
+    # first so that a bad model stops the start instead of workers failing one by one.
     try:
         scorer, _ = load_scorer(settings)
     except ModelLoadError as exc:
@@ -123,7 +124,7 @@ def _serve_many(settings, overrides: dict, workers: int, graceful_timeout: int) 
     for key, value in overrides.items():
         os.environ[f"ZHENPING_{key.upper()}"] = str(value)
     uvicorn.run(
-        "api.main:create_app",
+        "api.main:create_worker_app",
         factory=True,
         host=settings.host,
         port=settings.port,

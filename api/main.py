@@ -164,6 +164,7 @@ def create_app(
     scorer=None,
     loader: Callable | None = None,
     on_load_failure: Callable[[str], None] | None = _raise_sigterm,
+    load_in_background: bool = True,
 ) -> FastAPI:
     """Build the service app.
 
@@ -175,6 +176,10 @@ def create_app(
         on_load_failure: called with the reason when the background load fails;
             the default stops the server (a server without a model only answers
             503). ``None`` keeps it running with ``/ready`` reporting the failure.
+        load_in_background: ``True``: the server answers at once (``/ready``
+            503 until the model is in). ``False``: the model loads during
+            startup and a failure stops startup; for worker processes behind a
+            shared socket, which then take connections only once they can score.
 
     Returns:
         The FastAPI app; serve it with uvicorn.
@@ -193,6 +198,9 @@ def create_app(
         task = None
         if scorer is not None:
             await _activate(app, scorer, getattr(scorer, "backend", settings.backend))
+        elif not load_in_background:
+            logger.info("loading model from %s (backend %s)", settings.model_dir, settings.backend)
+            await _activate(app, *await asyncio.to_thread(load, settings))
         else:
             task = asyncio.create_task(_load_in_background(app), name="zhenping-model-load")
         try:
@@ -261,6 +269,12 @@ def create_app(
             expose_headers=["Retry-After"],
         )
     return app
+
+
+def create_worker_app() -> FastAPI:
+    """App factory for ``zhenping serve --workers N``: settings from the
+    environment, model loaded before the worker takes connections."""
+    return create_app(load_in_background=False)
 
 
 def _configure_logging(level: str) -> None:

@@ -236,3 +236,24 @@ def test_key_matches_compares_every_key():
     assert not key_matches("k", ["k1", "k2"])
     assert not key_matches("", ["k1"])
     assert key_matches("ключ", ["ключ"])
+
+
+def test_worker_app_loads_before_taking_requests():
+    calls: list[str] = []
+
+    def loader(_settings):
+        calls.append("load")
+        return FakeScorer(), "torch"
+
+    with TestClient(create_app(settings(), loader=loader, load_in_background=False)) as client:
+        assert calls == ["load"]  # done by the time the app takes requests
+        assert client.get("/ready").status_code == 200
+
+
+def test_worker_app_with_a_broken_model_fails_startup():
+    def loader(_settings):
+        raise ValueError("config.json is not valid JSON")
+
+    with pytest.raises(ValueError, match="config.json is not valid JSON"):
+        with TestClient(create_app(settings(), loader=loader, load_in_background=False)):
+            pass
