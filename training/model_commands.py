@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Optional
 
 import typer
@@ -129,3 +130,29 @@ def reproduce_default_cmd(
     mt_encoder = run_multitask(mt)
     ft = load_config(FinetuneConfig, "finetune.toml", {"base": str(mt_encoder)})
     run_train(ft, out, model_version="zhenping-small-v1")
+    check_backends_cmd(model=out, data="runs/data", split="test", keep_fp32=False)
+
+
+@app.command("check-backends")
+def check_backends_cmd(
+    model: str = typer.Option("runs/model", help="Exported scorer folder (ONNX files are written into it)."),
+    data: str = typer.Option("runs/data", help="Prepared splits."),
+    split: str = typer.Option("test", help="Split to compare the backends on."),
+    keep_fp32: bool = typer.Option(False, help="Keep model.onnx (fp32) beside the int8 file."),
+) -> None:
+    """Export ONNX fp32 and int8, compare them with PyTorch on a labelled split, keep
+    only the backends within tolerance and add the figures to the model card."""
+    from training.backends import backends_card_section, check_backends
+
+    report = check_backends(model, data, split, keep_fp32=keep_fp32)
+    card = Path(model) / "README.md"
+    if card.is_file():
+        text = card.read_text(encoding="utf-8")
+        marker = "## Backends"
+        if marker in text:  # replace the previous section
+            head, _, rest = text.partition(marker)
+            tail = rest.split("\n## ", 1)
+            text = head + (("## " + tail[1]) if len(tail) > 1 else "")
+        head, sep, rest = text.partition("## Intended use")
+        text = head + backends_card_section(report) + "\n" + sep + rest
+        card.write_text(text, encoding="utf-8")
