@@ -90,8 +90,9 @@ def parse_json_body(raw: bytes, example: str) -> Any:
     try:
         doc = json.loads(text)
     except json.JSONDecodeError as exc:
+        reason = exc.msg.removesuffix(" at")  # "Invalid control character at"
         raise ApiError(
-            400, "malformed_json", f"request body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+            400, "malformed_json", f"request body is not valid JSON: {reason} at line {exc.lineno} column {exc.colno}"
         ) from None
     except RecursionError:
         raise ApiError(400, "malformed_json", "request body is nested too deeply; send a flat JSON object") from None

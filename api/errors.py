@@ -77,14 +77,23 @@ def format_loc(loc) -> str:
     return out or "body"
 
 
+MAX_LISTED_ERRORS = 10  # a body with thousands of bad fields gets a short answer, not one line per field
+
+
 def validation_message(errors) -> str:
-    """One line naming each invalid field: ``"comments[0].text: Field required"``."""
+    """One line naming each invalid field: ``"comments[0].text: Field required"``.
+
+    At most :data:`MAX_LISTED_ERRORS` are listed, then how many more there are.
+    """
+    errors = list(errors)
     parts = []
-    for err in errors:
+    for err in errors[:MAX_LISTED_ERRORS]:
         loc = list(err.get("loc", ()))
         if loc and loc[0] == "body":
             loc = loc[1:]
         parts.append(f"{format_loc(loc)}: {err.get('msg', 'invalid value')}")
+    if len(errors) > MAX_LISTED_ERRORS:
+        parts.append(f"and {len(errors) - MAX_LISTED_ERRORS} more")
     return "; ".join(parts) or "invalid request"
 
 
