@@ -105,17 +105,36 @@ def write_model_dir(
             dst = tmp / name
             dst.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(src, dst)
-        old = None
-        if out.exists():
-            old = out.with_name(f".{out.name}.old-{os.getpid()}")
-            out.rename(old)
-        tmp.rename(out)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        swap_into_place(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
+
+
+def swap_into_place(new: str | os.PathLike, out: str | os.PathLike) -> None:
+    """Rename the finished folder ``new`` to ``out``, replacing any folder there.
+
+    The old folder is renamed aside and deleted only once ``new`` is in place;
+    if that rename fails, the old folder is put back, so ``out`` always holds a
+    complete model. (Only a process killed between the two renames, a window of
+    microseconds, leaves ``out`` missing, with the old model beside it as
+    ``.<name>.old-<pid>``.)
+    """
+    new, out = Path(new), Path(out)
+    old = None
+    if out.exists():
+        old = out.with_name(f".{out.name}.old-{os.getpid()}")
+        shutil.rmtree(old, ignore_errors=True)
+        out.rename(old)
+    try:
+        new.rename(out)
+    except BaseException:
+        if old is not None and not out.exists():
+            old.rename(out)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def _dump(path: Path, obj) -> None:

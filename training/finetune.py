@@ -105,6 +105,28 @@ def load_base(base: str, tokenizer_dir: str | None = None, dropout: float = 0.1)
     return model, tokenizer
 
 
+def last_complete_checkpoint(out_dir: str | os.PathLike) -> Path | None:
+    """The newest ``checkpoint-<step>`` folder whose save finished, or ``None``.
+
+    The Trainer writes ``trainer_state.json`` last; a run killed while saving
+    leaves a folder without it (or with it cut short), which is skipped with a
+    note so that the rerun resumes from the checkpoint before.
+    """
+    found = []
+    for path in Path(out_dir).glob("checkpoint-*"):
+        step = path.name.removeprefix("checkpoint-")
+        if path.is_dir() and step.isdigit():
+            found.append((int(step), path))
+    for _, path in sorted(found, reverse=True):
+        try:
+            json.loads((path / "trainer_state.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            print(f"skipping {path}: its save did not finish (no readable trainer_state.json)", file=sys.stderr)
+            continue
+        return path
+    return None
+
+
 def train(cfg: FinetuneConfig):
     """Fine-tune; returns ``(model, tokenizer, info)`` with the best validation model."""
     import torch
@@ -165,11 +187,11 @@ def train(cfg: FinetuneConfig):
         compute_metrics=compute_metrics,
         callbacks=[EarlyStoppingCallback(early_stopping_patience=cfg.patience)],
     )
-    resume = any(p.name.startswith("checkpoint-") for p in Path(cfg.out_dir).glob("checkpoint-*"))
-    if resume:
-        print(f"resuming from the newest checkpoint in {cfg.out_dir}", file=sys.stderr)
+    resume = last_complete_checkpoint(cfg.out_dir)
+    if resume is not None:
+        print(f"resuming from {resume}", file=sys.stderr)
     t0 = time.time()
-    trainer.train(resume_from_checkpoint=True if resume else None)
+    trainer.train(resume_from_checkpoint=str(resume) if resume is not None else None)
     seconds = time.time() - t0
     history = [h for h in trainer.state.log_history if "eval_mean_spearman" in h]
     info = {

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from training.card import load_baselines, render_card
 from training.config import config_to_dict
-from training.export import make_scorer_config, write_model_dir
+from training.export import make_scorer_config, swap_into_place, write_model_dir
 from training.finetune import FinetuneConfig, train
 
 BASELINES = Path(__file__).resolve().parent / "results" / "baselines.json"
@@ -58,25 +58,24 @@ def run_train(
     export_dir = Path(export_dir).resolve()
     staging = export_dir.with_name(f".{export_dir.name}.staging")
     shutil.rmtree(staging, ignore_errors=True)
-    write_model_dir(model, tok, staging, scorer_cfg)
+    try:
+        write_model_dir(model, tok, staging, scorer_cfg)
 
-    from training.evaluate import evaluate_model
+        from training.evaluate import evaluate_model
 
-    metrics = evaluate_model(staging, data_dir, "test", staging, baselines=baselines)
-    metrics["training"] = {k: v for k, v in info.items() if k != "finetune"}
-    metrics["training"]["finetune"] = {k: v for k, v in ft_info.items() if k != "validation_history"}
-    metrics["training"]["total_seconds"] = round(time.time() - t0, 1)
-    (staging / "metrics.json").write_text(json.dumps(metrics, ensure_ascii=False, indent=2) + "\n")
-    base_metrics = load_baselines(baselines, "test", scorer_cfg["axes"])
-    card = render_card(scorer_cfg, metrics, base_metrics, info, manifest)
-    (staging / "README.md").write_text(card, encoding="utf-8")
+        metrics = evaluate_model(staging, data_dir, "test", staging, baselines=baselines)
+        metrics["training"] = {k: v for k, v in info.items() if k != "finetune"}
+        metrics["training"]["finetune"] = {k: v for k, v in ft_info.items() if k != "validation_history"}
+        metrics["training"]["total_seconds"] = round(time.time() - t0, 1)
+        (staging / "metrics.json").write_text(json.dumps(metrics, ensure_ascii=False, indent=2) + "\n")
+        base_metrics = load_baselines(baselines, "test", scorer_cfg["axes"])
+        card = render_card(scorer_cfg, metrics, base_metrics, info, manifest)
+        (staging / "README.md").write_text(card, encoding="utf-8")
 
-    # Swap the finished folder into place: the scorer never sees half a model.
-    old = export_dir.with_name(f".{export_dir.name}.old")
-    shutil.rmtree(old, ignore_errors=True)
-    if export_dir.exists():
-        export_dir.rename(old)
-    staging.rename(export_dir)
-    shutil.rmtree(old, ignore_errors=True)
+        # Swap the finished folder into place: the scorer never sees half a model.
+        swap_into_place(staging, export_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     print(f"model exported to {export_dir}", file=sys.stderr)
     return metrics
