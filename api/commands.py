@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 from enum import Enum
 from pathlib import Path
 from typing import Optional
@@ -85,6 +86,13 @@ def _serve_one(settings, graceful_timeout: int) -> None:
             # stop accepting and wait for in-flight requests.
             begin_drain(application)
             super().handle_exit(sig, frame)
+            if sig == signal.SIGTERM:
+                # uvicorn raises the signal again once it has shut down, so the
+                # exit status would be 143; a drained stop on SIGTERM is the
+                # normal end of a service and exits 0.
+                captured = getattr(self, "_captured_signals", None)
+                if isinstance(captured, list) and sig in captured:
+                    captured.remove(sig)
 
     def on_load_failure(reason: str) -> None:
         failure.append(reason)

@@ -307,7 +307,7 @@ def _add_routes(app: FastAPI) -> None:
         settings: Settings = request.app.state.settings
         texts = [c.text for c in body.comments]
         if settings.log_text:
-            logger.debug("scoring texts: %r", texts)
+            logger.info("scoring texts: %r", texts)
         try:
             normalized = await service.normalize(texts)
             scores = await service.score_normalized(normalized)
