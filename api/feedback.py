@@ -22,7 +22,8 @@ from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError, create_model
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import TimeoutError as SATimeoutError
 
 from api.auth import require_api_key
 from api.db import MAX_ID_CHARS, MAX_NOTE_CHARS, FeedbackStore, LazyStore
@@ -158,11 +159,11 @@ def _unavailable(exc: Exception) -> ApiError:
 
 
 async def _run(request: Request, fn):
-    """Run ``fn(store)`` off the event loop; database failures become 503."""
+    """Run ``fn(store)`` off the event loop; an unreachable database becomes 503."""
     holder = feedback_store(request.app)
     try:
         return await asyncio.to_thread(lambda: fn(holder.get()))
-    except (SQLAlchemyError, OSError) as exc:
+    except (OperationalError, InterfaceError, SATimeoutError, OSError) as exc:
         raise _unavailable(exc) from None
 
 
@@ -185,8 +186,14 @@ async def read_feedback_request(request: Request) -> FeedbackRequest:
                            f"text has {len(body.text)} characters, over the limit of {max_chars}")
         if not normalize_text(body.text):
             raise ApiError(422, "validation_error", "text is empty after normalisation; send the comment as posted")
-    if isinstance(body.id, str) and len(body.id) > MAX_ID_CHARS:
-        raise ApiError(422, "validation_error", f"id has {len(body.id)} characters, over the limit of {MAX_ID_CHARS}")
+    if body.id is not None and len(str(body.id)) > MAX_ID_CHARS:
+        raise ApiError(422, "validation_error",
+                       f"id has {len(str(body.id))} characters, over the limit of {MAX_ID_CHARS}")
+    for name in ("text", "id", "submitter", "note"):
+        value = getattr(body, name)
+        if isinstance(value, str) and "\x00" in value:
+            # PostgreSQL text cannot hold NUL; refuse it everywhere so that both databases agree.
+            raise ApiError(422, "validation_error", f"{name} contains a NUL character (U+0000)")
     return body
 
 

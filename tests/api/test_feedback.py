@@ -124,6 +124,8 @@ def test_stats_summarise_what_is_stored(fb):
         ({"text": "长" * 51, "levels": {"warmth": 1}}, "comment_too_long", "text has 51 characters, over the limit of 50"),
         ({"text": "好", "levels": {"warmth": 1}, "submitter": "x" * 201}, "validation_error",
          "submitter: String should have at most 200 characters"),
+        ({"text": "a\x00b", "levels": {"warmth": 1}}, "validation_error", "text contains a NUL character (U+0000)"),
+        ({"id": 10 ** 201, "levels": {"warmth": 1}}, "validation_error", "id has 202 characters, over the limit of 200"),
     ],
 )
 def test_422_names_what_is_wrong(fb, body, error_type, message):
