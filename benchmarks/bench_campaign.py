@@ -1,0 +1,307 @@
+"""What campaign detection costs: window throughput, memory, and added /v1/score latency.
+
+Prints
+
+* **throughput** of the duplicate window (MinHash signatures, LSH lookup,
+  counting, insertion) on a real comment stream, in requests of 64 comments:
+  comments per second and per CPU-second, in process and, with ``--redis``,
+  through a Redis window;
+* **memory** of the in-process window, measured with ``tracemalloc`` after
+  filling it with ``--memory-size`` comments (default 100,000) and extrapolated
+  linearly to a million: once with every comment distinct (the worst case), once
+  with the stream's own mix of repeats; and of the author sums;
+* **added latency** of ``/v1/score`` in process (FastAPI ``TestClient``):
+  requests of 32 comments with campaign detection on and off, median and p90 per
+  request. The scorer is a constant-time stand-in unless ``--model DIR`` is
+  given (score cache off), so the difference is campaign detection alone.
+
+Texts are normalised once before timing (the service normalises for the model
+anyway). The stream is NetEase latest comments and Bilibili danmaku from the
+corpora, in file order, else a synthetic mix with one third repeats.
+
+Usage:
+    python benchmarks/bench_campaign.py --quick           # about a minute
+    python benchmarks/bench_campaign.py --redis auto      # also a throwaway redis-server
+    python benchmarks/bench_campaign.py --model model/default
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import random
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import tracemalloc
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+
+from model.axes import AXES  # noqa: E402
+from model.campaign import WindowConfig  # noqa: E402
+from model.campaign.authors import AuthorObservation, AuthorWindow, author_key  # noqa: E402
+from model.campaign.window import DuplicateWindow, NewObservation, Signer, WindowItem, hash64  # noqa: E402
+from model.normalize import normalize_text  # noqa: E402
+from model.scorer import CommentScores  # noqa: E402
+
+REQUEST = 64  # comments per window call in the throughput runs
+SCORE_REQUEST = 32  # comments per /v1/score request
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="smaller runs (about a minute in all)")
+    p.add_argument("--stream", type=int, default=20_000, help="comments in the throughput stream")
+    p.add_argument("--memory-size", type=int, default=100_000, help="comments in the window for the memory figure")
+    p.add_argument("--requests", type=int, default=60, help="/v1/score requests per setting")
+    p.add_argument("--redis", default=None, help="redis://host:port/db of a Redis to measure, or 'auto'")
+    p.add_argument("--model", default=None, help="exported scorer for the latency figure (default: a stand-in)")
+    p.add_argument("--corpora", default=None, help="corpora folder (default: $ZHENPING_CORPORA or ../shared)")
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    if args.quick:
+        args.stream = min(args.stream, 5_000)
+        args.requests = min(args.requests, 30)
+    return args
+
+
+# ------------------------------------------------------------------ texts
+
+
+def stream_texts(n: int, corpora: str | None, seed: int) -> tuple[list[str], str]:
+    """``n`` raw comments: NetEase latest comments and danmaku in file order, alternating."""
+    try:
+        from training.corpora import corpora_root, get_file, iter_rows, row_text
+
+        root = corpora_root(corpora)
+        sources = []
+        for corpus, name in (("netease_music_comments", "latest_comments_rgn.csv.gz"),
+                             ("bilibili_danmaku_small", "zhuosd_danmaku.csv.gz")):
+            c, cf = get_file(corpus, name)
+            path = root / c.name / cf.name
+            sources.append([row_text(rec, cf) for _, rec in itertools.islice(iter_rows(path, cf), n)])
+        mixed = [t for pair in itertools.zip_longest(*sources) for t in pair if t is not None][:n]
+        if len(mixed) < n:
+            raise FileNotFoundError(f"only {len(mixed)} rows")
+        return mixed, "NetEase latest comments and Bilibili danmaku, alternating, file order"
+    except (FileNotFoundError, KeyError) as err:
+        print(f"no corpora ({err}); using a synthetic mix", file=sys.stderr)
+        rng = random.Random(seed)
+        chars = "的一是了我不人在他有这个上们来到时大地为子中你说生国年着就那和要她出也得里后自以会"
+        out: list[str] = []
+        for _ in range(n):
+            if out and rng.random() < 1 / 3:
+                out.append(rng.choice(out))
+            else:
+                out.append("".join(rng.choice(chars) for _ in range(max(2, int(rng.lognormvariate(3.0, 0.8))))))
+        return out, "synthetic (one third repeats)"
+
+
+# ------------------------------------------------------------------ throughput
+
+
+def throughput(window: DuplicateWindow, texts: list[str]) -> tuple[float, float]:
+    """Comments per second and per CPU-second of observing ``texts`` in requests of ``REQUEST``."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    now = 1_000.0
+    for start in range(0, len(texts), REQUEST):
+        window.observe([WindowItem(t) for t in texts[start:start + REQUEST]], now=now)
+        now += 1.0
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    return len(texts) / wall, len(texts) / max(cpu, 1e-9)
+
+
+def start_redis() -> tuple[subprocess.Popen, str]:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise SystemExit("--redis auto: redis-server is not installed")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    import redis
+
+    client = redis.Redis(port=port)
+    for _ in range(100):
+        try:
+            client.ping()
+            break
+        except redis.exceptions.ConnectionError:
+            time.sleep(0.05)
+    return proc, f"redis://127.0.0.1:{port}/0"
+
+
+# ------------------------------------------------------------------ memory
+
+
+def window_bytes(n: int, distinct_ratio: float, seed: int) -> tuple[float, int]:
+    """Bytes traced after putting ``n`` comments in a fresh in-process window.
+
+    Signatures are random (the store's memory does not depend on their values),
+    which keeps the fill fast; ``distinct_ratio`` of the comments are new texts,
+    the rest repeat earlier ones.
+    """
+    config = WindowConfig(max_size=n, ttl_seconds=0)
+    window = DuplicateWindow(config)
+    signer, store = window.signer, window.store
+    rng = np.random.default_rng(seed)
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    keys: list[int] = []
+    pending: list[NewObservation] = []
+    for i in range(n):
+        if not keys or rng.random() < distinct_ratio:
+            key = hash64(f"text {len(keys)}")
+            keys.append(key)
+            sig = rng.integers(0, 2**32, size=config.num_perm, dtype=np.uint32)
+            pending.append(NewObservation(None, key, key, float(i), sig, tuple(signer.band_keys(sig))))
+        else:  # a repeat: the store only counts it
+            key = keys[int(rng.integers(0, len(keys)))]
+            pending.append(NewObservation(None, key, key, float(i), None, ()))
+        if len(pending) >= 1000:
+            store.add(pending, float(i))
+            pending = []
+    store.add(pending, float(n))
+    del keys, pending
+    after = tracemalloc.get_traced_memory()[0]
+    tracemalloc.stop()
+    return after - before, store.distinct_texts
+
+
+def author_bytes(n: int, authors: int) -> float:
+    window = AuthorWindow(WindowConfig(max_size=n, ttl_seconds=0))
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    obs = [AuthorObservation(author_key(f"user{i % authors}"), i % 3 == 0, i % 5 == 0, 0.5, 0.25)
+           for i in range(n)]
+    window.add(obs, now=1.0)
+    del obs
+    after = tracemalloc.get_traced_memory()[0]
+    tracemalloc.stop()
+    return after - before
+
+
+# ------------------------------------------------------------------ latency
+
+
+class StandIn:
+    """Constant-time scorer with the Scorer interface."""
+
+    axes = AXES
+    max_length = 128
+    model_id = "stand-in"
+    model_version = "bench"
+    backend = "torch"
+    config = {"level_scale": 3}
+
+    def score_normalized(self, texts, batch_size=32):
+        return [CommentScores(0.5, 0.4, 0.3) for _ in texts]
+
+
+def latency(texts: list[str], requests: int, model: str | None, campaign: bool) -> list[float]:
+    from fastapi.testclient import TestClient
+
+    from api.main import create_app
+    from api.settings import Settings
+
+    settings = Settings(model_dir=model or "unused", max_wait_ms=0, cache_size=0, campaign=campaign)
+    if model:
+        from model.scorer import Scorer
+
+        scorer = Scorer.from_pretrained(model)
+    else:
+        scorer = StandIn()
+    out = []
+    with TestClient(create_app(settings, scorer=scorer)) as client:
+        for r in range(requests + 3):
+            body = {"comments": [{"text": t, "author_id": f"u{(r * SCORE_REQUEST + k) % 97}"}
+                                 for k, t in enumerate(texts[r * SCORE_REQUEST:(r + 1) * SCORE_REQUEST])]}
+            started = time.perf_counter()
+            response = client.post("/v1/score", json=body)
+            elapsed = time.perf_counter() - started
+            if response.status_code != 200:
+                raise RuntimeError(f"/v1/score answered {response.status_code}: {response.text}")
+            if r >= 3:  # the first requests warm caches and imports
+                out.append(elapsed)
+    return out
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    raw, source = stream_texts(args.stream, args.corpora, args.seed)
+    started = time.perf_counter()
+    texts = [normalize_text(t) for t in raw]
+    distinct = len(set(texts)) / len(texts)
+    print(f"stream: {len(texts):,} comments ({source}); {distinct:.0%} distinct texts; "
+          f"normalised in {time.perf_counter() - started:.2f} s (not counted below)")
+    config = WindowConfig()
+    signer = Signer(config)
+    print(f"window: MinHash {config.num_perm} permutations over character {config.shingle}-grams, "
+          f"LSH {signer.bands} bands x {signer.rows} rows, threshold {config.threshold}")
+
+    print("\n== throughput (requests of %d comments)" % REQUEST)
+    per_s, per_cpu = throughput(DuplicateWindow(config), texts)
+    print(f"in process, the stream: {per_s:,.0f} comments/s ({per_cpu:,.0f} per CPU-second), "
+          f"{1e6 / per_s:,.0f} us per comment")
+    unique = list(dict.fromkeys(t for t in texts if len(t) >= config.shingle))
+    per_s_u, per_cpu_u = throughput(DuplicateWindow(config), unique)
+    print(f"in process, its {len(unique):,} distinct texts of {config.shingle}+ characters (every one signed): "
+          f"{per_s_u:,.0f} comments/s ({per_cpu_u:,.0f} per CPU-second), {1e6 / per_s_u:,.0f} us per comment, "
+          f"mean length {sum(map(len, unique)) / max(1, len(unique)):.0f} characters")
+    if args.redis:
+        from model.campaign.redis_store import RedisStore, redis_client
+
+        proc, url = start_redis() if args.redis == "auto" else (None, args.redis)
+        try:
+            client = redis_client(url)
+            store = RedisStore(client, prefix="bench:campaign")
+            store.clear()
+            used = int(client.info("memory")["used_memory"])
+            per_s_r, per_cpu_r = throughput(DuplicateWindow(config, store=store), texts)
+            grown = int(client.info("memory")["used_memory"]) - used
+            print(f"redis ({url}): {per_s_r:,.0f} comments/s ({per_cpu_r:,.0f} per client CPU-second); "
+                  f"Redis memory {grown / len(texts):,.0f} bytes per comment of this stream "
+                  f"({store.distinct_texts:,} distinct texts)")
+            store.clear()
+        finally:
+            if proc is not None:
+                proc.terminate()
+                proc.wait(timeout=10)
+
+    n = args.memory_size
+    print(f"\n== memory of the in-process window ({n:,} comments, tracemalloc, extrapolated linearly)")
+    worst, worst_texts = window_bytes(n, 1.0, args.seed)
+    mixed, mixed_texts = window_bytes(n, distinct, args.seed)
+    for label, total, kept in (("every comment distinct", worst, worst_texts),
+                               (f"stream mix ({distinct:.0%} distinct)", mixed, mixed_texts)):
+        print(f"{label}: {total / 2**20:,.1f} MiB for {n:,} comments ({kept:,} texts) = "
+              f"{total / n:,.0f} bytes per comment -> {total / n * 1e6 / 2**30:,.2f} GiB per million")
+    authors = author_bytes(n, max(1, n // 10))
+    print(f"author sums ({n:,} comments, {n // 10:,} authors): {authors / n:,.0f} bytes per comment "
+          f"-> {authors / n * 1e6 / 2**30:,.2f} GiB per million")
+
+    print(f"\n== /v1/score in process, {SCORE_REQUEST} comments per request, "
+          f"scorer: {args.model or 'constant-time stand-in'}")
+    needed = (args.requests + 3) * SCORE_REQUEST
+    pool = (raw * (needed // len(raw) + 1))[:needed]
+    off = latency(pool, args.requests, args.model, campaign=False)
+    on = latency(pool, args.requests, args.model, campaign=True)
+    for label, xs in (("campaign off", off), ("campaign on", on)):
+        print(f"{label}: median {statistics.median(xs) * 1e3:.1f} ms, "
+              f"p90 {np.percentile(xs, 90) * 1e3:.1f} ms per request")
+    added = statistics.median(on) - statistics.median(off)
+    print(f"added by campaign detection: {added * 1e3:.1f} ms per request, "
+          f"{added * 1e6 / SCORE_REQUEST:,.0f} us per comment (median)")
+
+
+if __name__ == "__main__":
+    main()
