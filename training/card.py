@@ -32,8 +32,8 @@ INTENDED_USE = """\
 
 ## Limitations
 
-- A small encoder (pretrained from scratch on about 20M characters of public comment corpora)
-  knows little world knowledge; it learns surface cues well (stock phrases, emoji walls,
+- A small encoder (5.3M parameters, pretrained from scratch on about 10M tokens of public comment
+  corpora, then trained on the corpora's own labels) knows little world knowledge; it learns surface cues well (stock phrases, emoji walls,
   length, concrete nouns and numbers) and subtle sarcasm poorly.
 - Warmth level 3 and template level 3 are rare in the gold labels (about 2 % and 7 %), so
   scores near the top of those axes are less reliable than the middle.
@@ -91,6 +91,16 @@ def render_card(scorer_config: dict, metrics: dict, baselines: dict | None, info
     if baselines:
         lines += ["### Against the baselines (same test rows)", "",
                   comparison_table({"this model": metrics, **baselines}), ""]
+        ref = baselines.get("tfidf_ridge") or baselines.get("tfidf_ridge baseline")
+        if ref:
+            o, r = metrics["overall"], ref["overall"]
+            checks = [(f"{a} ρ", o[a]["spearman"], r[a]["spearman"]) for a in axes]
+            checks += [("template≥2 AUROC", o["template_ge2"]["auroc"], r["template_ge2"]["auroc"]),
+                       ("hostile AUROC", o["hostile"]["auroc"], r["hostile"]["auroc"])]
+            ahead = [f"{n} ({_fmt(m)} vs {_fmt(b)})" for n, m, b in checks if m is not None and b is not None and m > b]
+            behind = [f"{n} ({_fmt(m)} vs {_fmt(b)})" for n, m, b in checks if m is not None and b is not None and m <= b]
+            lines += [f"Against the TF-IDF baseline this model is ahead on {', '.join(ahead) or 'nothing'}"
+                      + (f" and not ahead on {', '.join(behind)}." if behind else "."), ""]
     lines += ["Per-source figures and plots: `report.md` and `metrics.json` in this folder.", ""]
     lines += ["## Training data", ""]
     if prepare_manifest:
@@ -143,6 +153,26 @@ def render_card(scorer_config: dict, metrics: dict, baselines: dict | None, info
         INTENDED_USE,
     ]
     return "\n".join(lines)
+
+
+def rerender_card(model_dir: str | Path, prepare_manifest: dict | None = None) -> str:
+    """Rebuild a model folder's card from what the folder holds (metrics.json,
+    scorer_config.json, backends.json) and write it to README.md."""
+    from training.backends import backends_card_section
+
+    d = Path(model_dir)
+    metrics = json.loads((d / "metrics.json").read_text(encoding="utf-8"))
+    sc = json.loads((d / "scorer_config.json").read_text(encoding="utf-8"))
+    info = dict(metrics.get("training", {}))
+    baselines = metrics.get("compare") or load_baselines(
+        Path(__file__).resolve().parent / "results" / "baselines.json", metrics.get("split", "test"), sc["axes"])
+    card = render_card(sc, metrics, baselines, info, prepare_manifest)
+    if (d / "backends.json").is_file():
+        section = backends_card_section(json.loads((d / "backends.json").read_text()))
+        head, sep, rest = card.partition("## Intended use")
+        card = head + section + "\n" + sep + rest
+    (d / "README.md").write_text(card, encoding="utf-8")
+    return card
 
 
 def load_baselines(path: str | Path, split: str = "test", axes=None) -> dict:

@@ -105,6 +105,7 @@ def write_model_dir(
             dst = tmp / name
             dst.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(src, dst)
+        _make_readable(tmp)
         swap_into_place(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -135,6 +136,14 @@ def swap_into_place(new: str | os.PathLike, out: str | os.PathLike) -> None:
         raise
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def _make_readable(folder: Path) -> None:
+    """mkdtemp and some writers create owner-only files; a model folder is read by
+    other users (the service's unprivileged account), so open it up like any install."""
+    os.chmod(folder, 0o755)
+    for p in folder.rglob("*"):
+        os.chmod(p, 0o755 if p.is_dir() else 0o644)
 
 
 def _dump(path: Path, obj) -> None:

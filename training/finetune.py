@@ -28,7 +28,7 @@ from training.config import config_to_dict, format_config
 @dataclass
 class FinetuneConfig:
     data_dir: str = "runs/data"  # train/validation/test.jsonl from `zhenping prepare`
-    base: str = "runs/pretrain/encoder"  # encoder dir, zhenping model dir or hub id
+    base: str = "runs/pretrain/encoder"  # encoder dir, zhenping model dir, hub id, or "default" (the shipped model)
     out_dir: str = "runs/finetune"  # trainer checkpoints (resume point)
     max_length: int = 128  # tokens; longer comments are truncated
     lr: float = 1e-4  # peak, after warmup
@@ -41,6 +41,9 @@ class FinetuneConfig:
     seed: int = 13
     num_threads: int = 0  # torch threads (0: library default)
     extra_train: list[str] | None = None  # more labelled files (JSONL/CSV/Parquet/HF) for the train split
+    pseudo_teacher: str | None = None  # a fitted baseline whose scores on unlabelled text join training; None: off
+    pseudo_corpus: str = "runs/pretrain/corpus.txt"  # unlabelled texts (labelled validation/test texts left out)
+    pseudo_texts: int = 0  # unlabelled texts scored by the teacher and added to the training rows
 
 
 def seed_everything(seed: int) -> None:
@@ -93,6 +96,10 @@ def load_base(base: str, tokenizer_dir: str | None = None, dropout: float = 0.1)
 
     from training.export import set_label_names
 
+    if base == "default":  # the shipped model, wherever the package is installed
+        from model.scorer import DEFAULT_MODEL_DIR
+
+        base = str(DEFAULT_MODEL_DIR)
     config = AutoConfig.from_pretrained(base)
     set_label_names(config)
     if hasattr(config, "hidden_dropout_prob"):
@@ -127,6 +134,24 @@ def last_complete_checkpoint(out_dir: str | os.PathLike) -> Path | None:
     return None
 
 
+def pseudo_rows(cfg: FinetuneConfig, exclude: set[str]) -> list[dict]:
+    """Self-training rows: unlabelled corpus texts with the teacher's soft scores.
+
+    The teacher (the TF-IDF baseline) was fitted on the gold training split only,
+    and the corpus file already leaves out the labelled validation and test texts,
+    so nothing of the held-out splits reaches training.
+    """
+    from training.multitask import MultitaskConfig, load_distill_data
+
+    texts, scores = load_distill_data(MultitaskConfig(
+        distill_teacher=cfg.pseudo_teacher, distill_corpus=cfg.pseudo_corpus,
+        distill_texts=cfg.pseudo_texts, seed=cfg.seed + 1))
+    rows = [{"id": f"pseudo:{i}", "source": "pseudo", "text": t, **{a: float(v) for a, v in zip(AXES, s)}}
+            for i, (t, s) in enumerate(zip(texts, scores)) if t not in exclude]
+    print(f"fine-tune: {len(rows):,} teacher-scored unlabelled texts join the training rows", file=sys.stderr)
+    return rows
+
+
 def train(cfg: FinetuneConfig):
     """Fine-tune; returns ``(model, tokenizer, info)`` with the best validation model."""
     import torch
@@ -145,6 +170,8 @@ def train(cfg: FinetuneConfig):
             for r in load_labelled(f):
                 train_rows.append({"id": r.id, "source": r.source, "text": r.text,
                                    **{a: lv / 3.0 for a, lv in zip(AXES, r.levels)}})
+    if cfg.pseudo_teacher and cfg.pseudo_texts > 0:
+        train_rows += pseudo_rows(cfg, {r["text"] for r in train_rows + val_rows})
     model, tok = load_base(cfg.base, dropout=cfg.dropout)
     train_ds = _Dataset(train_rows, tok, cfg.max_length)
     val_ds = _Dataset(val_rows, tok, cfg.max_length)

@@ -128,7 +128,7 @@ def reproduce_default_cmd(
     mt = load_config(MultitaskConfig, "multitask.toml",
                      {"base": str(encoder), "steps": multitask_steps, "corpora": corpora})
     mt_encoder = run_multitask(mt)
-    ft = load_config(FinetuneConfig, "finetune.toml", {"base": str(mt_encoder)})
+    ft = load_config(FinetuneConfig, "finetune_shipped.toml", {"base": str(mt_encoder)})
     run_train(ft, out, model_version="zhenping-small-v1")
     check_backends_cmd(model=out, data="runs/data", split="test", keep_fp32=False)
 
@@ -142,17 +142,15 @@ def check_backends_cmd(
 ) -> None:
     """Export ONNX fp32 and int8, compare them with PyTorch on a labelled split, keep
     only the backends within tolerance and add the figures to the model card."""
-    from training.backends import backends_card_section, check_backends
+    from training.backends import check_backends
 
-    report = check_backends(model, data, split, keep_fp32=keep_fp32)
-    card = Path(model) / "README.md"
-    if card.is_file():
-        text = card.read_text(encoding="utf-8")
-        marker = "## Backends"
-        if marker in text:  # replace the previous section
-            head, _, rest = text.partition(marker)
-            tail = rest.split("\n## ", 1)
-            text = head + (("## " + tail[1]) if len(tail) > 1 else "")
-        head, sep, rest = text.partition("## Intended use")
-        text = head + backends_card_section(report) + "\n" + sep + rest
-        card.write_text(text, encoding="utf-8")
+    from training.card import rerender_card
+    from training.prepare import read_manifest
+
+    check_backends(model, data, split, keep_fp32=keep_fp32)
+    if (Path(model) / "metrics.json").is_file():
+        try:
+            manifest = read_manifest(data)
+        except FileNotFoundError:
+            manifest = None
+        rerender_card(model, manifest)

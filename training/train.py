@@ -48,6 +48,9 @@ def run_train(
     pre = _pretrain_summary(cfg.base)
     if pre:
         info.setdefault("pretrain", pre)
+    mt = Path(cfg.base) / "multitask_summary.json"
+    if mt.is_file():
+        info.setdefault("multitask", json.loads(mt.read_text()))
     scorer_cfg = make_scorer_config(
         max_length=cfg.max_length,
         model_version=version,
