@@ -67,7 +67,7 @@ _ERROR_DESCRIPTIONS = {
     415: "Content-Type is not application/json.",
     422: "Body does not match the schema, or a comment is longer than max_chars.",
     429: "Scoring queue is full; retry after the Retry-After header's seconds.",
-    503: "Model not loaded yet, or the server is shutting down.",
+    503: "Model not loaded yet, the server is shutting down, or the shared duplicate window is unavailable.",
 }
 
 
@@ -383,7 +383,9 @@ def _add_routes(app: FastAPI) -> None:
             "version": _package_version(),
         }
 
-    @app.get("/metrics", summary="Prometheus metrics.", response_class=Response)
+    @app.get("/metrics", summary="Prometheus metrics.", response_class=Response,
+             responses={200: {"description": "Prometheus text exposition format.",
+                              "content": {"text/plain": {"schema": {"type": "string"}}}}})
     async def metrics(request: Request):
         """Prometheus text exposition of the service's metrics."""
         body, content_type = request.app.state.metrics.render()
