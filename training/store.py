@@ -441,16 +441,15 @@ class Comparison:
         """A plain-text table of ρ per axis and the mean, candidate beside current."""
 
         def f(v):
-            return "     –" if v is None else f"{v:6.3f}"
+            return "–" if v is None else f"{v:.3f}"
 
         def d(a, b):
-            return "     –" if a is None or b is None else f"{a - b:+6.3f}"
+            return "–" if a is None or b is None else f"{a - b:+.3f}"
 
-        lines = [f"Spearman ρ on {self.n:,} rows   candidate  current   change",
-                 *(f"  {a:<26} {f(self.candidate[a])}    {f(self.current[a])}   {d(self.candidate[a], self.current[a])}"
-                   for a in self.axes),
-                 f"  {'mean':<26} {f(self.candidate_mean)}    {f(self.current_mean)}   "
-                 f"{d(self.candidate_mean, self.current_mean)}"]
+        rows = [(a, self.candidate[a], self.current[a]) for a in self.axes]
+        rows.append(("mean", self.candidate_mean, self.current_mean))
+        lines = [f"Spearman ρ on {self.n:,} rows:", f"  {'':<10} {'candidate':>10} {'current':>10} {'change':>8}"]
+        lines += [f"  {a:<10} {f(c):>10} {f(k):>10} {d(c, k):>8}" for a, c, k in rows]
         return "\n".join(lines)
 
 
