@@ -108,7 +108,8 @@ def main(argv=None) -> None:
                 import ray
 
                 started = time.perf_counter()
-                ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False)
+                ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False,
+                         runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}})  # workers import this checkout
                 print(f"ray.init: {time.perf_counter() - started:.1f} s (not counted); "
                       f"{num_actors} actors x {args.cpus_per_actor:g} CPUs")
                 kwargs = {"num_actors": num_actors, "cpus_per_actor": args.cpus_per_actor}

@@ -508,11 +508,13 @@ def score_ray(
     started = False
     if not ray.is_initialized():
         address = ray_address or os.environ.get("RAY_ADDRESS") or None
-        runtime_env = None
+        root = Path(__file__).resolve().parent.parent
         if address:  # workers elsewhere need the code; the model travels through the object store
-            root = Path(__file__).resolve().parent.parent
             runtime_env = {"py_modules": [str(root / "model"), str(root / "training")],
                            "excludes": ["default/", "__pycache__/", "*.pyc"]}
+        else:  # local workers import this very checkout, whatever else is installed
+            runtime_env = {"env_vars": {"PYTHONPATH": os.pathsep.join(
+                p for p in (str(root), os.environ.get("PYTHONPATH", "")) if p)}}
         ray.init(address=address, include_dashboard=False, runtime_env=runtime_env, log_to_driver=False)
         started = True
     try:

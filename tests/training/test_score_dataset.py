@@ -4,6 +4,7 @@ and the ray engine on a local Ray giving the same rows."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -131,7 +132,9 @@ def test_bad_inputs_are_named(inputs, tiny_model_dir, tmp_path):
 @pytest.fixture(scope="module")
 def local_ray():
     ray = pytest.importorskip("ray", reason='the ray engine needs Ray Data: pip install "ray[data]"')
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    root = str(Path(__file__).resolve().parents[2])  # the workers import this checkout
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": {"PYTHONPATH": root}})
     yield ray
     ray.shutdown()
 
