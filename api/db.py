@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy import (
     CheckConstraint,
@@ -70,7 +71,7 @@ class StoreSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="ZHENPING_", extra="ignore")
 
-    data_dir: Path = default_data_dir()  # folder of the SQLite database (created when missing)
+    data_dir: Path = Field(default_factory=default_data_dir)  # folder of the SQLite database (created when missing)
     database_url: str = ""  # SQLAlchemy URL of another database; empty: SQLite file in data_dir
 
     @property
