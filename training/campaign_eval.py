@@ -6,13 +6,14 @@ the TF-IDF baseline). It:
 
 1. streams each corpus file of the repeat-heavy sources (Bilibili danmaku; the
    NetEase latest-comment pools, where ad spam is pasted) through the duplicate
-   window, in posting order where the file has a time column, in requests of
-   ``--batch`` comments, and keeps each gold-labelled row's duplicate counts in
-   two views: **at arrival** (the window with the service's default size and
-   time-to-live, what ``/v1/score`` sees when the comment is posted) and
-   **whole file** (every other copy in the file, what a later re-check sees);
+   window (the service's default size and time-to-live), in posting order where
+   the file has a time column, in requests of ``--batch`` comments, and keeps for
+   each gold-labelled row the duplicate counts in three views: at the labelled
+   row's own arrival; at every arrival of its text (labels are judged on text, so
+   each copy carries the label; up to ten arrivals, each text weighing 1 in all);
+   and every other copy in the whole file (a later re-check);
 2. fits the fusion weights (``model/campaign/fusion.py``) on the validation
-   rows of those sources, at arrival, by least squares against the gold template
+   rows of those sources, every arrival, by least squares against the gold template
    score, and compares on the test rows template ρ and template ≥ 2 AUROC/AP of
    the model alone, the fused score, and a logistic model on
    ``[logit(model), log1p(exact), log1p(near)]``;
@@ -32,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import time
 from collections import Counter

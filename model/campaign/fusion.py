@@ -5,8 +5,9 @@ of a comment in the window::
 
     template_fused = 1 - (1 - m) * (1 + E) ** -a * (1 + N) ** -b
 
-The distance to 1 shrinks by a power of the number of copies: with ``a = 0.3``,
-one copy closes 19% of the gap, ten copies 51%, a hundred 75%. A comment without
+The distance to 1 shrinks by a power of the number of copies: with ``a = 0.1``
+one copy closes 7% of the gap, ten copies 21%, a hundred 37%; with ``a = 0.3``,
+19%, 51% and 75%. A comment without
 copies keeps the model's score exactly, so levels read the same way; more copies
 never lower a score. ``a`` and ``b`` are fitted on the validation split by
 ``training/campaign_eval.py`` (least squares against the gold template score).

@@ -10,7 +10,6 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from model.axes import score_to_level
 from model.campaign import (
     ActionPolicy,
     AuthorWindow,
@@ -20,7 +19,6 @@ from model.campaign import (
     DuplicateWindow,
     EvidenceFinder,
     Fusion,
-    MemoryStore,
     WindowConfig,
     WindowItem,
 )
