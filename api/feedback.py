@@ -165,6 +165,12 @@ async def _run(request: Request, fn):
         return await asyncio.to_thread(lambda: fn(holder.get()))
     except (OperationalError, InterfaceError, SATimeoutError, OSError) as exc:
         raise _unavailable(exc) from None
+    except SQLAlchemyError as exc:
+        # Anything else the database refuses (a constraint, a trigger) is a server
+        # fault, not a retry: a plain 500. The engine hides statement parameters,
+        # so the log names the error without the comment text.
+        logger.error("feedback database error: %s", exc)
+        raise ApiError(500, "internal", "internal server error") from None
 
 
 async def read_feedback_request(request: Request) -> FeedbackRequest:
