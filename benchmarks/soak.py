@@ -69,12 +69,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--load-fraction", type=float, default=0.7, help="Share of capacity when --rate is not given.")
     p.add_argument("--calibrate-seconds", type=float, default=20.0, help="Closed-loop capacity measurement.")
     p.add_argument("--calibrate-concurrency", type=int, default=8, help="Clients during calibration.")
-    p.add_argument("--warmup-seconds", type=float, default=10.0,
+    p.add_argument("--warmup-seconds", type=float, default=20.0,
                    help="Load at the target rate before measuring starts (fills caches and windows).")
     p.add_argument("--bucket-seconds", type=float, default=60.0, help="Latency is reported per bucket (a minute).")
     p.add_argument("--model", type=Path, default=None, help="Model directory (default: model/default).")
     p.add_argument("--threads", type=int, default=1, help="Server's torch threads (ZHENPING_NUM_THREADS).")
-    p.add_argument("--window-size", type=int, default=5000, help="Server's duplicate window (ZHENPING_DUP_WINDOW_SIZE).")
+    p.add_argument("--window-size", type=int, default=2000, help="Server's duplicate window (ZHENPING_DUP_WINDOW_SIZE).")
     p.add_argument("--max-rss-growth", type=float, default=0.10, help="Largest allowed memory growth (0.10: 10 %%).")
     p.add_argument("--max-p99-drift", type=float, default=2.0, help="Largest allowed p99 / first-minute p99.")
     p.add_argument("--max-p50-drift", type=float, default=1.5, help="Largest allowed p50 / first-minute p50.")
