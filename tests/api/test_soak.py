@@ -21,6 +21,7 @@ def test_short_soak_passes(tiny_model_dir, tmp_path):
     result = subprocess.run(
         [sys.executable, "benchmarks/soak.py", "--model", str(tiny_model_dir), "--minutes", str(20 / 60),
          "--bucket-seconds", "10", "--calibrate-seconds", "5", "--warmup-seconds", "3", "--json", str(report),
+         "--load-fraction", "0.5",  # more headroom than the 70 % default: CI machines are shared
          # Latency on a shared CI machine is noisy; the criteria that matter here are errors and memory.
          "--max-p99-drift", "10", "--max-p50-drift", "10"],
         cwd=ROOT, capture_output=True, text=True, timeout=600,
