@@ -9,10 +9,25 @@ import typer
 
 from training.cli import app
 
+EXTRA_ARGS = {"allow_extra_args": True, "ignore_unknown_options": True}
+
+
+def _config(cls, path: str, ctx: typer.Context, **fixed):
+    """A typed run config from a TOML file, the command's extra ``--key=value``
+    arguments and the command's own options; a bad key or value is a usage error."""
+    from training.config import load_config, parse_overrides
+
+    try:
+        overrides = parse_overrides(ctx.args)
+        overrides.update({k: v for k, v in fixed.items() if v is not None})
+        return load_config(cls, path, overrides)
+    except (ValueError, TypeError, FileNotFoundError) as exc:
+        raise typer.BadParameter(str(exc)) from None
+
 
 @app.command(
     "pretrain",
-    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    context_settings=EXTRA_ARGS,
 )
 def pretrain_cmd(
     ctx: typer.Context,
@@ -23,22 +38,14 @@ def pretrain_cmd(
 
     Extra --key=value arguments override the config, e.g. --max_minutes=60.
     """
-    from training.config import load_config, parse_overrides
     from training.pretrain import PretrainConfig, run
 
-    overrides = parse_overrides(ctx.args)
-    if corpora:
-        overrides["corpora"] = corpora
-    try:
-        cfg = load_config(PretrainConfig, config, overrides)
-    except (ValueError, TypeError, FileNotFoundError) as exc:
-        raise typer.BadParameter(str(exc)) from None
-    run(cfg)
+    run(_config(PretrainConfig, config, ctx, corpora=corpora))
 
 
 @app.command(
     "multitask",
-    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    context_settings=EXTRA_ARGS,
 )
 def multitask_cmd(
     ctx: typer.Context,
@@ -46,19 +53,14 @@ def multitask_cmd(
 ) -> None:
     """Intermediate multi-task stage on the corpora's own labels (offensive, sexism,
     AI text, sentiment, emotion) between pretraining and fine-tuning."""
-    from training.config import load_config, parse_overrides
     from training.multitask import MultitaskConfig, run
 
-    try:
-        cfg = load_config(MultitaskConfig, config, parse_overrides(ctx.args))
-    except (ValueError, TypeError, FileNotFoundError) as exc:
-        raise typer.BadParameter(str(exc)) from None
-    run(cfg)
+    run(_config(MultitaskConfig, config, ctx))
 
 
 @app.command(
     "train",
-    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    context_settings=EXTRA_ARGS,
 )
 def train_cmd(
     ctx: typer.Context,
@@ -77,19 +79,10 @@ def train_cmd(
     Extra --key=value arguments override the config, e.g. --lr=5e-5 --epochs=3.
     Rerunning after a crash resumes from the newest checkpoint in out_dir.
     """
-    from training.config import load_config, parse_overrides
     from training.finetune import FinetuneConfig
     from training.train import run_train
 
-    overrides = parse_overrides(ctx.args)
-    if base:
-        overrides["base"] = base
-    if extra:
-        overrides["extra_train"] = list(extra)
-    try:
-        cfg = load_config(FinetuneConfig, config, overrides)
-    except (ValueError, TypeError, FileNotFoundError) as exc:
-        raise typer.BadParameter(str(exc)) from None
+    cfg = _config(FinetuneConfig, config, ctx, base=base, extra_train=list(extra) or None)
     metrics = run_train(cfg, out, model_version=version)
     o = metrics["overall"]
     for a in metrics["axes"]:
