@@ -97,12 +97,15 @@ def train_cmd(
 @app.command("reproduce-default")
 def reproduce_default_cmd(
     out: str = typer.Option("model/default", help="Where the scorer folder goes."),
-    pretrain_steps: int = typer.Option(1300, help="Pretraining steps (the shipped model used 1300)."),
+    pretrain_steps: int = typer.Option(1300, help="First-stage pretraining steps (the shipped model used 1300)."),
+    continue_steps: int = typer.Option(
+        7300, help="Steps in all after the second stage, pretrain_cpu_stage2.toml (the shipped model used 7300; "
+                   "0 skips the stage)."),
     multitask_steps: int = typer.Option(2000, help="Multi-task steps (the shipped model used 2000)."),
     corpora: Optional[str] = typer.Option(None, help="Corpora root (default: $ZHENPING_CORPORA or ../shared)."),
 ) -> None:
     """Rebuild the shipped default model from the corpora and gold labels, end to end:
-    pretrain → prepare → baselines → multi-task → fine-tune → evaluate → export.
+    pretrain (two stages) → prepare → baselines → multi-task → fine-tune → evaluate → export.
     Every stage resumes or reuses its output under runs/ when rerun."""
     from training.baselines import run_baselines
     from training.config import load_config
@@ -116,6 +119,10 @@ def reproduce_default_cmd(
 
     pre = load_config(PretrainConfig, "pretrain_cpu.toml", {"max_steps": pretrain_steps, "corpora": corpora})
     encoder = run_pretrain(pre)
+    if continue_steps > pretrain_steps:
+        pre2 = load_config(PretrainConfig, "pretrain_cpu_stage2.toml",
+                           {"max_steps": continue_steps, "corpora": corpora})
+        encoder = run_pretrain(pre2)
     prepare(corpora=corpora, out="runs/data")
     run_baselines(data_dir="runs/data")
     mt = load_config(MultitaskConfig, "multitask.toml",

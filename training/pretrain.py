@@ -249,6 +249,18 @@ def build_model(cfg: PretrainConfig, vocab_size: int):
     raise ValueError(f"architecture must be one of {ARCHITECTURES}, got {cfg.architecture!r}")
 
 
+def _set_dropout(model, p: float) -> None:
+    """Apply the configured dropout to a model loaded from a checkpoint (the rate is a training choice)."""
+    import torch
+
+    for m in model.modules():
+        if isinstance(m, torch.nn.Dropout):
+            m.p = p
+    for key in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
+        if hasattr(model.config, key):
+            setattr(model.config, key, p)
+
+
 def evaluate_mlm(model, data, tok, cfg, device, special_ids) -> dict:
     """Masked-token accuracy and loss on the held-out sequences (fixed masks)."""
     import torch
@@ -326,10 +338,14 @@ def run(cfg: PretrainConfig) -> Path:
     if (ckpt / "state.json").exists():
         model = AutoModelForMaskedLM.from_pretrained(ckpt)
         state = json.loads((ckpt / "state.json").read_text())
-        print(f"resuming from step {state['step']:,} of {total_steps:,}", file=sys.stderr)
+        # Where the data stands is counted in sequences, so a resumed run may use another batch size.
+        state.setdefault("sequences", state["step"] * state.get("config", {}).get("batch_size", cfg.batch_size))
+        _set_dropout(model, cfg.dropout)
+        print(f"resuming from step {state['step']:,} of {total_steps:,} "
+              f"({state['sequences']:,} sequences seen)", file=sys.stderr)
     else:
         model = build_model(cfg, len(tok))
-        state = {"step": 0, "tokens": 0, "seconds": 0.0, "config": config_to_dict(cfg)}
+        state = {"step": 0, "tokens": 0, "sequences": 0, "seconds": 0.0, "config": config_to_dict(cfg)}
     model.to(device).train()
     no_decay = ("bias", "LayerNorm.weight")
     groups = [
@@ -359,13 +375,12 @@ def run(cfg: PretrainConfig) -> Path:
     stopped_early = False
     orders: dict[int, np.ndarray] = {}
     while state["step"] < total_steps:
-        step = state["step"]
-        epoch = step // steps_per_epoch
-        pos = step % steps_per_epoch
+        epoch = state["sequences"] // (steps_per_epoch * cfg.batch_size)
+        pos = state["sequences"] - epoch * steps_per_epoch * cfg.batch_size
         if epoch not in orders:  # the same order on resume: it depends on the epoch alone
             orders = {epoch: np.random.default_rng(cfg.seed + epoch).permutation(len(train_data))}
         order = orders[epoch]
-        idx = np.sort(order[pos * cfg.batch_size : (pos + 1) * cfg.batch_size])
+        idx = np.sort(order[pos : pos + cfg.batch_size])
         ids = torch.from_numpy(np.asarray(train_data[idx], dtype=np.int64))
         corrupted, chosen, target = mask_tokens(ids, tok, cfg.mask_prob, gen, special_ids)
         logits = mlm_logits(model, corrupted.to(device), chosen.to(device))
@@ -377,22 +392,25 @@ def run(cfg: PretrainConfig) -> Path:
         optimizer.zero_grad(set_to_none=True)
         state["step"] += 1
         state["tokens"] += int(ids.numel())
+        state["sequences"] += len(idx)
+        state["config"] = config_to_dict(cfg)
         state["seconds"] = run_seconds0 + (time.time() - start)
         loss_val = loss.item()
         loss_ema = loss_val if loss_ema is None else 0.98 * loss_ema + 0.02 * loss_val
         bar.update(1)
         if state["step"] % 20 == 0:
             bar.set_postfix(loss=f"{loss_ema:.3f}", tok_s=f"{state['tokens'] / max(state['seconds'], 1e-9):.0f}")
-        end_of_epoch = state["step"] % steps_per_epoch == 0
+        epoch_size = steps_per_epoch * cfg.batch_size
+        end_of_epoch = state["sequences"] // epoch_size > (state["sequences"] - len(idx)) // epoch_size
         out_of_time = cfg.max_minutes and (time.time() - start) > cfg.max_minutes * 60
         if end_of_epoch or out_of_time or state["step"] == total_steps or \
                 time.time() - last_ckpt > cfg.checkpoint_minutes * 60:
             metrics = evaluate_mlm(model, eval_data, tok, cfg, device, special_ids)
-            record = {"step": state["step"], "epoch": state["step"] / steps_per_epoch,
+            record = {"step": state["step"], "epoch": state["sequences"] / epoch_size,
                       "train_loss": loss_ema, "tokens": state["tokens"], "seconds": round(state["seconds"], 1),
                       "lr": scheduler.get_last_lr()[0], **metrics}
             if end_of_epoch:
-                record["end_of_epoch"] = int(state["step"] // steps_per_epoch)
+                record["end_of_epoch"] = int(state["sequences"] // epoch_size)
             _log(out, record)
             bar.write(json.dumps(record))
             state["last_eval"] = record
