@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from functools import lru_cache
+from pathlib import Path
 
 MAX_RUN = 8  # a character repeated more than this many times in a row is capped here
 
@@ -35,6 +36,44 @@ def _t2s():
         return opencc.OpenCC("t2s.json")
 
 
+@lru_cache(maxsize=1)
+def _t2s_key_chars() -> frozenset[str] | None:
+    """The characters the t2s conversion can change, or ``None`` if its dictionaries cannot be read.
+
+    For each dictionary entry (a traditional phrase or character and its
+    simplified form), the characters of the key where key and value differ (all
+    of the key's characters when their lengths differ). A text with none of them
+    comes out of the conversion unchanged, whatever the entries it matches, so
+    the (pure-Python, slow) converter can be skipped: most comments are already
+    simplified.
+    """
+    try:
+        import opencc
+
+        folder = Path(opencc.__file__).parent / "dictionary"
+        chars: set[str] = set()
+        for name in ("TSPhrases.txt", "TSCharacters.txt"):
+            with open(folder / name, encoding="utf-8") as fh:
+                for line in fh:
+                    key, _, values = line.rstrip("\n").partition("\t")
+                    key = key.strip()
+                    value = values.split(" ", 1)[0].strip()  # the converter takes the first candidate
+                    if len(key) != len(value):
+                        chars.update(key)
+                    else:
+                        chars.update(k for k, v in zip(key, value) if k != v)
+    except (ImportError, OSError, UnicodeDecodeError):
+        return None  # another OpenCC binding: always convert
+    return frozenset(chars) if chars else None
+
+
+def _to_simplified(text: str) -> str:
+    keys = _t2s_key_chars()
+    if keys is not None and keys.isdisjoint(text):
+        return text
+    return _t2s().convert(text)
+
+
 def _strip_controls(text: str) -> str:
     # Categories Cc/Cf/Cs/Co: control, format, surrogate, private use. Whitespace
     # controls (\t, \n, \r) become spaces so that words they separated stay apart.
@@ -56,7 +95,7 @@ def _normalize_once(text: str) -> str:
     text = unicodedata.normalize("NFKC", text)
     text = _INVISIBLE.sub("", text)
     text = _strip_controls(text)
-    text = _t2s().convert(text)
+    text = _to_simplified(text)
     text = _WHITESPACE.sub(" ", text).strip()
     text = _RUN.sub(lambda m: m.group(1) * MAX_RUN, text)
     return text

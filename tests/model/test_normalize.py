@@ -129,3 +129,50 @@ def test_rejects_non_str():
         normalize_text(b"abc")  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="got NoneType"):
         normalize_text(None)  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------------ fast simplified path
+
+def _dictionary_keys(limit: int = 4000) -> list[str]:
+    import opencc
+    from pathlib import Path
+
+    folder = Path(opencc.__file__).parent / "dictionary"
+    keys = []
+    for name in ("TSPhrases.txt", "TSCharacters.txt"):
+        with open(folder / name, encoding="utf-8") as fh:
+            keys += [line.split("\t", 1)[0].strip() for line in fh][: limit // 2]
+    return keys
+
+
+def test_skipping_the_converter_changes_nothing_on_dictionary_entries():
+    # Every dictionary key, alone and inside simplified text, converts exactly as
+    # the converter would: the fast path is only taken when nothing can change.
+    from model.normalize import _t2s, _to_simplified
+
+    convert = _t2s().convert
+    for key in _dictionary_keys():
+        for text in (key, f"我觉得{key}挺好的", f"{key}!"):
+            assert _to_simplified(text) == convert(text), text
+
+
+_POOL = "".join(sorted(set("".join(_dictionary_keys(600))))) + "的一是不了人我在有他这为好评很质量物流快差干后里面发着台"
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet=_POOL, max_size=30))
+def test_fast_path_matches_the_converter_on_mixed_text(text):
+    from model.normalize import _t2s, _to_simplified
+
+    assert _to_simplified(text) == _t2s().convert(text)
+
+
+def test_plain_simplified_text_skips_the_converter(monkeypatch):
+    import model.normalize as norm
+
+    class Boom:
+        def convert(self, text):
+            raise AssertionError("the converter ran on text it cannot change")
+
+    monkeypatch.setattr(norm, "_t2s", lambda: Boom())
+    assert norm.normalize_text("今天天气不错,心情很好") == "今天天气不错,心情很好"
