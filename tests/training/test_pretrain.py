@@ -58,6 +58,31 @@ def test_pretrain_resumes_from_checkpoint(tmp_path):
     assert [r["step"] for r in log] == [6, 10]
 
 
+def test_a_second_stage_resumes_with_another_batch_size_and_dropout(tmp_path):
+    _tiny_corpus(tmp_path)
+    run(_cfg(tmp_path, max_steps=4, batch_size=8))
+    state = json.loads((tmp_path / "checkpoint" / "state.json").read_text())
+    assert state["sequences"] == 32
+    enc = run(_cfg(tmp_path, max_steps=7, batch_size=4, dropout=0.0))
+    state = json.loads((tmp_path / "checkpoint" / "state.json").read_text())
+    assert state["step"] == 7
+    assert state["sequences"] == 32 + 3 * 4  # the data position continues where the first stage left it
+    assert state["config"]["batch_size"] == 4 and state["config"]["dropout"] == 0.0
+    config = json.loads((enc / "config.json").read_text())
+    assert config["hidden_dropout_prob"] == 0.0  # the resumed model trained without dropout
+
+
+def test_resuming_an_older_checkpoint_counts_sequences_from_steps(tmp_path):
+    _tiny_corpus(tmp_path)
+    run(_cfg(tmp_path, max_steps=3))
+    path = tmp_path / "checkpoint" / "state.json"
+    state = json.loads(path.read_text())
+    del state["sequences"]  # a checkpoint written before the data position was kept
+    path.write_text(json.dumps(state))
+    run(_cfg(tmp_path, max_steps=5))
+    assert json.loads(path.read_text())["sequences"] == 5 * 8
+
+
 def test_mask_tokens_never_masks_special_tokens():
     import torch
 
