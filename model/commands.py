@@ -35,6 +35,7 @@ class InputError(ValueError):
 class Backend(str, Enum):
     torch = "torch"
     onnx = "onnx"
+    auto = "auto"
 
 
 class Format(str, Enum):
@@ -321,7 +322,9 @@ def score_command(
         None, "--model", help="Model directory or Hub id. Default: the shipped model in model/default."
     ),
     batch_size: int = typer.Option(32, "--batch-size", min=1, help="Texts per forward pass."),
-    backend: Backend = typer.Option(Backend.torch, "--backend", help="torch, or onnx (after `zhenping export-onnx`)."),
+    backend: Backend = typer.Option(
+        Backend.auto, "--backend",
+        help="auto (ONNX Runtime when the model folder ships an ONNX file, else torch), torch, or onnx."),
     fmt: Optional[Format] = typer.Option(None, "--format", help="Input format; default from the file name (stdin: txt)."),
     text_field: str = typer.Option("text", "--text-field", help="Column or field holding the comment."),
     chunk_size: int = typer.Option(DEFAULT_CHUNK, "--chunk-size", min=1, help="Rows read and scored at a time."),

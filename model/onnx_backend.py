@@ -51,7 +51,8 @@ class OnnxRunner:
 
     name = "onnx"
 
-    def __init__(self, path: str | os.PathLike, device: str = "cpu", num_threads: int | None = None) -> None:
+    def __init__(self, path: str | os.PathLike, device: str = "cpu", num_threads: int | None = None,
+                 spinning: bool = True) -> None:
         import onnxruntime as ort
 
         self.path = Path(path)
@@ -60,6 +61,11 @@ class OnnxRunner:
         if num_threads is not None:
             opts.intra_op_num_threads = int(num_threads)
             opts.inter_op_num_threads = 1
+        if not spinning:
+            # Idle pool threads sleep instead of busy-waiting for the next run: a
+            # server's event loop then gets the cores between forward passes.
+            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
         providers = ["CPUExecutionProvider"]
         if str(device).startswith("cuda"):
             if "CUDAExecutionProvider" not in ort.get_available_providers():
@@ -90,6 +96,7 @@ class OnnxRunner:
         onnx_file: str | None = None,
         device: str = "cpu",
         num_threads: int | None = None,
+        spinning: bool = True,
     ) -> "OnnxRunner":
         """Open the ONNX model of a model directory.
 
@@ -99,6 +106,9 @@ class OnnxRunner:
                 if present, else ``model.onnx``.
             device: ``"cpu"``, or ``"cuda"`` with onnxruntime-gpu.
             num_threads: intra-op threads of the session (default: ONNX Runtime's).
+            spinning: whether idle pool threads busy-wait for the next run (faster
+                back-to-back batches; off in a server, where it takes CPU from the
+                event loop).
         """
         model_dir = Path(model_dir)
         if onnx_file is not None:
@@ -115,7 +125,7 @@ class OnnxRunner:
                     f"write one with `zhenping export-onnx --model {model_dir}`"
                 )
         _warn_if_stale(model_dir, path)
-        return cls(path, device=device, num_threads=num_threads)
+        return cls(path, device=device, num_threads=num_threads, spinning=spinning)
 
     def __call__(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         feed = {"input_ids": input_ids, "attention_mask": attention_mask}

@@ -34,7 +34,7 @@ SCORER_CONFIG_FILE = "scorer_config.json"
 SAFE_WEIGHTS = ("model.safetensors", "model.safetensors.index.json")
 PICKLE_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json")
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt")
-BACKENDS = ("torch", "onnx")
+BACKENDS = ("torch", "onnx", "auto")
 
 # owner/name as the Hub spells repository ids; anything else that does not exist
 # on disk is reported as a missing directory.
@@ -140,6 +140,7 @@ class Scorer:
         *,
         onnx_file: str | None = None,
         fallback_to_torch: bool = False,
+        spinning: bool = True,
         revision: str | None = None,
         cache_dir: str | os.PathLike | None = None,
         local_files_only: bool = False,
@@ -151,7 +152,9 @@ class Scorer:
                 ``None`` for the shipped model in ``model/default``.
             device: ``"cpu"`` or a torch device such as ``"cuda:0"``.
             backend: ``"torch"``, or ``"onnx"`` for ONNX Runtime (needs
-                ``model.onnx`` or ``model.int8.onnx``, see ``zhenping export-onnx``).
+                ``model.onnx`` or ``model.int8.onnx``, see ``zhenping export-onnx``),
+                or ``"auto"``: ONNX Runtime when the directory ships an ONNX file
+                that loads (on CPU), else PyTorch. ``scorer.backend`` says which ran.
             allow_pickle: also accept ``pytorch_model.bin`` weights. Loading a
                 pickle can run arbitrary code, so only do this for files you trust.
             num_threads: CPU threads for the forward pass (``torch.set_num_threads``,
@@ -160,6 +163,9 @@ class Scorer:
                 model if present, else ``model.onnx``); a path is used as given.
             fallback_to_torch: with ``backend="onnx"``, log a warning and use
                 PyTorch when the ONNX file is missing or unreadable.
+            spinning: ONNX Runtime: whether idle pool threads busy-wait between
+                runs (the fastest for back-to-back batches). Pass ``False`` in a
+                server, where the spinning takes CPU from request handling.
             revision: Hub branch, tag or commit.
             cache_dir: Hub cache folder (default: the Hugging Face cache).
             local_files_only: use only the local Hub cache, never the network.
@@ -192,13 +198,14 @@ class Scorer:
         path = Path(path_or_hub_id).expanduser()
         if path.is_dir():
             return cls._from_dir(
-                path.resolve(), device, backend, allow_pickle, num_threads, onnx_file, fallback_to_torch
+                path.resolve(), device, backend, allow_pickle, num_threads, onnx_file, fallback_to_torch,
+                spinning,
             )
         if path.exists():
             raise ModelLoadError(f"model path {str(path)!r} is a file; expected a model directory")
         name = str(path_or_hub_id)
         if _HUB_ID.fullmatch(name) and not name.startswith((".", "/", "~")):
-            if backend != "torch":
+            if backend == "onnx":
                 raise ModelLoadError(
                     f"backend={backend!r} needs a local model directory; download {name!r} and run "
                     "`zhenping export-onnx --model DIR`, or use backend='torch'"
@@ -209,7 +216,12 @@ class Scorer:
         )
 
     @classmethod
-    def _from_dir(cls, path, device, backend, allow_pickle, num_threads, onnx_file, fallback_to_torch):
+    def _from_dir(cls, path, device, backend, allow_pickle, num_threads, onnx_file, fallback_to_torch,
+                  spinning=True):
+        if backend == "auto":
+            # ONNX Runtime where the export ships a model it can run here; PyTorch otherwise.
+            backend = "onnx" if device == "cpu" and _onnx_available(path, onnx_file) else "torch"
+            fallback_to_torch = True
         need_torch_weights = backend == "torch" or fallback_to_torch
         _check_files(path, allow_pickle, need_torch_weights)
         scorer_cfg = read_json(path / SCORER_CONFIG_FILE)
@@ -221,7 +233,8 @@ class Scorer:
             from model.onnx_backend import OnnxRunner
 
             try:
-                runner = OnnxRunner.from_dir(path, onnx_file=onnx_file, device=device, num_threads=num_threads)
+                runner = OnnxRunner.from_dir(path, onnx_file=onnx_file, device=device, num_threads=num_threads,
+                                             spinning=spinning)
             except ModelLoadError as err:
                 if not fallback_to_torch:
                     raise
@@ -448,6 +461,17 @@ def read_json(path: Path, name: str | None = None) -> dict:
     if not isinstance(obj, dict):
         raise ModelLoadError(f"{name} must hold a JSON object, got {type(obj).__name__}")
     return obj
+
+
+def _onnx_available(path: Path, onnx_file: str | None) -> bool:
+    """Whether ``backend="auto"`` should try ONNX Runtime for the model directory ``path``."""
+    if onnx_file is None and not any((path / name).is_file() for name in ("model.int8.onnx", "model.onnx")):
+        return False
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:

@@ -132,3 +132,31 @@ def test_export_onnx_command_bad_model(tmp_path):
     result = CliRunner().invoke(app, ["export-onnx", "--model", str(tmp_path)])
     assert result.exit_code == 1
     assert result.stderr.startswith(f"error: model directory {tmp_path} is incomplete: missing config.json")
+
+
+def test_auto_backend_picks_onnx_when_the_folder_ships_it(spread_model_dir, tmp_path):
+    # A folder with both the torch weights and an ONNX export: auto runs ONNX Runtime.
+    d = shutil.copytree(spread_model_dir, tmp_path / "both")
+    export_onnx(d, d, quantize=True)
+    s = Scorer.from_pretrained(d, backend="auto")
+    assert s.backend == "onnx" and s._runner.path.name == INT8_FILE
+    # Without an ONNX file, auto is torch, silently.
+    assert Scorer.from_pretrained(spread_model_dir, backend="auto").backend == "torch"
+
+
+def test_auto_backend_falls_back_to_torch_on_a_broken_onnx_file(spread_model_dir, tmp_path, caplog):
+    d = shutil.copytree(spread_model_dir, tmp_path / "broken")
+    (d / INT8_FILE).write_bytes(b"not a model")
+    with caplog.at_level(logging.WARNING, logger="model.scorer"):
+        s = Scorer.from_pretrained(d, backend="auto")
+    assert s.backend == "torch"
+    assert "is not a loadable ONNX model" in caplog.text
+
+
+def test_spinning_off_is_set_on_the_session(onnx_dir):
+    s = Scorer.from_pretrained(onnx_dir, backend="onnx", num_threads=1, spinning=False)
+    opts = s._runner.session.get_session_options()
+    assert opts.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    assert [x.as_dict() for x in s.score(TEXTS[:4])] == [
+        x.as_dict() for x in Scorer.from_pretrained(onnx_dir, backend="onnx", num_threads=1).score(TEXTS[:4])
+    ]

@@ -105,7 +105,7 @@ def test_nonexistent_path_and_file_path(tmp_path, tiny_model_dir):
 
 
 def test_bad_arguments(tiny_model_dir):
-    with pytest.raises(ValueError, match="backend must be one of \\['torch', 'onnx'\\], got 'tf'"):
+    with pytest.raises(ValueError, match="backend must be one of \\['torch', 'onnx', 'auto'\\], got 'tf'"):
         Scorer.from_pretrained(tiny_model_dir, backend="tf")
     with pytest.raises(ValueError, match="num_threads must be a positive int or None, got 0"):
         Scorer.from_pretrained(tiny_model_dir, num_threads=0)
