@@ -1,7 +1,7 @@
 """Merge concurrent requests' texts into model batches.
 
 Texts from every caller wait in one bounded queue. A batch closes when its
-padded size (texts x longest text, in approximate tokens) would pass the token
+size (the sum of its texts' approximate tokens) would pass the token
 budget, or when its first text has waited ``max_wait_ms``; its distinct texts
 are sorted by length and scored in one call on a single worker thread, off the
 event loop, and each caller gets back its own slice in its own order.
@@ -69,12 +69,18 @@ class Batcher:
         score_fn: scores a list of (normalised) texts, returning one result per
             text in the same order; called on the worker thread.
         max_length: the model's max_length; caps each text's token estimate.
-        max_batch_tokens: padded-token budget of one call (texts x longest text).
-            A single text always forms a batch even if it alone exceeds it.
+        max_batch_tokens: token budget of one call (the sum of its distinct texts'
+            estimated tokens). A single text always forms a batch even if it alone
+            exceeds it.
         max_wait_ms: how long the first text of a batch waits for others.
         queue_size: the most texts waiting; a submit that would pass it raises
             :class:`QueueFull`.
         metrics: optional :class:`api.metrics.ServiceMetrics`.
+        workers: model calls that may run at once, each on its own thread.
+            Two single-threaded calls use two cores better than one call on two
+            threads when batches are small (single comments from many clients).
+            A batch is formed only when a worker is free, so while all are busy
+            the queue grows into the next, larger batch.
 
     Example (inside a coroutine)::
 
@@ -90,8 +96,10 @@ class Batcher:
         max_wait_ms: float,
         queue_size: int,
         metrics=None,
+        workers: int = 1,
     ):
-        for name, value in (("max_length", max_length), ("max_batch_tokens", max_batch_tokens), ("queue_size", queue_size)):
+        for name, value in (("max_length", max_length), ("max_batch_tokens", max_batch_tokens),
+                            ("queue_size", queue_size), ("workers", workers)):
             if value <= 0:
                 raise ValueError(f"{name} must be > 0, got {value}")
         if max_wait_ms < 0:
@@ -102,6 +110,9 @@ class Batcher:
         self.max_wait = max_wait_ms / 1000.0
         self.queue_size = queue_size
         self._metrics = metrics
+        self.workers = workers
+        self._slots: asyncio.Semaphore | None = None
+        self._running: set[asyncio.Task] = set()
         self._queue: deque[_Entry] = deque()
         self._wakeup: asyncio.Event | None = None
         self._task: asyncio.Task | None = None
@@ -119,7 +130,8 @@ class Batcher:
             return
         self._loop = asyncio.get_running_loop()
         self._wakeup = asyncio.Event()
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="zhenping-scorer")
+        self._slots = asyncio.Semaphore(self.workers)
+        self._executor = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="zhenping-scorer")
         self._task = asyncio.create_task(self._collect(), name="zhenping-batcher")
 
     def begin_drain(self) -> None:
@@ -192,17 +204,20 @@ class Batcher:
             self._metrics.queue_depth.set(len(self._queue))
 
     def _fit_count(self) -> int:
-        """How many queued entries, from the front, fit the token budget (at least 1)."""
+        """How many queued entries, from the front, fit the token budget (at least 1).
+
+        The budget counts each distinct text's tokens once: the scorer sorts a
+        call's texts by length into forward passes, so padding adds little.
+        """
         seen: set[str] = set()
-        longest = 0
+        total = 0
         count = 0
         for entry in self._queue:
             if entry.text not in seen:
-                new_longest = max(longest, entry.tokens)
-                if seen and (len(seen) + 1) * new_longest > self.max_batch_tokens:
+                if seen and total + entry.tokens > self.max_batch_tokens:
                     break
                 seen.add(entry.text)
-                longest = new_longest
+                total += entry.tokens
             count += 1
         return count
 
@@ -222,13 +237,25 @@ class Batcher:
             raise
 
     async def _collect_forever(self) -> None:
-        assert self._wakeup is not None and self._loop is not None
+        try:
+            await self._collect_batches()
+        finally:
+            if self._running:  # drain: the calls in flight finish and answer their callers
+                await asyncio.gather(*self._running, return_exceptions=True)
+
+    async def _collect_batches(self) -> None:
+        assert self._wakeup is not None and self._loop is not None and self._slots is not None
         while True:
             if not self._queue:
                 if self._closing:
                     return
                 self._wakeup.clear()
                 await self._wakeup.wait()
+                continue
+            # A batch is formed only when a worker can take it: meanwhile the queue grows.
+            await self._slots.acquire()
+            if not self._queue:
+                self._slots.release()
                 continue
             deadline = self._queue[0].enqueued + self.max_wait
             # Wait for more texts until the budget is full, the first text's wait
@@ -244,7 +271,16 @@ class Batcher:
                     break
             batch = [self._queue.popleft() for _ in range(self._fit_count())]
             self._update_depth()
+            task = asyncio.create_task(self._run_and_release(batch))
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
+
+    async def _run_and_release(self, batch: list[_Entry]) -> None:
+        assert self._slots is not None
+        try:
             await self._run_batch(batch)
+        finally:
+            self._slots.release()
 
     async def _run_batch(self, batch: list[_Entry]) -> None:
         live = [e for e in batch if not e.job.future.done()]  # skip callers that went away or already failed
@@ -269,12 +305,12 @@ class Batcher:
             return
         elapsed = time.perf_counter() - start
         self.batches_run += 1
-        per_text = elapsed / len(texts)
+        per_text = elapsed / len(texts) / self.workers  # the queue drains through every worker
         self._seconds_per_text = per_text if self._seconds_per_text == 0 else 0.8 * self._seconds_per_text + 0.2 * per_text
         if self._metrics is not None:
             self._metrics.inference.observe(elapsed)
             self._metrics.batch_size.observe(len(texts))
-            self._metrics.batch_tokens.observe(len(texts) * min(self.max_length, len(texts[-1]) + 2))
+            self._metrics.batch_tokens.observe(sum(approx_tokens(t, self.max_length) for t in texts))
         for text, result in zip(texts, results):
             for entry in by_text[text]:
                 job = entry.job

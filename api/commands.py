@@ -16,6 +16,7 @@ from training.cli import app
 class Backend(str, Enum):
     torch = "torch"
     onnx = "onnx"
+    auto = "auto"
 
 
 def _settings_error(exc) -> str:
@@ -33,7 +34,7 @@ def serve(
     host: Optional[str] = typer.Option(None, help="Bind address (default: $ZHENPING_HOST or 127.0.0.1)."),
     port: Optional[int] = typer.Option(None, help="Port (default: $ZHENPING_PORT or 8000)."),
     model: Optional[Path] = typer.Option(None, help="Exported scorer directory (default: $ZHENPING_MODEL_DIR or the shipped model)."),
-    backend: Optional[Backend] = typer.Option(None, help="Inference runtime (default: $ZHENPING_BACKEND or torch)."),
+    backend: Optional[Backend] = typer.Option(None, help="Inference runtime (default: $ZHENPING_BACKEND or auto)."),
     workers: int = typer.Option(1, min=1, help="Processes, each with its own model copy."),
     graceful_timeout: int = typer.Option(30, min=1, help="Seconds to finish in-flight requests after SIGTERM."),
 ) -> None:
@@ -131,6 +132,12 @@ def _serve_many(settings, overrides: dict, workers: int, graceful_timeout: int) 
     del scorer
     for key, value in overrides.items():
         os.environ[f"ZHENPING_{key.upper()}"] = str(value)
+    # The processes share the cores: each gets its share for its own model calls.
+    from api.settings import available_cores
+
+    if not settings.inference_workers:
+        share = max(1, available_cores() // workers)
+        os.environ["ZHENPING_INFERENCE_WORKERS"] = str(max(1, share // (settings.num_threads or 1)))
     uvicorn.run(
         "api.main:create_worker_app",
         factory=True,

@@ -17,7 +17,7 @@ from api.service import ScoringService
 from api.settings import Settings
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     """The app's settings."""
     return request.app.state.settings
 
@@ -32,7 +32,7 @@ def not_ready_error(state) -> ApiError:
     return ApiError(503, "not_ready", "model is still loading; retry shortly", {"Retry-After": "1"})
 
 
-def get_service(request: Request) -> ScoringService:
+async def get_service(request: Request) -> ScoringService:
     """The scoring service, or 503 while the model loads or the server drains."""
     state = request.app.state
     if state.phase != "ready" or state.service is None:

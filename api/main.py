@@ -8,6 +8,7 @@ at once, ``/ready`` and the scoring routes answer 503 until the model is in.
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import signal
@@ -217,6 +218,11 @@ def create_app(
         service = ScoringService(loaded, settings, metrics, backend=backend)
         await service.start()
         app.state.service = service
+        # The libraries and the model leave a few hundred thousand long-lived
+        # objects; freezing them keeps the collector's full passes (run every few
+        # thousand requests) from walking them all and stalling every request.
+        gc.collect()
+        gc.freeze()
         if app.state.phase == "loading":
             app.state.phase = "ready"
             metrics.ready.set(1)
@@ -243,6 +249,8 @@ def create_app(
         summary="Score Chinese comments for warmth, substance and template-likeness.",
         version=_package_version(),
         lifespan=lifespan,
+        docs_url=None,  # /docs and /redoc are served below from local files: no internet needed
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.metrics = metrics
@@ -370,7 +378,10 @@ def _add_routes(app: FastAPI) -> None:
             },
             "batching": {
                 "max_batch_tokens": settings.max_batch_tokens,
+                "max_pass_tokens": settings.max_pass_tokens,
                 "max_wait_ms": settings.max_wait_ms,
+                "inference_workers": service.batcher.workers,
+                "threads_per_call": settings.workers_and_threads[1],
                 "queue_size": settings.queue_size,
                 "queue_depth": service.batcher.pending,
             },
@@ -397,6 +408,40 @@ def _add_routes(app: FastAPI) -> None:
         return FileResponse(STATIC_DIR / "index.html", media_type="text/html")
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    _add_docs(app)
+
+
+def _add_docs(app: FastAPI) -> None:
+    """Swagger UI at /docs and ReDoc at /redoc from the fastapi-offline package's
+    files, so that the API docs render on a machine without internet access."""
+    from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
+
+    try:
+        import fastapi_offline
+    except ImportError:  # not installed: the pages' files come from FastAPI's default CDN
+        swagger: dict[str, str] = {}
+        redoc: dict[str, str] = {}
+    else:
+        folder = Path(fastapi_offline.__file__).resolve().parent / "static"
+        app.mount("/docs/assets", StaticFiles(directory=folder), name="docs-assets")
+        swagger = {"swagger_js_url": "/docs/assets/swagger-ui-bundle.js",
+                   "swagger_css_url": "/docs/assets/swagger-ui.css",
+                   "swagger_favicon_url": "/docs/assets/favicon.png"}
+        redoc = {"redoc_js_url": "/docs/assets/redoc.standalone.js",
+                 "redoc_favicon_url": "/docs/assets/favicon.png", "with_google_fonts": False}
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs():
+        return get_swagger_ui_html(openapi_url="/openapi.json", title="zhenping API",
+                                   oauth2_redirect_url="/docs/oauth2-redirect", **swagger)
+
+    @app.get("/docs/oauth2-redirect", include_in_schema=False)
+    async def docs_redirect():
+        return get_swagger_ui_oauth2_redirect_html()
+
+    @app.get("/redoc", include_in_schema=False)
+    async def redoc_page():
+        return get_redoc_html(openapi_url="/openapi.json", title="zhenping API", **redoc)
 
 
 def _openapi(app: FastAPI) -> dict:

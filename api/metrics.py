@@ -38,11 +38,11 @@ class ServiceMetrics:
         )
         self.comments = Counter("zhenping_comments_scored_total", "Comments answered with scores.", registry=r)
         self.batch_size = Histogram(
-            "zhenping_batch_size_texts", "Distinct texts per model forward pass.", buckets=_BATCH_BUCKETS, registry=r
+            "zhenping_batch_size_texts", "Distinct texts per model call.", buckets=_BATCH_BUCKETS, registry=r
         )
         self.batch_tokens = Histogram(
-            "zhenping_batch_padded_tokens",
-            "Padded tokens per forward pass (texts x longest text).",
+            "zhenping_batch_tokens",
+            "Tokens per model call (estimated: characters + 2 per text, capped at max_length).",
             buckets=_TOKEN_BUCKETS,
             registry=r,
         )

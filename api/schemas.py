@@ -149,7 +149,10 @@ class Batching(BaseModel):
     """How concurrent requests are merged into model batches."""
 
     max_batch_tokens: int
+    max_pass_tokens: int
     max_wait_ms: float
+    inference_workers: int
+    threads_per_call: int
     queue_size: int
     queue_depth: int
 

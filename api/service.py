@@ -95,13 +95,15 @@ def load_scorer(settings):
     check_model_dir(settings.model_dir)
     from model.scorer import Scorer
 
+    _, threads = settings.workers_and_threads
     try:
         scorer = Scorer.from_pretrained(
             resolve_model_dir(settings.model_dir),
             device="cpu",
             backend=settings.backend,
-            num_threads=settings.num_threads or None,
+            num_threads=threads,
             fallback_to_torch=settings.onnx_fallback,
+            spinning=False,  # the event loop needs the cores between forward passes
         )
     except Exception as exc:  # noqa: BLE001 - any load failure means: do not serve
         raise ModelLoadError(f"cannot load the model from {settings.model_dir}: {exc}") from exc
@@ -141,6 +143,7 @@ class ScoringService:
             max_wait_ms=settings.max_wait_ms,
             queue_size=settings.queue_size,
             metrics=metrics,
+            workers=settings.workers_and_threads[0],
         )
 
     async def start(self) -> None:
@@ -154,9 +157,12 @@ class ScoringService:
     def _score_batch(self, texts: list[str]):
         # Runs on the batcher's worker thread. One batch is one forward pass.
         try:
+            # Length-sorted forward passes of at most max_pass_tokens padded tokens:
+            # one long comment does not pad a whole batch of short ones.
+            budget = self.settings.max_pass_tokens
             if self._score_normalized is not None:
-                return self._score_normalized(texts, batch_size=len(texts))
-            return self.scorer.score(texts, batch_size=len(texts))
+                return self._score_normalized(texts, batch_size=len(texts), max_tokens=budget)
+            return self.scorer.score(texts, batch_size=len(texts), max_tokens=budget)
         finally:
             if _MALLOC_TRIM is not None:
                 # Batches of ever-changing shapes leave glibc's heap fragmented,

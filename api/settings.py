@@ -6,6 +6,8 @@ rest of ``api/`` reads them from one :class:`Settings` object.
 
 from __future__ import annotations
 
+import os
+
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -19,6 +21,14 @@ from model.ranking import DEFAULT_WEIGHTS, check_weights
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "model" / "default"
 
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
 
 
 def _split_csv(value):
@@ -44,21 +54,23 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="ZHENPING_", extra="ignore", validate_default=True)
 
     model_dir: Path = DEFAULT_MODEL_DIR  # exported scorer directory to serve
-    backend: Literal["torch", "onnx"] = "torch"  # inference runtime
+    backend: Literal["auto", "torch", "onnx"] = "auto"  # inference runtime; auto: ONNX Runtime when the model ships an ONNX file
     onnx_fallback: bool = False  # backend=onnx and the ONNX model fails to load: use torch instead of refusing to start
     host: str = "127.0.0.1"  # `zhenping serve` bind address
     port: int = Field(8000, ge=0, le=65535)  # `zhenping serve` port
     max_comments: int = Field(256, gt=0)  # comments per request; more is a 413
     max_chars: int = Field(2000, gt=0)  # characters per comment (before normalisation); more is a 422
     max_body_bytes: int = Field(1 << 20, gt=0)  # request body bytes, checked before parsing; more is a 413
-    max_batch_tokens: int = Field(8192, gt=0)  # padded tokens per forward pass (texts x longest text)
-    max_wait_ms: float = Field(5.0, ge=0)  # how long the first queued text waits for others to join its batch
+    max_batch_tokens: int = Field(8192, gt=0)  # tokens per model call (sum over its texts); a larger queue waits
+    max_pass_tokens: int = Field(2048, gt=0)  # padded tokens per forward pass (texts x longest); a call's texts are length-sorted into passes
+    max_wait_ms: float = Field(0.0, ge=0)  # how long the first queued text waits for others when a worker is idle; 0: score at once (the queue grows while workers are busy)
     queue_size: int = Field(4096, gt=0)  # texts waiting for the model; more is a 429
     cache_size: int = Field(10000, ge=0)  # LRU entries of (model version, normalised text); 0 disables
     api_keys: Annotated[list[str], NoDecode] = []  # comma-separated; empty: no authentication
     cors_origins: Annotated[list[str], NoDecode] = []  # comma-separated origins, or "*"; empty: CORS off
     log_text: bool = False  # false: comment text never appears in logs
-    num_threads: int = Field(0, ge=0)  # torch intra-op threads; 0: the library default
+    num_threads: int = Field(0, ge=0)  # threads of one model call; 0: cores / inference_workers
+    inference_workers: int = Field(0, ge=0)  # model calls at once, each on its own thread; 0: one per core (at most 4)
     log_level: str = "info"  # critical, error, warning, info or debug
     # Campaign detection (duplicates, fused template score, evidence, actions, authors); see model/campaign.
     campaign: bool = True  # false: /v1/score answers the model's scores only, nothing is remembered
@@ -136,6 +148,21 @@ class Settings(BaseSettings):
                 raise ValueError(f"action_review_{reason} ({review}) must be <= action_fold_{reason} ({fold}); "
                                  "whatever is folded would otherwise skip review")
         return self
+
+    @property
+    def workers_and_threads(self) -> tuple[int, int]:
+        """``(inference workers, threads per model call)`` with the zeros resolved.
+
+        By default one single-threaded model call per core (at most 4): with
+        small batches two one-thread calls keep two cores busier than one
+        two-thread call, and the event loop is not starved by a busy thread pool.
+        """
+        cores = available_cores()
+        workers = self.inference_workers
+        if not workers:
+            workers = max(1, min(4, cores // self.num_threads if self.num_threads else cores))
+        threads = self.num_threads or max(1, cores // workers)
+        return workers, threads
 
     @property
     def auth_enabled(self) -> bool:

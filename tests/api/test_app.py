@@ -44,11 +44,13 @@ class FakeScorer:
         self.fail = fail
         self.short_by = short_by
         self.seen: list[str] = []
+        self.pass_budgets: list[int | None] = []
 
-    def score_normalized(self, texts, batch_size=32):
+    def score_normalized(self, texts, batch_size=32, max_tokens=None):
         if self.fail is not None:
             raise self.fail
         self.seen.extend(texts)
+        self.pass_budgets.append(max_tokens)
         out = [Scores(min(1.0, len(t) / 10), 0.5, 0.0) for t in texts]
         return out[: len(out) - self.short_by]
 
@@ -93,6 +95,19 @@ def test_scores_with_an_injected_scorer():
         ],
     }
     assert scorer.seen == ["1", "12345"]  # normalised once, shortest first
+    assert scorer.pass_budgets == [2048]  # the default max_pass_tokens splits a call into forward passes
+
+
+def test_pass_budget_and_workers_are_settings():
+    scorer = FakeScorer()
+    app = create_app(settings(max_pass_tokens=300, inference_workers=3, num_threads=1), scorer=scorer)
+    with TestClient(app) as client:
+        assert client.post("/v1/score", json=BODY).status_code == 200
+        batching = client.get("/info").json()["batching"]
+    assert scorer.pass_budgets == [300]
+    assert batching["max_pass_tokens"] == 300
+    assert batching["inference_workers"] == 3
+    assert batching["threads_per_call"] == 1
 
 
 def test_500_hides_internals_and_logs_the_traceback(api_log):
@@ -222,7 +237,7 @@ def test_settings_defaults(monkeypatch):
     [
         ({"queue_size": 10, "max_comments": 20}, "queue_size (10) must be >= max_comments (20)"),
         ({"log_level": "loud"}, "log_level must be one of critical, error, warning, info, debug, got 'loud'"),
-        ({"backend": "tensorrt"}, "Input should be 'torch' or 'onnx'"),
+        ({"backend": "tensorrt"}, "Input should be 'auto', 'torch' or 'onnx'"),
         ({"max_chars": 0}, "Input should be greater than 0"),
     ],
 )
@@ -257,3 +272,22 @@ def test_worker_app_with_a_broken_model_fails_startup():
     with pytest.raises(ValueError, match="config.json is not valid JSON"):
         with TestClient(create_app(settings(), loader=loader, load_in_background=False)):
             pass
+
+
+@pytest.mark.parametrize(
+    "env,cores,expected",
+    [
+        ({}, 2, (2, 1)),  # one single-threaded call per core
+        ({}, 8, (4, 2)),  # at most 4 calls; the cores shared among them
+        ({}, 1, (1, 1)),
+        ({"num_threads": 2}, 8, (4, 2)),
+        ({"num_threads": 4}, 8, (2, 4)),
+        ({"inference_workers": 1}, 2, (1, 2)),  # one call using both cores
+        ({"inference_workers": 3, "num_threads": 5}, 2, (3, 5)),  # explicit values are kept
+    ],
+)
+def test_workers_and_threads_follow_the_cores(monkeypatch, env, cores, expected):
+    import api.settings as mod
+
+    monkeypatch.setattr(mod, "available_cores", lambda: cores)
+    assert settings(**env).workers_and_threads == expected

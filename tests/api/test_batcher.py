@@ -97,19 +97,85 @@ def test_token_budget_splits_batches_by_padded_size():
     assert [t for c in scorer.calls for t in c] == texts  # arrival order across batches
 
 
-def test_padded_cost_uses_the_longest_text():
-    # Short texts fit 5 per batch (5 x 4 tokens), but one long text (22 tokens)
-    # makes a batch cost texts x 22.
+def test_budget_sums_the_tokens_of_distinct_texts():
+    # Tokens are characters + 2: "aa" costs 4, "c" * 20 costs 22. A budget of 30
+    # holds aa + bb + the long text (30); a repeat of a text in the batch is free.
     scorer = RecordingScorer()
 
     async def main():
-        batcher = await started(scorer, max_batch_tokens=44, max_wait_ms=0)
-        out = await batcher.submit(["aa", "bb", "c" * 20, "dd", "ee", "ff"])
+        batcher = await started(scorer, max_batch_tokens=30, max_wait_ms=0)
+        out = await batcher.submit(["aa", "bb", "c" * 20, "aa", "dd", "ee", "ff"])
         await batcher.close()
         return out
 
-    assert run(main()) == [2, 2, 20, 2, 2, 2]
-    assert scorer.calls == [["aa", "bb"], ["dd", "c" * 20], ["ee", "ff"]]  # each batch shortest first
+    assert run(main()) == [2, 2, 20, 2, 2, 2, 2]
+    assert scorer.calls == [["aa", "bb", "c" * 20], ["dd", "ee", "ff"]]  # each batch shortest first
+
+
+def test_workers_score_batches_at_the_same_time():
+    # Two workers: while the first batch blocks, a second batch runs on the other thread.
+    import threading
+
+    release = threading.Event()
+    calls: list[list[str]] = []
+    lock = threading.Lock()
+
+    def score(texts):
+        with lock:
+            calls.append(list(texts))
+            first = len(calls) == 1
+        if first:
+            assert release.wait(10), "the second batch never ran beside the first"
+        else:
+            release.set()
+        return [len(t) for t in texts]
+
+    async def main():
+        batcher = Batcher(score, max_length=64, max_batch_tokens=10_000, max_wait_ms=0, queue_size=100, workers=2)
+        await batcher.start()
+        first = asyncio.ensure_future(batcher.submit(["a"]))
+        while not calls:
+            await asyncio.sleep(0.005)
+        second = await batcher.submit(["bb", "ccc"])  # answered while the first batch still blocks
+        out = (await first, second)
+        await batcher.close()
+        return out
+
+    assert run(main()) == ([1], [2, 3])
+    assert calls == [["a"], ["bb", "ccc"]]
+
+
+def test_one_worker_scores_one_batch_at_a_time():
+    # With one worker, texts that arrive during a call wait and form the next batch together.
+    import threading
+
+    started_call = threading.Event()
+    release = threading.Event()
+    calls: list[list[str]] = []
+
+    def score(texts):
+        calls.append(list(texts))
+        if len(calls) == 1:
+            started_call.set()
+            assert release.wait(10)
+        return [len(t) for t in texts]
+
+    async def main():
+        batcher = Batcher(score, max_length=64, max_batch_tokens=10_000, max_wait_ms=0, queue_size=100, workers=1)
+        await batcher.start()
+        first = asyncio.ensure_future(batcher.submit(["a"]))
+        while not started_call.is_set():
+            await asyncio.sleep(0.005)
+        later = [asyncio.ensure_future(batcher.submit([t])) for t in ("bb", "ccc", "dddd")]
+        await asyncio.sleep(0.05)
+        assert len(calls) == 1  # nothing ran beside the blocked call
+        release.set()
+        out = [await first] + [await f for f in later]
+        await batcher.close()
+        return out
+
+    assert run(main()) == [[1], [2], [3], [4]]
+    assert calls == [["a"], ["bb", "ccc", "dddd"]]
 
 
 def test_a_text_over_the_budget_alone_still_forms_a_batch():
@@ -256,6 +322,7 @@ def test_scoring_runs_off_the_event_loop():
         ({"max_batch_tokens": 0}, "max_batch_tokens must be > 0, got 0"),
         ({"queue_size": -1}, "queue_size must be > 0, got -1"),
         ({"max_wait_ms": -5}, "max_wait_ms must be >= 0, got -5"),
+        ({"workers": 0}, "workers must be > 0, got 0"),
     ],
 )
 def test_invalid_parameters(kw, message):

@@ -37,7 +37,7 @@ class FakeScorer:
     backend = "torch"
     config = {"level_scale": 3}
 
-    def score_normalized(self, texts, batch_size=32):
+    def score_normalized(self, texts, batch_size=32, max_tokens=None):
         return [SCORES.get(t, AD_SCORES) for t in texts]
 
 

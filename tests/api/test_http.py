@@ -91,6 +91,14 @@ def test_openapi_and_docs(anon):
     docs = anon.get("/docs")
     assert docs.status_code == 200
     assert "swagger" in docs.text.lower()
+    # The pages' scripts and styles come from this server, not a CDN: the docs work offline.
+    assert "cdn." not in docs.text and "/docs/assets/swagger-ui-bundle.js" in docs.text
+    script = anon.get("/docs/assets/swagger-ui-bundle.js")
+    assert script.status_code == 200 and len(script.content) > 100_000
+    assert anon.get("/docs/assets/swagger-ui.css").status_code == 200
+    redoc = anon.get("/redoc")
+    assert redoc.status_code == 200 and "/docs/assets/redoc.standalone.js" in redoc.text
+    assert "cdn." not in redoc.text and "fonts.googleapis" not in redoc.text
 
 
 def test_page_and_static_files(anon):
@@ -182,7 +190,7 @@ def test_metrics_exposition(client):
     for name in (
         "zhenping_http_request_duration_seconds_bucket",
         "zhenping_batch_size_texts_count",
-        "zhenping_batch_padded_tokens_count",
+        "zhenping_batch_tokens_count",
         "zhenping_queue_depth_texts",
         "zhenping_model_inference_seconds_count",
         "zhenping_comments_scored_total",
