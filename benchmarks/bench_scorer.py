@@ -8,14 +8,19 @@ One run measures, on a comment-length mix sampled from the corpora:
 * (b) ``Scorer`` with PyTorch, batched, at several batch sizes and token budgets;
 * (c) ``Scorer`` with ONNX Runtime, fp32 and int8, with and without ONNX
   Runtime's BERT fusions (exported on the fly into a temporary folder);
+* (d) the HTTP service (``zhenping serve`` on loopback, see
+  ``bench_service.py``) under 1, 4 and 16 concurrent clients sending single
+  comments and batches of 64, as one process and as one process per core;
 * (e) a stream where a third of the comments repeat, sent in requests and
   answered through an LRU cache keyed by normalised text (the service's cache
   when ``api/cache.py`` is there), beside the same stream without the cache;
+  and the same requests sent twice to the service with its cache on;
 
 and prints comments/s, the share of the bound, the ratio to (a) and the peak
 resident memory, each both per wall-clock second and per CPU-second of this
 process (all its threads): on a machine shared with other work the wall-clock
-figures depend on the neighbours, the CPU-time ones much less. Every path is
+figures depend on the neighbours, the CPU-time ones much less. It ends with
+each target beside the figure this run measured for it. Every path is
 measured ``--rounds`` times, round-robin, and keeps its best. Every path
 normalises its texts, so all do the same work.
 
@@ -23,6 +28,7 @@ Usage:
     python benchmarks/bench_scorer.py --quick          # about a minute of CPU time
     python benchmarks/bench_scorer.py --n 2000         # the full run
     python benchmarks/bench_scorer.py --model runs/model --threads 4
+    python benchmarks/bench_scorer.py --no-service     # (a), (b), (c) and (e) in process only
 """
 
 from __future__ import annotations
@@ -59,6 +65,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--naive-n", type=int, default=None, help="comments for the one-per-call pipeline (default n/4; --quick: 40)")
     p.add_argument("--no-onnx", action="store_true", help="skip the ONNX Runtime measurements")
     p.add_argument("--request-size", type=int, default=64, help="comments per request in the stream test (e)")
+    p.add_argument("--no-service", action="store_true", help="skip (d), the HTTP service measurements")
+    p.add_argument("--service-seconds", type=float, default=None, help="time cap per service case (default 10; --quick 3)")
+    p.add_argument("--processes", default=None,
+                   help="server processes to measure in (d), comma-separated (default: 1 and one per core)")
     g = p.add_argument_group("random model (used when no model directory is given or installed)")
     g.add_argument("--layers", type=int, default=4)
     g.add_argument("--hidden", type=int, default=256)
@@ -74,6 +84,14 @@ def parse_args(argv=None) -> argparse.Namespace:
         args.naive_n = 40
     if args.rounds is None:
         args.rounds = 1 if args.quick else 3
+    if args.service_seconds is None:
+        args.service_seconds = 3.0 if args.quick else 10.0
+    if args.processes is None:
+        from api.settings import available_cores
+
+        args.processes = sorted({1, available_cores()})
+    else:
+        args.processes = [int(x) for x in args.processes.split(",") if x.strip()]
     if args.n < 10:
         p.error(f"--n must be >= 10, got {args.n}")
     return args
@@ -329,6 +347,10 @@ def main(argv=None) -> None:
                 name = f"(c) Scorer onnx {label}, fusions {'on' if optimize else 'off'}"
                 onnx_scorers[name] = s
                 board.add(name, lambda s=s: s.score(texts, batch_size=bs, max_tokens=mt), len(texts))
+                if label == "int8" and not optimize:
+                    # int8 at the service's pass budget (ZHENPING_MAX_PASS_TOKENS): smaller passes.
+                    board.add(f"{name}, batch 128, max_tokens 2048",
+                              lambda s=s: s.score(texts, batch_size=128, max_tokens=2048), len(texts))
 
     # (e) a stream with repeats, through an LRU cache keyed by normalised text,
     # scored by the fastest path so far.
@@ -393,9 +415,88 @@ def main(argv=None) -> None:
         print(f"{name:<52} {rate:10,.1f} {rate / bound:8.1%} {rate / base:6.1f}x "
               f"{cpu_rate:10,.1f} {cpu_rate / bound_cpu:8.1%} {cpu_rate / base_cpu:6.1f}x {board.rss[name]:5,.0f} MiB")
     print("(peak RSS: the process's peak so far after each path's first run; paths load in table order)")
-    print(f"\nbest torch batching: batch {bs}, max_tokens {mt}; peak RSS {peak_rss_mib():,.0f} MiB; "
-          f"total {time.perf_counter() - t_start:.0f} s")
+    print(f"\nbest torch batching: batch {bs}, max_tokens {mt}; peak RSS {peak_rss_mib():,.0f} MiB")
+
+    scorer_paths = {n: r for n, r in board.best.items() if n.startswith(("(b)", "(c)"))}
+    best_name = max(scorer_paths, key=scorer_paths.get)
+    best_rate = scorer_paths[best_name]
+    hit_seconds = cache_hit_seconds(fastest, stream)
+    print(f"(e) a repeat answered from the cache (normalise + lookup): {hit_seconds * 1e6:.1f} us per comment; "
+          f"the model path at the best rate: {1e6 / best_rate:.0f} us per comment")
+    figures = {"bound": bound, "naive": base, "best": best_rate, "best_name": best_name,
+               "cache_speedup": (1.0 / best_rate) / hit_seconds}
+    if not args.no_service:
+        figures |= service_section(args, model_dir, texts, work, base, best_rate)
+    print_targets(figures, model_dir)
+    print(f"\ntotal {time.perf_counter() - t_start:.0f} s")
     tmp.cleanup()
+
+
+def service_section(args, model_dir: Path, texts: list[str], work: Path, naive: float, best: float) -> dict:
+    """(d) the HTTP service under 1, 4 and 16 clients, per server layout, and the
+    cache's answer to repeats through the service."""
+    from bench_service import MAX_CHARS, print_cases, repeat_speedup, service_cases
+
+    texts = [t[:MAX_CHARS] for t in texts]
+    # The service gets every comment once per case at most: repeats would only
+    # measure the score cache, which the cases turn off anyway.
+    out: dict = {"service": {}}
+    for processes in args.processes:
+        print(f"(d) service with {processes} process(es)...", file=sys.stderr)
+        cases, peak = service_cases(
+            model_dir, texts, processes=processes, threads=0, clients=(1, 4, 16), seconds=args.service_seconds,
+            max_single=200 if args.quick else 20_000, max_batches_per_client=1 if args.quick else None,
+            max_batches=400, log_path=work / f"server-{processes}.log")
+        print()
+        layout = "1 process, one model call per core" if processes == 1 else \
+            f"{processes} processes (--workers {processes}), one single-threaded model call each"
+        print_cases(cases, {"single": naive, "batch": naive}, "vs (a)",
+                    f"(d) HTTP service, {layout}; server peak RSS {peak:,.0f} MiB")
+        for case in cases:
+            print(f"{'':<9}{case.mode:<9}{case.clients:>3} clients: {case.comments_per_s / best:6.1%} "
+                  f"of the best Scorer path")
+        out["service"][processes] = cases
+    print("(e) repeats through the service...", file=sys.stderr)
+    print()
+    for campaign in (False, True):
+        rep = repeat_speedup(model_dir, texts, work / "server-cache.log", campaign=campaign)
+        print(f"(e) service, campaigns {'on ' if campaign else 'off'}, requests of {rep['size']} comments: "
+              f"first time (model) {rep['model_ms']:.1f} ms, again (all repeats, from the cache) "
+              f"{rep['cached_ms']:.1f} ms: {rep['speedup']:.1f}x faster")
+        out["repeat_campaign" if campaign else "repeat"] = rep
+    return out
+
+
+def print_targets(f: dict, model_dir: Path) -> None:
+    """The issue's targets, each with the figure measured in this run."""
+    import json
+
+    print("\ntargets")
+    share = f["best"] / f["bound"]
+    print(f"  best Scorer path {f['best_name']}: {share:.1%} of the fp32 GEMM bound (target >= 75%), "
+          f"{f['best'] / f['naive']:.1f}x the naive pipeline (target >= 3x)")
+    for processes, cases in f.get("service", {}).items():
+        single16 = next((c for c in cases if c.mode == "single" and c.clients == 16), None)
+        if single16 is not None:
+            print(f"  service, {processes} process(es), 16 single-comment clients: p99 {single16.pct(0.99):.1f} ms "
+                  f"(target <= 100), {single16.comments_per_s:,.1f} comments/s = "
+                  f"{single16.comments_per_s / f['best']:.1%} of the best Scorer path (target >= 80%)")
+    if "cache_speedup" in f:
+        print(f"  repeats from the cache, in process: {f['cache_speedup']:.0f}x faster per comment than the "
+              f"model path (target >= 20x)")
+    if "repeat" in f:
+        print(f"  repeats through the service (whole requests, HTTP included): {f['repeat']['speedup']:.1f}x "
+              f"faster with campaigns off, {f['repeat_campaign']['speedup']:.1f}x with campaign detection on "
+              f"(it records every arrival, repeat or not)")
+    backends = Path(model_dir) / "backends.json"
+    if backends.is_file():
+        doc = json.loads(backends.read_text(encoding="utf-8"))
+        int8 = doc.get("backends", {}).get("onnx_int8")
+        if int8:
+            tol = doc.get("tolerance", {})
+            print(f"  int8 on the labelled {doc.get('split')} split (n={doc.get('n')}): max |diff| {int8['max_abs']}, "
+                  f"mean {int8['mean_abs']}, largest rho drop {int8['spearman_drop_max']} against the tolerance "
+                  f"{tol}: {'kept' if int8.get('kept') else 'not kept'}")
 
 
 def make_stream(texts: list[str], seed: int) -> list[str]:
@@ -466,6 +567,25 @@ def cached_stream(
                 found[k] = s
         _ = [found[k] for k in keys]  # each caller's answers, in order
     return len(stream) / (time.perf_counter() - t), hits
+
+
+def cache_hit_seconds(scorer: Scorer, stream: list[str], rounds: int = 3) -> float:
+    """Seconds per comment to answer a repeat from a filled cache (the normalisation included)."""
+    try:
+        from api.cache import LRUCache
+    except ImportError:
+        LRUCache = _DictLRU
+    cache = LRUCache(len(stream) + 1)
+    for text in set(stream):
+        cache.put((scorer.model_version, normalize_text(text)), 0.0)
+    best = float("inf")
+    for _ in range(rounds):
+        t = time.perf_counter()
+        for text in stream:
+            if cache.get((scorer.model_version, normalize_text(text))) is None:
+                raise AssertionError("a filled cache missed")
+        best = min(best, (time.perf_counter() - t) / len(stream))
+    return best
 
 
 if __name__ == "__main__":
