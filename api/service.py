@@ -135,6 +135,7 @@ class ScoringService:
         self.model_version = str(scorer.model_version)
         self.model = model_name(scorer)
         self.cache: LRUCache = LRUCache(settings.cache_size)
+        normalize_text("warm-up")  # builds normalisation's tables now, not on the first request
         self._score_normalized = getattr(scorer, "score_normalized", None)
         self.batcher = Batcher(
             self._score_batch,

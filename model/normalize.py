@@ -10,6 +10,7 @@ repeated punctuation and characters).
 from __future__ import annotations
 
 import re
+import sys
 import unicodedata
 from functools import lru_cache
 from pathlib import Path
@@ -74,21 +75,32 @@ def _to_simplified(text: str) -> str:
     return _t2s().convert(text)
 
 
+_CONTROL_CATEGORIES = ("Cc", "Cf", "Cs", "Co")
+_SPACE_CONTROLS = "\t\n\r\x0b\x0c"
+_TO_SPACE = str.maketrans({ch: " " for ch in _SPACE_CONTROLS})
+
+
+@lru_cache(maxsize=1)
+def _controls_pattern() -> re.Pattern:
+    """One character class of every code point in categories Cc/Cf/Cs/Co (by this
+    Python's Unicode database), white-space controls left out; built once, on first use."""
+    ranges: list[tuple[int, int]] = []
+    for cp in range(sys.maxunicode + 1):
+        if unicodedata.category(chr(cp)) in _CONTROL_CATEGORIES and chr(cp) not in _SPACE_CONTROLS:
+            if ranges and ranges[-1][1] == cp - 1:
+                ranges[-1] = (ranges[-1][0], cp)
+            else:
+                ranges.append((cp, cp))
+    parts = "".join(re.escape(chr(a)) if a == b else f"{re.escape(chr(a))}-{re.escape(chr(b))}" for a, b in ranges)
+    return re.compile(f"[{parts}]")
+
+
 def _strip_controls(text: str) -> str:
     # Categories Cc/Cf/Cs/Co: control, format, surrogate, private use. Whitespace
-    # controls (\t, \n, \r) become spaces so that words they separated stay apart.
-    out = []
-    for ch in text:
-        if ch in "\t\n\r\x0b\x0c":
-            out.append(" ")
-            continue
-        cat = unicodedata.category(ch)
-        # Unassigned code points (Cn) stay: newer emoji are unassigned to an
-        # older Unicode database and still carry signal.
-        if cat in ("Cc", "Cf", "Cs", "Co"):
-            continue
-        out.append(ch)
-    return "".join(out)
+    # controls (\t, \n, \r, \v, \f) become spaces so that words they separated stay apart.
+    # Unassigned code points (Cn) stay: newer emoji are unassigned to an older
+    # Unicode database and still carry signal.
+    return _controls_pattern().sub("", text.translate(_TO_SPACE))
 
 
 def _normalize_once(text: str) -> str:
@@ -122,6 +134,18 @@ def normalize_text(text: str) -> str:
     """
     if not isinstance(text, str):
         raise TypeError(f"normalize_text expects str, got {type(text).__name__}")
+    if len(text) <= _MEMO_MAX_CHARS:
+        return _normalize_memo(text)
+    return _normalize(text)
+
+
+# Comment streams repeat themselves (好听, 默认好评, 火钳刘明): short texts'
+# results are remembered, a bounded few megabytes at most.
+_MEMO_MAX_CHARS = 128
+_MEMO_SIZE = 16384
+
+
+def _normalize(text: str) -> str:
     # NFKC and t2s can each expose something the other then changes (a
     # compatibility form that maps to a traditional character, say), so repeat
     # until nothing changes. In practice this is one or two passes.
@@ -131,3 +155,6 @@ def normalize_text(text: str) -> str:
             return out
         text = out
     return text
+
+
+_normalize_memo = lru_cache(maxsize=_MEMO_SIZE)(_normalize)

@@ -176,3 +176,47 @@ def test_plain_simplified_text_skips_the_converter(monkeypatch):
 
     monkeypatch.setattr(norm, "_t2s", lambda: Boom())
     assert norm.normalize_text("今天天气不错,心情很好") == "今天天气不错,心情很好"
+
+
+def _strip_controls_reference(text: str) -> str:
+    import unicodedata
+
+    out = []
+    for ch in text:
+        if ch in "\t\n\r\x0b\x0c":
+            out.append(" ")
+        elif unicodedata.category(ch) not in ("Cc", "Cf", "Cs", "Co"):
+            out.append(ch)
+    return "".join(out)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.text(alphabet=st.characters(codec=None, exclude_categories=()), max_size=40))
+def test_control_stripping_matches_the_per_character_definition(text):
+    from model.normalize import _strip_controls
+
+    assert _strip_controls(text) == _strip_controls_reference(text)
+
+
+def test_control_stripping_on_every_control_and_format_character():
+    import sys
+    import unicodedata
+
+    from model.normalize import _strip_controls
+
+    every = "".join(chr(c) for c in range(sys.maxunicode + 1)
+                    if unicodedata.category(chr(c)) in ("Cc", "Cf", "Co") and c < 0xF0000)
+    assert _strip_controls("a" + every + "b") == _strip_controls_reference("a" + every + "b")
+
+
+def test_short_texts_are_remembered_long_ones_are_not():
+    from model.normalize import _MEMO_MAX_CHARS, _normalize_memo
+
+    short, long = "火钳刘明!!!!!!!!!!!!", "长短" * (_MEMO_MAX_CHARS // 2 + 1)
+    normalize_text(short)
+    hits = _normalize_memo.cache_info().hits
+    assert normalize_text(short) == "火钳刘明!!!!!!!!"
+    assert _normalize_memo.cache_info().hits == hits + 1
+    size = _normalize_memo.cache_info().currsize
+    assert normalize_text(long) == long
+    assert _normalize_memo.cache_info().currsize == size
