@@ -38,40 +38,54 @@ def _t2s():
 
 
 @lru_cache(maxsize=1)
-def _t2s_key_chars() -> frozenset[str] | None:
-    """The characters the t2s conversion can change, or ``None`` if its dictionaries cannot be read.
+def _t2s_triggers() -> dict[str, tuple[str, ...] | None] | None:
+    """What the t2s conversion can change, or ``None`` if its dictionaries cannot be read.
 
-    For each dictionary entry (a traditional phrase or character and its
-    simplified form), the characters of the key where key and value differ (all
-    of the key's characters when their lengths differ). A text with none of them
-    comes out of the conversion unchanged, whatever the entries it matches, so
-    the (pure-Python, slow) converter can be skipped: most comments are already
-    simplified.
+    Maps a character to ``None`` when the character table changes it (any text
+    holding it is converted), or to the phrases that change at that character
+    (the text is converted only if it holds one of them: 么 is left alone except
+    in a few phrases, say). A text that triggers nothing comes out of the
+    conversion unchanged, so the (pure-Python, slow) converter can be skipped:
+    most comments are already simplified.
     """
     try:
         import opencc
 
         folder = Path(opencc.__file__).parent / "dictionary"
         chars: set[str] = set()
+        phrases: dict[str, set[str]] = {}
         for name in ("TSPhrases.txt", "TSCharacters.txt"):
             with open(folder / name, encoding="utf-8") as fh:
                 for line in fh:
                     key, _, values = line.rstrip("\n").partition("\t")
                     key = key.strip()
                     value = values.split(" ", 1)[0].strip()  # the converter takes the first candidate
-                    if len(key) != len(value):
-                        chars.update(key)
-                    else:
-                        chars.update(k for k, v in zip(key, value) if k != v)
+                    if not key or key == value:
+                        continue
+                    if len(key) == 1:
+                        chars.add(key)
+                        continue
+                    differing = key if len(key) != len(value) else [k for k, v in zip(key, value) if k != v]
+                    for ch in differing:
+                        phrases.setdefault(ch, set()).add(key)
     except (ImportError, OSError, UnicodeDecodeError):
         return None  # another OpenCC binding: always convert
-    return frozenset(chars) if chars else None
+    if not chars and not phrases:
+        return None
+    triggers: dict[str, tuple[str, ...] | None] = {ch: tuple(sorted(ps)) for ch, ps in phrases.items()}
+    triggers.update(dict.fromkeys(chars))
+    return triggers
 
 
 def _to_simplified(text: str) -> str:
-    keys = _t2s_key_chars()
-    if keys is not None and keys.isdisjoint(text):
-        return text
+    triggers = _t2s_triggers()
+    if triggers is not None:
+        for ch in triggers.keys() & set(text):
+            found = triggers[ch]
+            if found is None or any(phrase in text for phrase in found):
+                break
+        else:
+            return text
     return _t2s().convert(text)
 
 
