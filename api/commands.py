@@ -135,9 +135,10 @@ def _serve_many(settings, overrides: dict, workers: int, graceful_timeout: int) 
     # The processes share the cores: each gets its share for its own model calls.
     from api.settings import available_cores
 
-    if not settings.inference_workers:
-        share = max(1, available_cores() // workers)
-        os.environ["ZHENPING_INFERENCE_WORKERS"] = str(max(1, share // (settings.num_threads or 1)))
+    share = max(1, available_cores() // workers)
+    calls = settings.inference_workers or max(1, share // (settings.num_threads or 1))
+    os.environ["ZHENPING_INFERENCE_WORKERS"] = str(calls)
+    os.environ["ZHENPING_NUM_THREADS"] = str(settings.num_threads or max(1, share // calls))
     uvicorn.run(
         "api.main:create_worker_app",
         factory=True,

@@ -78,7 +78,7 @@ class RunningServer:
 
 
 def start_server(model_dir: Path, log_path: Path, settings: dict[str, str] | None = None,
-                 ready_timeout: float = 240.0) -> RunningServer:
+                 ready_timeout: float = 240.0, args: tuple[str, ...] = ()) -> RunningServer:
     """Start `zhenping serve` and wait until /ready answers 200.
 
     The generous timeout is for busy shared machines; an idle one is ready in seconds.
@@ -88,7 +88,7 @@ def start_server(model_dir: Path, log_path: Path, settings: dict[str, str] | Non
     settings = {"ZHENPING_DATA_DIR": str(log_path.parent / "data"), **(settings or {})}
     log_file = open(log_path, "wb")
     process = subprocess.Popen(
-        serve_command("--host", "127.0.0.1", "--port", str(port), "--model", str(model_dir)),
+        serve_command("--host", "127.0.0.1", "--port", str(port), "--model", str(model_dir), *args),
         cwd=ROOT,
         env=server_env(settings),
         stdout=log_file,

@@ -104,3 +104,30 @@ def test_full_queue_answers_429_then_sigterm_drains_in_flight_work(tiny_model_di
             httpx.get(f"{server.base_url}/health", timeout=2)
     finally:
         server.stop()
+
+
+def test_workers_share_the_cores_and_stop_cleanly(tiny_model_dir, tmp_path):
+    from pathlib import Path
+
+    from api.settings import available_cores
+
+    server = start_server(tiny_model_dir, tmp_path / "workers.log",
+                          {"ZHENPING_NUM_THREADS": "0", "ZHENPING_CAMPAIGN": "false"}, args=("--workers", "2"))
+    try:
+        children = Path(f"/proc/{server.process.pid}/task/{server.process.pid}/children").read_text().split()
+        cmdlines = [Path(f"/proc/{c}/cmdline").read_bytes().replace(b"\0", b" ").decode() for c in children]
+        workers = [c for c in cmdlines if "resource_tracker" not in c]
+        assert len(workers) == 2, cmdlines  # two worker processes under the supervisor
+        with httpx.Client(base_url=server.base_url, timeout=30) as client:
+            for i in range(20):
+                response = client.post("/v1/score", json={"comments": [{"text": f"第{i}条评论,谢谢分享"}]})
+                assert response.status_code == 200, response.text
+            batching = client.get("/info").json()["batching"]
+        # Each process gets its share of the cores: one model call per core, one thread each.
+        share = max(1, available_cores() // 2)
+        assert batching["inference_workers"] == share
+        assert batching["threads_per_call"] == 1
+    finally:
+        server.process.send_signal(signal.SIGTERM)
+        code = server.process.wait(timeout=60)
+    assert code == 0, server.log()[-3000:]
