@@ -99,10 +99,11 @@ def reproduce_default_cmd(
     out: str = typer.Option("model/default", help="Where the scorer folder goes."),
     pretrain_steps: int = typer.Option(1300, help="First-stage pretraining steps (the shipped model used 1300)."),
     continue_steps: int = typer.Option(
-        7300, help="Steps in all after the second stage, pretrain_cpu_stage2.toml (the shipped model used 7300; "
+        8800, help="Steps in all after the second stage, pretrain_cpu_stage2.toml (the shipped model used 8800; "
                    "0 skips the stage)."),
     multitask_steps: int = typer.Option(2000, help="Multi-task steps (the shipped model used 2000)."),
     corpora: Optional[str] = typer.Option(None, help="Corpora root (default: $ZHENPING_CORPORA or ../shared)."),
+    model_version: str = typer.Option("zhenping-small-v2", help="Version the export is named with."),
 ) -> None:
     """Rebuild the shipped default model from the corpora and gold labels, end to end:
     pretrain (two stages) → prepare → baselines → multi-task → fine-tune → evaluate → export.
@@ -129,7 +130,7 @@ def reproduce_default_cmd(
                      {"base": str(encoder), "steps": multitask_steps, "corpora": corpora})
     mt_encoder = run_multitask(mt)
     ft = load_config(FinetuneConfig, "finetune_shipped.toml", {"base": str(mt_encoder)})
-    run_train(ft, out, model_version="zhenping-small-v1")
+    run_train(ft, out, model_version=model_version)
     check_backends_cmd(model=out, data="runs/data", split="test", keep_fp32=False)
 
 
