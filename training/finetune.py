@@ -41,7 +41,7 @@ class FinetuneConfig:
     seed: int = 13
     num_threads: int = 0  # torch threads (0: library default)
     extra_train: list[str] | None = None  # more labelled files (JSONL/CSV/Parquet/HF) for the train split
-    pseudo_teacher: str | None = None  # a fitted baseline whose scores on unlabelled text join training; None: off
+    pseudo_teacher: str | None = None  # teacher(s) scoring unlabelled text for training: a fitted baseline (.joblib) or a scorer folder, several averaged when comma-separated; None: off
     pseudo_corpus: str = "runs/pretrain/corpus.txt"  # unlabelled texts (labelled validation/test texts left out)
     pseudo_texts: int = 0  # unlabelled texts scored by the teacher and added to the training rows
 

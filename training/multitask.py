@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from model.axes import AXES
 from model.normalize import normalize_text
 from training.config import config_to_dict, format_config
 
@@ -68,7 +69,7 @@ class MultitaskConfig:
     lr: float = 1e-4  # peak, after warmup
     warmup_steps: int = 100
     per_task_cap: int = 30000  # texts kept per task (a random sample above that)
-    distill_teacher: str | None = None  # a fitted baseline (runs/baselines/tfidf_ridge.joblib) to distil; None: off
+    distill_teacher: str | None = None  # teacher(s) to distil: a fitted baseline (.joblib) or a scorer folder, comma-separated ones averaged; None: off
     distill_corpus: str = "runs/pretrain/corpus.txt"  # unlabelled texts (validation/test texts already left out)
     distill_texts: int = 60000  # unlabelled texts scored by the teacher
     distill_share: float = 0.5  # share of steps spent on the distillation task
@@ -125,8 +126,38 @@ def load_distill_data(cfg: MultitaskConfig) -> tuple[list[str], np.ndarray]:
         lines = [line.rstrip("\n") for line in fh if line.strip()]
     rng = random.Random(cfg.seed)
     texts = rng.sample(lines, min(cfg.distill_texts, len(lines)))
-    teacher = TfidfRidgeBaseline.load(cfg.distill_teacher)
-    return texts, np.asarray(teacher.predict(texts), dtype=np.float32)
+    return texts, teacher_scores(cfg.distill_teacher, texts)
+
+
+def teacher_scores(spec: str, texts: list[str]) -> np.ndarray:
+    """The three axis scores of ``texts`` (already normalised) by a teacher, as float32.
+
+    ``spec`` names one teacher or several separated by commas, whose scores are
+    averaged: a fitted baseline (``.joblib``, e.g. ``runs/baselines/tfidf_ridge.joblib``)
+    or an exported scorer folder (e.g. an earlier fine-tuned model).
+    """
+    from training.baselines import TfidfRidgeBaseline
+
+    parts = [part.strip() for part in str(spec).split(",") if part.strip()]
+    if not parts:
+        raise ValueError("no teacher given")
+    total = np.zeros((len(texts), len(AXES)), dtype=np.float64)
+    for part in parts:
+        path = Path(part)
+        if path.is_dir():
+            from model.scorer import Scorer
+
+            scorer = Scorer.from_pretrained(path, backend="auto")
+            if tuple(scorer.axes) != tuple(AXES):
+                raise ValueError(f"teacher {path} scores {scorer.axes}, not {AXES}")
+            got = scorer.score_normalized(texts, batch_size=128, max_tokens=4096)
+            total += np.asarray([[getattr(s, a) for a in AXES] for s in got], dtype=np.float64)
+        elif path.is_file():
+            total += np.asarray(TfidfRidgeBaseline.load(path).predict(texts), dtype=np.float64)
+        else:
+            raise FileNotFoundError(f"teacher {part!r} is neither a fitted baseline file nor a scorer folder")
+        print(f"teacher {part}: scored {len(texts):,} texts", file=sys.stderr)
+    return (total / len(parts)).astype(np.float32)
 
 
 def run(cfg: MultitaskConfig) -> Path:

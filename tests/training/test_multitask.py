@@ -72,3 +72,28 @@ def test_multitask_distils_a_teacher_on_unlabelled_text(tmp_path):
     assert summary["tasks"] == ["distill"]
     assert summary["texts"]["distill"] == 20
     assert 0.0 <= summary["distill_mae_last_100_batches"] <= 1.0
+
+
+def test_teachers_are_averaged_baseline_and_scorer_folder(tmp_path, tiny_model_dir):
+    import numpy as np
+    import pytest
+
+    from model.normalize import normalize_text
+    from model.scorer import Scorer
+    from training.baselines import TfidfRidgeBaseline
+    from training.multitask import teacher_scores
+    from tests.helpers import TINY_TEXTS
+
+    rng = np.random.default_rng(1)
+    baseline = TfidfRidgeBaseline().fit(TINY_TEXTS * 2, rng.random((len(TINY_TEXTS) * 2, 3)))
+    path = baseline.save(tmp_path / "teacher.joblib")
+    texts = [normalize_text(t) for t in TINY_TEXTS]
+    alone = teacher_scores(str(path), texts)
+    assert np.allclose(alone, baseline.predict(texts), atol=1e-6)
+    scorer = Scorer.from_pretrained(tiny_model_dir, backend="auto")
+    model = np.array([[s.warmth, s.substance, s.template] for s in scorer.score_normalized(texts)])
+    both = teacher_scores(f"{path}, {tiny_model_dir}", texts)
+    assert both.shape == (len(texts), 3)
+    assert np.allclose(both, (baseline.predict(texts) + model) / 2, atol=1e-5)
+    with pytest.raises(FileNotFoundError, match="neither a fitted baseline file nor a scorer folder"):
+        teacher_scores(f"{path},{tmp_path / 'missing'}", texts)
