@@ -2,9 +2,10 @@
 
 Texts from every caller wait in one bounded queue. A batch closes when its
 size (the sum of its texts' approximate tokens) would pass the token
-budget, or when its first text has waited ``max_wait_ms``; its distinct texts
-are sorted by length and scored in one call on a single worker thread, off the
-event loop, and each caller gets back its own slice in its own order.
+budget, or when its first text has waited ``max_wait_ms``, and only once one of
+the ``workers`` model calls is free; its distinct texts are sorted by length and
+scored in one call on that worker's thread, off the event loop, and each caller
+gets back its own slice in its own order.
 """
 
 from __future__ import annotations

@@ -135,10 +135,9 @@ def _serve_many(settings, overrides: dict, workers: int, graceful_timeout: int) 
     # The processes share the cores: each gets its share for its own model calls.
     from api.settings import available_cores
 
-    share = max(1, available_cores() // workers)
-    calls = settings.inference_workers or max(1, share // (settings.num_threads or 1))
+    calls, threads = settings.resolve_workers(max(1, available_cores() // workers))
     os.environ["ZHENPING_INFERENCE_WORKERS"] = str(calls)
-    os.environ["ZHENPING_NUM_THREADS"] = str(settings.num_threads or max(1, share // calls))
+    os.environ["ZHENPING_NUM_THREADS"] = str(threads)
     uvicorn.run(
         "api.main:create_worker_app",
         factory=True,

@@ -151,13 +151,17 @@ class Settings(BaseSettings):
 
     @property
     def workers_and_threads(self) -> tuple[int, int]:
-        """``(inference workers, threads per model call)`` with the zeros resolved.
+        """``(inference workers, threads per model call)`` with the zeros resolved
+        for the cores this process may use (see :meth:`resolve_workers`)."""
+        return self.resolve_workers(available_cores())
+
+    def resolve_workers(self, cores: int) -> tuple[int, int]:
+        """``(inference workers, threads per model call)`` for ``cores`` cores.
 
         By default one single-threaded model call per core (at most 4): with
         small batches two one-thread calls keep two cores busier than one
         two-thread call, and the event loop is not starved by a busy thread pool.
         """
-        cores = available_cores()
         workers = self.inference_workers
         if not workers:
             workers = max(1, min(4, cores // self.num_threads if self.num_threads else cores))

@@ -131,22 +131,34 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_server(model_dir: Path, threads: int, max_wait_ms: float, log_path: Path,
-                 extra_args: tuple[str, ...] = (), cache_size: int = 0,
-                 env_extra: dict[str, str] | None = None) -> tuple[subprocess.Popen, str]:
+def start_server(model_dir: Path, threads: int, max_wait_ms: float | None, log_path: Path,
+                 extra_args: tuple[str, ...] = (), cache_size: int | None = 0,
+                 env_extra: dict[str, str] | None = None,
+                 ready_timeout: float = 180.0) -> tuple[subprocess.Popen, str]:
+    """Start ``zhenping serve`` on a free loopback port and wait for /ready; the
+    benchmarks' one way to run the service. ``None`` leaves a setting at its default.
+
+    Returns the process and its base URL.
+
+    Raises:
+        RuntimeError: the server exited or was not ready in time (with its log's tail).
+    """
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("ZHENPING_")}
     env.update(
         {
-            "ZHENPING_CACHE_SIZE": str(cache_size),  # 0: measure the model path, not the cache
             "ZHENPING_NUM_THREADS": str(threads),
-            "ZHENPING_MAX_WAIT_MS": str(max_wait_ms),
             "ZHENPING_LOG_LEVEL": "warning",
             "HF_HUB_OFFLINE": "1",
             "TOKENIZERS_PARALLELISM": "false",
-            **(env_extra or {}),
+            "PYTHONUNBUFFERED": "1",
         }
     )
+    if cache_size is not None:
+        env["ZHENPING_CACHE_SIZE"] = str(cache_size)  # 0: measure the model path, not the cache
+    if max_wait_ms is not None:
+        env["ZHENPING_MAX_WAIT_MS"] = str(max_wait_ms)
+    env.update(env_extra or {})
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
             [sys.executable, "-c", "from training.cli import app; app()", "serve",
@@ -156,18 +168,34 @@ def start_server(model_dir: Path, threads: int, max_wait_ms: float, log_path: Pa
     base = f"http://127.0.0.1:{port}"
     import httpx
 
-    deadline = time.monotonic() + 180
+    def tail() -> str:
+        return log_path.read_text(encoding="utf-8", errors="replace")[-3000:]
+
+    deadline = time.monotonic() + ready_timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise SystemExit(f"server exited with {proc.returncode}:\n{log_path.read_text(errors='replace')[-3000:]}")
+            raise RuntimeError(f"server exited with {proc.returncode}:\n{tail()}")
         try:
             if httpx.get(f"{base}/ready", timeout=2).status_code == 200:
                 return proc, base
         except httpx.TransportError:
             pass
-        time.sleep(0.25)
+        time.sleep(0.2)
     proc.kill()
-    raise SystemExit(f"server not ready after 180 s; log: {log_path}")
+    raise RuntimeError(f"server not ready after {ready_timeout:.0f} s:\n{tail()}")
+
+
+def stop_server(proc: subprocess.Popen, timeout: float = 60) -> int:
+    """SIGTERM (the service drains), then wait; returns the exit code (-9 if it had to be killed)."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            return proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            return -9
+    return proc.returncode
 
 
 def rss_mib(pid: int, field: str = "VmHWM") -> float:
@@ -316,14 +344,6 @@ def bodies_for(texts: list[str], size: int) -> list[bytes]:
 
 
 # ------------------------------------------------------------------------ main
-
-
-def stop_server(proc: subprocess.Popen) -> None:
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
 
 
 def server_rss_mib(proc: subprocess.Popen) -> float:

@@ -37,10 +37,7 @@ import argparse
 import asyncio
 import json
 import math
-import os
 import random
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -52,6 +49,8 @@ from pathlib import Path
 import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench_service  # noqa: E402 - the benchmarks' shared server launcher
 DEFAULT_MODEL_DIR = ROOT / "model" / "default"
 
 FRAGMENTS = [
@@ -98,12 +97,6 @@ def parse_args(argv=None) -> argparse.Namespace:
 # ----------------------------------------------------------------- the server
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def rss_bytes(pid: int) -> int:
     """Resident memory of a process (Linux /proc)."""
     with open(f"/proc/{pid}/status", encoding="ascii") as fh:
@@ -124,46 +117,15 @@ class Server:
 
 
 def start_server(args, log_path: Path) -> Server:
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ZHENPING_")}
-    env.update({
-        "ZHENPING_NUM_THREADS": str(args.threads),
-        "ZHENPING_DUP_WINDOW_SIZE": str(args.window_size),
-        "ZHENPING_DATA_DIR": str(log_path.parent / "data"),
-        "ZHENPING_LOG_LEVEL": "warning",
-        "HF_HUB_OFFLINE": "1",
-        "TOKENIZERS_PARALLELISM": "false",
-        "PYTHONUNBUFFERED": "1",
-    })
-    cmd = [sys.executable, "-c", "from training.cli import app; app()", "serve",
-           "--host", "127.0.0.1", "--port", str(port), "--model", str(args.model)]
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    server = Server(process, f"http://127.0.0.1:{port}", log_path)
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"server exited with {process.returncode}:\n{server.log_tail()}")
-        try:
-            if httpx.get(f"{server.url}/ready", timeout=2).status_code == 200:
-                return server
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    process.kill()
-    raise RuntimeError(f"server not ready after 180 s:\n{server.log_tail()}")
+    proc, url = bench_service.start_server(
+        Path(args.model), args.threads, None, log_path, cache_size=None,
+        env_extra={"ZHENPING_DUP_WINDOW_SIZE": str(args.window_size),
+                   "ZHENPING_DATA_DIR": str(log_path.parent / "data")})
+    return Server(proc, url, log_path)
 
 
 def stop_server(server: Server, timeout: float = 60) -> int:
-    if server.process.poll() is None:
-        server.process.send_signal(signal.SIGTERM)
-        try:
-            return server.process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            server.process.kill()
-            server.process.wait()
-            return -9
-    return server.process.returncode
+    return bench_service.stop_server(server.process, timeout)
 
 
 # ----------------------------------------------------------------- load

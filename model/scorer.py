@@ -465,13 +465,13 @@ def read_json(path: Path, name: str | None = None) -> dict:
 
 def _onnx_available(path: Path, onnx_file: str | None) -> bool:
     """Whether ``backend="auto"`` should try ONNX Runtime for the model directory ``path``."""
-    if onnx_file is None and not any((path / name).is_file() for name in ("model.int8.onnx", "model.onnx")):
-        return False
     try:
         import onnxruntime  # noqa: F401
     except ImportError:
         return False
-    return True
+    from model.onnx_backend import FP32_FILE, INT8_FILE
+
+    return onnx_file is not None or any((path / name).is_file() for name in (INT8_FILE, FP32_FILE))
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:

@@ -345,7 +345,8 @@ def run(cfg: PretrainConfig) -> Path:
               f"({state['sequences']:,} sequences seen)", file=sys.stderr)
     else:
         model = build_model(cfg, len(tok))
-        state = {"step": 0, "tokens": 0, "sequences": 0, "seconds": 0.0, "config": config_to_dict(cfg)}
+        state = {"step": 0, "tokens": 0, "sequences": 0, "seconds": 0.0}
+    state["config"] = config_to_dict(cfg)  # the checkpoint records the config that wrote it
     model.to(device).train()
     no_decay = ("bias", "LayerNorm.weight")
     groups = [
@@ -374,9 +375,9 @@ def run(cfg: PretrainConfig) -> Path:
     loss_ema = None
     stopped_early = False
     orders: dict[int, np.ndarray] = {}
+    epoch_size = steps_per_epoch * cfg.batch_size  # sequences in one pass
     while state["step"] < total_steps:
-        epoch = state["sequences"] // (steps_per_epoch * cfg.batch_size)
-        pos = state["sequences"] - epoch * steps_per_epoch * cfg.batch_size
+        epoch, pos = divmod(state["sequences"], epoch_size)
         if epoch not in orders:  # the same order on resume: it depends on the epoch alone
             orders = {epoch: np.random.default_rng(cfg.seed + epoch).permutation(len(train_data))}
         order = orders[epoch]
@@ -393,14 +394,12 @@ def run(cfg: PretrainConfig) -> Path:
         state["step"] += 1
         state["tokens"] += int(ids.numel())
         state["sequences"] += len(idx)
-        state["config"] = config_to_dict(cfg)
         state["seconds"] = run_seconds0 + (time.time() - start)
         loss_val = loss.item()
         loss_ema = loss_val if loss_ema is None else 0.98 * loss_ema + 0.02 * loss_val
         bar.update(1)
         if state["step"] % 20 == 0:
             bar.set_postfix(loss=f"{loss_ema:.3f}", tok_s=f"{state['tokens'] / max(state['seconds'], 1e-9):.0f}")
-        epoch_size = steps_per_epoch * cfg.batch_size
         end_of_epoch = state["sequences"] // epoch_size > (state["sequences"] - len(idx)) // epoch_size
         out_of_time = cfg.max_minutes and (time.time() - start) > cfg.max_minutes * 60
         if end_of_epoch or out_of_time or state["step"] == total_steps or \
