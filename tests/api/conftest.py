@@ -82,7 +82,23 @@ def start_server(model_dir: Path, log_path: Path, settings: dict[str, str] | Non
     """Start `zhenping serve` and wait until /ready answers 200.
 
     The generous timeout is for busy shared machines; an idle one is ready in seconds.
+    The free port is found before the server binds it, so another process can take
+    it in between: a server that could not bind is started again on another port.
     """
+    for _ in range(4):
+        try:
+            return _start_server_once(model_dir, log_path, settings, ready_timeout, args)
+        except PortTaken:
+            continue
+    raise RuntimeError(f"no free loopback port after 4 tries:\n{log_path.read_text(errors='replace')}")
+
+
+class PortTaken(RuntimeError):
+    """The server exited because its port was taken before it could bind."""
+
+
+def _start_server_once(model_dir: Path, log_path: Path, settings: dict[str, str] | None,
+                       ready_timeout: float, args: tuple[str, ...]) -> RunningServer:
     port = free_port()
     # Anything the server stores goes beside its log, never into the user's home.
     settings = {"ZHENPING_DATA_DIR": str(log_path.parent / "data"), **(settings or {})}
@@ -99,6 +115,8 @@ def start_server(model_dir: Path, log_path: Path, settings: dict[str, str] | Non
     deadline = time.monotonic() + ready_timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
+            if "address already in use" in server.log().lower():
+                raise PortTaken(port)
             raise RuntimeError(f"server exited with {process.returncode}:\n{server.log()}")
         try:
             if httpx.get(f"{server.base_url}/ready", timeout=2).status_code == 200:

@@ -206,7 +206,7 @@ def test_a_full_budget_does_not_wait_for_max_wait():
 
     out, seconds = run(main())
     assert out == [8, 8, 8]
-    assert seconds < 2
+    assert seconds < 5  # against the 10 s wait
     assert scorer.calls == [["a" * 8, "b" * 8], ["c" * 8]]
 
 
@@ -223,7 +223,7 @@ def test_max_wait_closes_a_partial_batch():
 
     out, elapsed = run(main())
     assert out == [1]
-    assert 0.09 <= elapsed < 2
+    assert 0.09 <= elapsed < 5  # at least the wait; the upper bound only catches a hang
 
 
 def test_queue_full_raises_with_retry_after():
@@ -262,7 +262,7 @@ def test_close_drains_queued_texts_then_refuses_new_work():
 
     out, drained_in, closing = run(main())
     assert out == [6]
-    assert drained_in < 2
+    assert drained_in < 10  # against the 30 s wait
     assert closing is True
 
 

@@ -140,7 +140,9 @@ def test_corrupt_onnx_model_falls_back_to_torch_when_allowed(corrupt_onnx_dir, t
 def test_sigterm_under_load_finishes_in_flight_requests_and_exits_0(tiny_model_dir, tmp_path):
     # A long batch wait holds the first requests in the queue: they are in
     # flight when the signal arrives, and the drain must score them at once.
-    settings = {"ZHENPING_MAX_WAIT_MS": "3000", "ZHENPING_CAMPAIGN": "false"}
+    # The wait is long (20 s) so that a busy machine's slowness cannot pass for
+    # waiting on the timer, nor the timer for a drain.
+    settings = {"ZHENPING_MAX_WAIT_MS": "20000", "ZHENPING_CAMPAIGN": "false"}
     server = start_server(tiny_model_dir, tmp_path / "drain.log", settings)
     url = server.base_url
     in_flight = 16
@@ -197,7 +199,7 @@ def test_sigterm_under_load_finishes_in_flight_requests_and_exits_0(tiny_model_d
     for i, response in answers.items():
         assert response.status_code == 200, response.text
         assert len(response.json()["results"]) == 1
-    assert drained < 2.5, "queued requests waited for the batch timer instead of the drain"
+    assert drained < 10, "queued requests waited for the batch timer instead of the drain"
     assert returncode == 0, server.log()[-3000:]
     # After the signal: 503 shutting_down while the listener is open, refused connections after.
     assert late, "no request was sent after the signal"

@@ -11,6 +11,7 @@ import pytest
 
 from model.axes import AXES, score_to_level
 from tests.api.conftest import API_KEYS, MAIN_SETTINGS
+from tests.helpers import BATCHING_TOL
 
 MAX_COMMENTS = int(MAIN_SETTINGS["ZHENPING_MAX_COMMENTS"])
 MAX_CHARS = int(MAIN_SETTINGS["ZHENPING_MAX_CHARS"])
@@ -128,7 +129,7 @@ def test_score_returns_one_result_per_comment_in_order(client, reference):
         assert {"id", *AXES, "levels"} <= set(result)
         for axis in AXES:
             assert 0.0 <= result[axis] <= 1.0
-            assert result[axis] == pytest.approx(getattr(ref, axis), abs=1e-5)
+            assert result[axis] == pytest.approx(getattr(ref, axis), abs=BATCHING_TOL)
             assert result["levels"][axis] == score_to_level(result[axis])
 
 
@@ -160,8 +161,8 @@ def test_concurrent_requests_each_get_their_own_slice(api_server, reference):
     for group, response in zip(groups, responses):
         assert response.status_code == 200, response.text
         for result, ref in zip(response.json()["results"], reference(group)):
-            assert result["warmth"] == pytest.approx(ref.warmth, abs=1e-5)
-            assert result["template"] == pytest.approx(ref.template, abs=1e-5)
+            assert result["warmth"] == pytest.approx(ref.warmth, abs=BATCHING_TOL)
+            assert result["template"] == pytest.approx(ref.template, abs=BATCHING_TOL)
 
 
 def test_repeats_are_answered_from_the_cache(client):

@@ -219,13 +219,12 @@ def read_response(sock: socket.socket, timeout: float = 10) -> bytes:
 
 def test_declared_oversized_body_is_refused_without_reading_it(api_server):
     # Headers announce 1 GiB; not one byte of it is sent. A server that tried to
-    # read the body would wait forever; this one answers at once and closes.
+    # read the body would wait forever (read_response gives up after 10 s with
+    # nothing); this one answers at once and closes.
     head = (b"POST /v1/score HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
             b"X-API-Key: " + KEY.encode() + b"\r\nContent-Length: 1073741824\r\n\r\n")
-    started = time.monotonic()
     with raw_request(api_server.base_url, head) as sock:
         response = read_response(sock)
-    assert time.monotonic() - started < 5
     status_line, _, rest = response.partition(b"\r\n")
     assert status_line == b"HTTP/1.1 413 Request Entity Too Large"
     headers, _, body = rest.partition(b"\r\n\r\n")

@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from model.commands import iter_chunks
-from tests.helpers import TINY_TEXTS
+from tests.helpers import BATCHING_TOL, TINY_TEXTS
 from training.cli import app
 
 TEXTS = TINY_TEXTS[:6] + ["", "第二行\t有制表符"]
@@ -33,7 +33,7 @@ def check_scores(rows: list[dict], expected: list[dict]) -> None:
     assert [r["text"] for r in rows] == TEXTS
     for row, exp in zip(rows, expected):
         for axis, value in exp.items():
-            assert row[axis] == pytest.approx(value, abs=1e-6)
+            assert row[axis] == pytest.approx(value, abs=BATCHING_TOL)
         assert row["levels"] == {a: min(3, max(0, round(row[a] * 3))) for a in exp}
 
 

@@ -14,7 +14,7 @@ from model import DEFAULT_MODEL_DIR, CommentScores, ModelLoadError, Scorer
 from model.axes import AXES
 from model.normalize import normalize_text
 from model.scorer import pad_batch, plan_batches
-from tests.helpers import TINY_TEXTS
+from tests.helpers import BATCHING_TOL, TINY_TEXTS
 
 
 def as_array(scores: list[CommentScores]) -> np.ndarray:
@@ -286,7 +286,7 @@ def test_scores_shape_order_and_range(spread_scorer):
     # Texts score differently, so order can be checked: each text alone gives its own row.
     assert arr.std(axis=0).min() > 0.01
     for i in (0, 7, len(TINY_TEXTS) - 1):
-        np.testing.assert_allclose(as_array(spread_scorer.score([TINY_TEXTS[i]]))[0], arr[i], atol=1e-5)
+        np.testing.assert_allclose(as_array(spread_scorer.score([TINY_TEXTS[i]]))[0], arr[i], atol=BATCHING_TOL)
 
 
 def test_scores_are_deterministic(spread_scorer):
@@ -327,9 +327,9 @@ def test_batching_does_not_change_scores(spread_scorer):
     texts = TINY_TEXTS + ["好評" * 200, ""]
     ref = as_array(spread_scorer.score(texts, batch_size=1))
     for kw in ({"batch_size": 32}, {"batch_size": 3}, {"batch_size": 32, "max_tokens": 40}):
-        np.testing.assert_allclose(as_array(spread_scorer.score(texts, **kw)), ref, atol=1e-5)
+        np.testing.assert_allclose(as_array(spread_scorer.score(texts, **kw)), ref, atol=BATCHING_TOL)
     # Internally sorted by length; the answer follows the caller's order.
-    np.testing.assert_allclose(as_array(spread_scorer.score(texts[::-1]))[::-1], ref, atol=1e-5)
+    np.testing.assert_allclose(as_array(spread_scorer.score(texts[::-1]))[::-1], ref, atol=BATCHING_TOL)
 
 
 def test_long_text_is_truncated_at_max_length(spread_scorer):
@@ -359,7 +359,7 @@ def test_matches_a_plain_transformers_pipeline(spread_scorer, spread_model_dir):
         "text-classification", model=str(spread_model_dir), function_to_apply="sigmoid", top_k=None, device="cpu"
     )
     expected = np.array([[{d["label"]: d["score"] for d in row}[a] for a in AXES] for row in clf(texts)])
-    np.testing.assert_allclose(as_array(spread_scorer.score(texts)), expected, atol=1e-5)
+    np.testing.assert_allclose(as_array(spread_scorer.score(texts)), expected, atol=BATCHING_TOL)
 
 
 # ------------------------------------------------------------------------ helpers

@@ -82,7 +82,7 @@ def test_teachers_are_averaged_baseline_and_scorer_folder(tmp_path, tiny_model_d
     from model.scorer import Scorer
     from training.baselines import TfidfRidgeBaseline
     from training.multitask import teacher_scores
-    from tests.helpers import TINY_TEXTS
+    from tests.helpers import BATCHING_TOL, TINY_TEXTS
 
     rng = np.random.default_rng(1)
     baseline = TfidfRidgeBaseline().fit(TINY_TEXTS * 2, rng.random((len(TINY_TEXTS) * 2, 3)))
@@ -94,6 +94,6 @@ def test_teachers_are_averaged_baseline_and_scorer_folder(tmp_path, tiny_model_d
     model = np.array([[s.warmth, s.substance, s.template] for s in scorer.score_normalized(texts)])
     both = teacher_scores(f"{path}, {tiny_model_dir}", texts)
     assert both.shape == (len(texts), 3)
-    assert np.allclose(both, (baseline.predict(texts) + model) / 2, atol=1e-5)
+    assert np.allclose(both, (baseline.predict(texts) + model) / 2, atol=BATCHING_TOL)
     with pytest.raises(FileNotFoundError, match="neither a fitted baseline file nor a scorer folder"):
         teacher_scores(f"{path},{tmp_path / 'missing'}", texts)

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from model.axes import AXES
 from model.scorer import Scorer
-from tests.helpers import TINY_TEXTS
+from tests.helpers import BATCHING_TOL, TINY_TEXTS
 from training.score_dataset import CampaignStage, DatasetError, output_columns, score_dataset
 
 TEXTS = [t for t in TINY_TEXTS for _ in range(2)] + ["沙发!", None, ""]
@@ -64,7 +64,7 @@ def test_local_engine_keeps_rows_and_columns_and_adds_scores(local_out, tiny_mod
     present = [r for r in got if r["text"] is not None]
     for row, ref in zip(present, expected):
         for axis in AXES:
-            assert row[axis] == pytest.approx(getattr(ref, axis), abs=1e-6)
+            assert row[axis] == pytest.approx(getattr(ref, axis), abs=BATCHING_TOL)
             assert row[f"{axis}_level"] == ref.levels[axis]
     null_row = got[TEXTS.index(None)]
     assert all(null_row[c] is None for c in SCORE_COLUMNS)
@@ -99,7 +99,7 @@ def test_jsonl_and_csv_give_the_same_scores(inputs, local_out, tiny_model_dir, t
         if want["text"] is None and out_name.endswith(".csv"):
             continue  # CSV has no null text: the empty cell reads back as ""
         for axis in AXES:
-            assert row[axis] == pytest.approx(want[axis], abs=1e-9) if want[axis] is not None else row[axis] is None
+            assert row[axis] == pytest.approx(want[axis], abs=BATCHING_TOL) if want[axis] is not None else row[axis] is None
         assert row["duplicate_cluster"] == want["duplicate_cluster"]
 
 
@@ -152,7 +152,7 @@ def test_ray_engine_gives_the_local_engines_rows(local_ray, inputs, local_out, t
     for name in local_table.column_names:
         got, want = ray_table[name].to_pylist(), local_table[name].to_pylist()
         if name in floats:  # batches pad differently: equal to float32 rounding
-            assert got == [None if w is None else pytest.approx(w, abs=1e-6) for w in want], name
+            assert got == [None if w is None else pytest.approx(w, abs=BATCHING_TOL) for w in want], name
         else:
             assert got == want, name
 
