@@ -366,12 +366,23 @@ def export_onnx_command(
         help="Apply ONNX Runtime's BERT fusions before saving and quantising (no faster at the shipped size).",
     ),
 ) -> None:
-    """Export a model directory to ONNX (model.onnx, optionally model.int8.onnx)."""
+    """Export a model directory to ONNX (model.onnx, optionally model.int8.onnx).
+
+    The shipped model (model/default) is never changed: exporting it needs --out DIR,
+    which then holds an ONNX-only copy.
+    """
     from model.onnx_backend import export_onnx
 
     src = model if model is not None else DEFAULT_MODEL_DIR
     if model is None and not DEFAULT_MODEL_DIR.is_dir():
         raise _fail(f"no default model is installed at {DEFAULT_MODEL_DIR}; pass --model DIR", EXIT_BAD_INPUT)
+    if _same_dir(out if out is not None else src, DEFAULT_MODEL_DIR):
+        raise _fail(
+            f"export-onnx does not write into the shipped model ({DEFAULT_MODEL_DIR}), which serve and score "
+            "use as installed; pass --out DIR for an ONNX-only copy of it (then `zhenping score --model DIR`), "
+            "or --model DIR to export your own model",
+            EXIT_BAD_INPUT,
+        )
     try:
         info = export_onnx(src, out, quantize=quantize, optimize=optimize)
     except ModelLoadError as err:
@@ -383,3 +394,13 @@ def export_onnx_command(
             f"{dest / name}  {size:.1f} MiB  optimized={meta['optimized']}  "
             f"max |logit - torch| = {meta['max_abs_logit_diff_vs_torch']:.2e}"
         )
+    if out is not None and not _same_dir(out, src):
+        typer.echo(f"ONNX-only model folder: {dest} (use it with --model {dest})", err=True)
+
+
+def _same_dir(a: Path, b: Path) -> bool:
+    """Whether two paths name the same folder (symlinks and relative paths resolved)."""
+    try:
+        return Path(a).expanduser().resolve() == Path(b).expanduser().resolve()
+    except OSError:
+        return False

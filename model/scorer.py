@@ -18,11 +18,11 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import astuple, dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
-from model.axes import AXES, score_to_level
+from model.axes import AXES, check_level_thresholds, score_to_level
 from model.normalize import normalize_text
 
 log = logging.getLogger(__name__)
@@ -59,10 +59,37 @@ class CommentScores:
     substance: float
     template: float
 
+    # Per-axis cut points of the model that produced the scores (its
+    # scorer_config.json "level_thresholds"); set by Scorer, not a dataclass field,
+    # so equality, astuple and as_dict see the three scores only.
+    _level_thresholds: ClassVar[dict[str, list[float]] | None] = None
+    # Whether the text was longer than the model's max_length tokens, so that only
+    # its first max_length tokens (special tokens included) were read; set by Scorer,
+    # outside equality like the cut points.
+    _truncated: ClassVar[bool] = False
+
+    @property
+    def truncated(self) -> bool:
+        """True when the model read only the first ``max_length`` tokens of the text."""
+        return self._truncated
+
     @property
     def levels(self) -> dict[str, int]:
-        """The nearest annotation level 0-3 per axis (``round(score * 3)``)."""
-        return {f.name: score_to_level(getattr(self, f.name)) for f in fields(self)}
+        """The annotation level 0-3 per axis: through the model's calibrated cut points
+        (``level_thresholds`` in its ``scorer_config.json``) where it has them, else the
+        nearest level, ``round(score * 3)``."""
+        cuts = self._level_thresholds or {}
+        return {f.name: score_to_level(getattr(self, f.name), cuts.get(f.name)) for f in fields(self)}
+
+    def with_level_thresholds(self, thresholds: dict[str, list[float]] | None) -> "CommentScores":
+        """The same scores, read into levels with ``thresholds`` (``{axis: [t1, t2, t3]}``;
+        ``None``: ``round(score * 3)``)."""
+        out = CommentScores(self.warmth, self.substance, self.template)
+        if thresholds:
+            object.__setattr__(out, "_level_thresholds", thresholds)
+        if self._truncated:
+            object.__setattr__(out, "_truncated", True)
+        return out
 
     def as_dict(self) -> dict[str, float]:
         """``{"warmth": .., "substance": .., "template": ..}`` as plain floats."""
@@ -103,6 +130,8 @@ class Scorer:
         self.model_config = model_config
         self.axes: tuple[str, ...] = tuple(config["axes"])
         self.max_length: int = int(config["max_length"])
+        # Calibrated score -> level cut points per axis; None: round(score * 3).
+        self.level_thresholds: dict[str, list[float]] | None = _level_thresholds_of(config)
         self.model_version: str = str(config.get("model_version", "unknown"))
         self.model_id = model_id
         self.model_dir = model_dir
@@ -204,7 +233,10 @@ class Scorer:
         if path.exists():
             raise ModelLoadError(f"model path {str(path)!r} is a file; expected a model directory")
         name = str(path_or_hub_id)
-        if _HUB_ID.fullmatch(name) and not name.startswith((".", "/", "~")):
+        local = _local_reason(name)
+        if local is not None:
+            raise ModelLoadError(f"model directory {name!r} does not exist ({local}); check the path")
+        if _HUB_ID.fullmatch(name):
             if backend == "onnx":
                 raise ModelLoadError(
                     f"backend={backend!r} needs a local model directory; download {name!r} and run "
@@ -219,9 +251,11 @@ class Scorer:
     def _from_dir(cls, path, device, backend, allow_pickle, num_threads, onnx_file, fallback_to_torch,
                   spinning=True):
         if backend == "auto":
-            # ONNX Runtime where the export ships a model it can run here; PyTorch otherwise.
+            # Use what the folder has: ONNX Runtime where the export ships a model it can
+            # run here (falling back to PyTorch only when the folder also has its weights,
+            # so an ONNX-only folder from `export-onnx --out` loads); PyTorch otherwise.
             backend = "onnx" if device == "cpu" and _onnx_available(path, onnx_file) else "torch"
-            fallback_to_torch = True
+            fallback_to_torch = backend == "onnx" and _has_torch_weights(path, allow_pickle)
         need_torch_weights = backend == "torch" or fallback_to_torch
         _check_files(path, allow_pickle, need_torch_weights)
         scorer_cfg = read_json(path / SCORER_CONFIG_FILE)
@@ -251,6 +285,9 @@ class Scorer:
         from huggingface_hub import errors as hub_errors
 
         where = f"{repo_id!r} on the Hugging Face Hub"
+        # Unreachable Hub: use the local cache only, at once, instead of the client's
+        # retries (about 24 s of them before it gives up).
+        local_files_only = local_files_only or not _hub_reachable()
         hub_kw = dict(revision=revision, cache_dir=cache_dir, local_files_only=local_files_only)
         try:
             scorer_cfg_path = huggingface_hub.hf_hub_download(repo_id, SCORER_CONFIG_FILE, **hub_kw)
@@ -337,19 +374,32 @@ class Scorer:
         _check_batching(batch_size, max_tokens)
         if not texts:
             return []
-        ids = self._encode(texts)
+        ids, truncated = self._encode_marked(texts)
         probs = np.empty((len(texts), len(self.axes)), dtype=np.float64)
         for batch in plan_batches([len(x) for x in ids], batch_size, max_tokens):
             input_ids, attention_mask = pad_batch([ids[i] for i in batch], self.pad_token_id)
             logits = self._runner(input_ids, attention_mask)
             probs[batch] = _sigmoid(np.asarray(logits, dtype=np.float64))
-        return [CommentScores(**dict(zip(self.axes, map(float, row)))) for row in probs]
+        out = [CommentScores(**dict(zip(self.axes, map(float, row)))) for row in probs]
+        if self.level_thresholds:
+            for s in out:
+                object.__setattr__(s, "_level_thresholds", self.level_thresholds)
+        for s, cut in zip(out, truncated):
+            if cut:
+                object.__setattr__(s, "_truncated", True)
+        return out
 
     def _encode(self, texts: list[str]) -> list[list[int]]:
+        return self._encode_marked(texts)[0]
+
+    def _encode_marked(self, texts: list[str]) -> tuple[list[list[int]], list[bool]]:
+        """Token ids cut at ``max_length``, and whether each text was cut."""
         if self._fast is not None:
-            return [enc.ids for enc in self._fast.encode_batch(texts, add_special_tokens=True)]
-        out = self.tokenizer(texts, truncation=True, max_length=self.max_length, padding=False)  # pragma: no cover
-        return out["input_ids"]  # pragma: no cover
+            encs = self._fast.encode_batch(texts, add_special_tokens=True)
+            return [enc.ids for enc in encs], [bool(enc.overflowing) for enc in encs]
+        full = self.tokenizer(texts, truncation=False, padding=False)["input_ids"]  # pragma: no cover
+        return [x[:self.max_length - 1] + x[-1:] if len(x) > self.max_length else x  # pragma: no cover
+                for x in full], [len(x) > self.max_length for x in full]
 
 
 # --------------------------------------------------------------------- runners
@@ -472,6 +522,59 @@ def _onnx_available(path: Path, onnx_file: str | None) -> bool:
     from model.onnx_backend import FP32_FILE, INT8_FILE
 
     return onnx_file is not None or any((path / name).is_file() for name in (INT8_FILE, FP32_FILE))
+
+
+def _local_reason(name: str) -> str | None:
+    """Why a path that is not on disk reads as a local path rather than a Hub id (``None``: it does not).
+
+    Local: it starts with ``.``, ``/``, ``~`` or ``\\``, or its parent folder exists
+    (``runs/model-mine`` where ``runs/`` is there). Only other ``owner/name`` forms go to the Hub.
+    """
+    if name.startswith((".", "/", "~", "\\")):
+        return "a file-system path, not a Hub id"
+    parent = Path(name).expanduser().parent
+    if str(parent) not in ("", ".") and parent.is_dir():
+        return f"its parent folder {str(parent) + os.sep!r} exists, so it is read as a local path, not a Hub id"
+    return None
+
+
+HUB_PROBE_TIMEOUT = 2.0  # seconds to open a connection to the Hub before treating it as offline
+
+
+def _hub_reachable(timeout: float = HUB_PROBE_TIMEOUT) -> bool:
+    """Whether the Hugging Face Hub answers a TCP connection now (``False`` when HF_HUB_OFFLINE is set)."""
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return False
+    if any(os.environ.get(k) for k in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return True  # through a proxy: the client finds out itself
+    url = urlparse(constants.ENDPOINT)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        socket.create_connection((url.hostname, port), timeout=timeout).close()
+    except OSError:
+        return False
+    return True
+
+
+def _has_torch_weights(path: Path, allow_pickle: bool) -> bool:
+    names = SAFE_WEIGHTS + (PICKLE_WEIGHTS if allow_pickle else ())
+    return any((path / name).is_file() for name in names)
+
+
+def _level_thresholds_of(config: dict) -> dict[str, list[float]] | None:
+    """The ``level_thresholds`` of a scorer_config (``None`` when absent: old folders)."""
+    value = config.get("level_thresholds")
+    if value is None:
+        return None
+    try:
+        return check_level_thresholds(value, tuple(config["axes"])) or None
+    except ValueError as err:
+        raise ModelLoadError(f"{SCORER_CONFIG_FILE}: {err}") from None
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
