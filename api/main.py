@@ -33,6 +33,7 @@ from api.errors import ApiError, CatchAllMiddleware, install_error_handlers
 from api.feedback import FEEDBACK_PATHS
 from api.feedback import router as feedback_router
 from api.metrics import MetricsMiddleware, ServiceMetrics
+from api.readiness import Dependencies
 from api.schemas import ErrorBody as ErrorSchema
 from api.schemas import Info, RankRequest, ScoreRequest, ScoreResponse, Status
 from api.service import ModelLoadError, ScoringService, load_scorer
@@ -258,6 +259,7 @@ def create_app(
     app.state.phase = "loading"
     app.state.load_error = None
     app.state.campaign = build_detector(settings)
+    app.state.dependencies = Dependencies(settings)
     install_error_handlers(app)
     _add_routes(app)
     app.include_router(feedback_router)
@@ -343,13 +345,17 @@ def _add_routes(app: FastAPI) -> None:
         """Always 200 while the process answers."""
         return {"status": "alive"}
 
-    @app.get("/ready", response_model=Status, summary="Readiness: 200 once the model is loaded.",
+    @app.get("/ready", response_model=Status,
+             summary="Readiness: 200 once the model is loaded and every dependency of scoring answers.",
              responses=_errors(503))
     async def ready(request: Request):
         """200 when scoring requests will be served; 503 with the reason otherwise."""
         state = request.app.state
         if state.phase != "ready":
             raise not_ready_error(state)
+        problem = await state.dependencies.problem()
+        if problem is not None:
+            raise ApiError(503, "dependency_unavailable", problem, {"Retry-After": "1"})
         return {"status": "ready"}
 
     @app.get("/info", response_model=Info, summary="Model, limits and batching of this server.",
