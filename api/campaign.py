@@ -18,7 +18,7 @@ from fastapi import APIRouter, Depends, Request
 
 from api.auth import require_api_key
 from api.batcher import QueueFull, ShuttingDown
-from api.deps import RankBody, ServiceDep, not_ready_error
+from api.deps import RankBody, ServiceDep, comment_texts, not_ready_error
 from api.errors import ApiError
 from api.schemas import ErrorBody, RankResponse
 from api.settings import Settings
@@ -156,15 +156,17 @@ async def rank_comments(request: Request, service: ServiceDep, body: RankBody):
     except ValueError as exc:
         raise ApiError(422, "invalid_weights", str(exc)) from None
     try:
-        normalized = await service.normalize([c.text for c in body.comments])
+        texts, cut = comment_texts(body.comments, settings.max_chars)
+        normalized = await service.normalize(texts)
         scores = await service.score_normalized(normalized)
     except QueueFull as exc:
         raise ApiError(429, "queue_full", str(exc), {"Retry-After": str(exc.retry_after)}) from None
     except ShuttingDown:
         raise not_ready_error(request.app.state) from None
     axes = service.scorer.axes
-    results = [{"id": c.id, **{axis: getattr(s, axis) for axis in axes}, "levels": s.levels}
-               for c, s in zip(body.comments, scores)]
+    results = [{"id": c.id, **{axis: getattr(s, axis) for axis in axes}, "levels": s.levels,
+                "truncated": cut_here or bool(getattr(s, "truncated", False))}
+               for c, s, cut_here in zip(body.comments, scores, cut)]
     detector = request.app.state.campaign
     if detector is not None:
         fields, _ = await campaign_fields(detector, body.comments, normalized, scores, record=False)

@@ -162,7 +162,7 @@ async def read_comments_body(request: Request, settings: Settings, schema):
     except ValidationError as exc:
         raise ApiError(422, "validation_error", validation_message(exc.errors(include_input=False))) from None
     too_long = [i for i, c in enumerate(body.comments) if len(c.text) > settings.max_chars]
-    if too_long:
+    if too_long and settings.strict_max_chars:
         shown = ", ".join(f"comments[{i}].text ({len(body.comments[i].text)} characters)" for i in too_long[:5])
         more = f" and {len(too_long) - 5} more" if len(too_long) > 5 else ""
         raise ApiError(
@@ -171,6 +171,17 @@ async def read_comments_body(request: Request, settings: Settings, schema):
             f"{shown}{more} over the limit of {settings.max_chars} characters per comment; shorten or split them",
         )
     return body
+
+
+def comment_texts(comments, max_chars: int) -> tuple[list[str], list[bool]]:
+    """The text of each comment as scored, and whether it was cut.
+
+    A comment over ``max_chars`` characters (allowed unless ``strict_max_chars``)
+    is scored on its first ``max_chars`` characters; the model reads at most its
+    ``max_length`` tokens of those anyway.
+    """
+    texts = [c.text[:max_chars] for c in comments]
+    return texts, [len(c.text) > max_chars for c in comments]
 
 
 ScoreBody = Annotated[ScoreRequest, Depends(read_score_request)]

@@ -77,6 +77,9 @@ ScoreResult = create_model(
     id=(StrictStr | StrictInt | None, Field(None, description="The comment's id as sent, or null.")),
     **{axis: (float, Field(ge=0.0, le=1.0, description=f"{axis} score in [0, 1]")) for axis in AXES},
     levels=(Levels, ...),
+    truncated=(bool, Field(False, description=(
+        "True when the model read only the start of the comment: its first max_length tokens "
+        "(the model's limit, in /info) of its first max_chars characters (/info limits); the rest was not scored."))),
     # Campaign detection; present unless the server turns it off (ZHENPING_CAMPAIGN=false).
     duplicates=(Duplicates | None, Field(None, description="Repeats of this comment.")),
     template_fused=(float | None, Field(None, ge=0.0, le=1.0,
@@ -142,6 +145,8 @@ class Limits(BaseModel):
 
     max_comments: int
     max_chars: int
+    strict_max_chars: bool = Field(description="True: a comment over max_chars is refused (422); false: its first "
+                                               "max_chars characters are scored and it is marked truncated.")
     max_body_bytes: int
 
 

@@ -184,12 +184,14 @@ def _check_text(value, name: str, where: str, text_field: str) -> None:
 
 
 def output_record(rec: dict, text_field: str, axes, scores) -> dict:
-    """One output object: the input's other fields, ``text``, the scores and ``levels``.
+    """One output object: the input's other fields, ``text``, the scores, ``levels``
+    and ``truncated`` (true when the model read only the text's first ``max_length``
+    tokens).
 
     An input field named like an output field (``warmth``, ``levels``: gold labels
     in a prepared split, say) is kept as ``input_<name>``.
     """
-    out_names = {"text", "levels", *axes}
+    out_names = {"text", "levels", "truncated", *axes}
     out = {}
     for k, v in rec.items():
         if k == text_field:
@@ -200,6 +202,7 @@ def output_record(rec: dict, text_field: str, axes, scores) -> dict:
     for axis in axes:
         out[axis] = values[axis]
     out["levels"] = scores.levels
+    out["truncated"] = bool(getattr(scores, "truncated", False))
     return out
 
 

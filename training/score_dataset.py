@@ -10,6 +10,7 @@ column                 type      meaning
 warmth, substance,     float64   the model's scores in [0, 1]
 template
 warmth_level, ...      int8      nearest level 0-3 (``round(score * 3)``)
+truncated              bool      the model read only the text's first max_length tokens
 template_fused         float64   template score raised by copies (:mod:`model.campaign`)
 exact_copies           int32     earlier rows with the same text (after normalisation)
 near_copies            int32     earlier rows with a near-identical text
@@ -59,6 +60,7 @@ from model.axes import AXES
 
 FORMATS = ("parquet", "jsonl", "csv")
 LEVEL_SUFFIX = "_level"
+TRUNCATED = "truncated"  # column: the text was longer than the model's max_length tokens
 DEFAULT_CHUNK = 4096  # rows read, scored and written at a time by the local engine
 CSV_BLOCK_BYTES = 1 << 20  # bytes pyarrow reads per CSV/JSON block
 
@@ -88,7 +90,7 @@ def detect_format(path: str) -> str:
 
 def output_columns(axes: Sequence[str] = AXES, stages: Sequence["ColumnStage"] = ()) -> list[str]:
     """Names of the columns scoring adds, in order."""
-    cols = [*axes, *(f"{a}{LEVEL_SUFFIX}" for a in axes)]
+    cols = [*axes, *(f"{a}{LEVEL_SUFFIX}" for a in axes), TRUNCATED]
     for stage in stages:
         cols.extend(stage.columns)
     return cols
@@ -354,6 +356,8 @@ def score_table(scorer, table, text_column: str = "text", batch_size: int = 64,
     for axis in axes:
         table = table.append_column(f"{axis}{LEVEL_SUFFIX}",
                                     pa.array([None if s is None else s.levels[axis] for s in full], pa.int8()))
+    table = table.append_column(TRUNCATED, pa.array([None if s is None else bool(getattr(s, "truncated", False))
+                                                     for s in full], pa.bool_()))
     return add_stage_columns(table, texts, full, stages)
 
 

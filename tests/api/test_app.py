@@ -89,9 +89,9 @@ def test_scores_with_an_injected_scorer():
         "model": "fake@v1",
         "results": [
             {"id": "a", "warmth": 0.5, "substance": 0.5, "template": 0.0,
-             "levels": {"warmth": 2, "substance": 2, "template": 0}},
+             "levels": {"warmth": 2, "substance": 2, "template": 0}, "truncated": False},
             {"id": None, "warmth": 0.1, "substance": 0.5, "template": 0.0,
-             "levels": {"warmth": 0, "substance": 2, "template": 0}},
+             "levels": {"warmth": 0, "substance": 2, "template": 0}, "truncated": False},
         ],
     }
     assert scorer.seen == ["1", "12345"]  # normalised once, shortest first
@@ -228,7 +228,7 @@ def test_settings_defaults(monkeypatch):
         monkeypatch.delenv(name)
     s = Settings()
     assert s.model_dir.parts[-2:] == ("model", "default")
-    assert (s.max_comments, s.max_chars, s.max_body_bytes) == (256, 2000, 1 << 20)
+    assert (s.max_comments, s.max_chars, s.strict_max_chars, s.max_body_bytes) == (256, 20000, False, 1 << 20)
     assert s.api_keys == [] and not s.auth_enabled and s.cors_origins == [] and s.log_text is False
 
 

@@ -105,7 +105,7 @@ def test_the_models_fields_are_unchanged_by_campaign_detection(client):
     after = client.post("/v1/score", json=body).json()
     assert before["model"] == after["model"]
     for old, new in zip(before["results"], after["results"]):
-        assert set(old) == {"id", *AXES, "levels"}
+        assert set(old) == {"id", *AXES, "levels", "truncated"}
         assert set(new) == set(old) | {"duplicates", "template_fused", "evidence", "action"}
         assert {k: new[k] for k in old} == old
 
@@ -185,7 +185,7 @@ def test_campaign_detection_off_answers_the_models_scores_only():
         body = c.post("/v1/score", json={"comments": [{"text": AD, "author_id": "u"}] * 2}).json()
         assert c.app.state.campaign is None
     assert set(body) == {"model", "results"}
-    assert all(set(r) == {"id", *AXES, "levels"} for r in body["results"])
+    assert all(set(r) == {"id", *AXES, "levels", "truncated"} for r in body["results"])
 
 
 def test_extra_lexicon_adds_evidence(tmp_path):

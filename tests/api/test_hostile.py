@@ -9,7 +9,7 @@ hold no traceback.
 |-------------------------------------------|-----------------------------------|
 | body over max_body_bytes                  | 413 payload_too_large             |
 | 10,000 comments                           | 413 too_many_comments             |
-| a 1 MB comment (ASCII)                    | 422 comment_too_long              |
+| a 1 MB comment (ASCII)                    | 200, first 20,000 chars, truncated|
 | a 1 MB comment (Chinese, 3 MB of UTF-8)   | 413 payload_too_large             |
 | invalid / overlong UTF-8, a UTF-8 BOM     | 400 invalid_utf8 / malformed_json |
 | 100,000 levels of [                       | 400 malformed_json                |
@@ -36,7 +36,7 @@ from tests.api.conftest import start_server
 
 MAX_BODY = 1 << 20  # the service's defaults
 MAX_COMMENTS = 256
-MAX_CHARS = 2000
+MAX_CHARS = 20000
 TIMEOUT = httpx.Timeout(60.0, connect=10.0)  # a hang fails the test instead of blocking it
 ROUTES = ("/v1/score", "/v1/rank", "/v1/feedback")
 
@@ -108,12 +108,26 @@ def test_ten_thousand_comments_are_413(http):
                  f"10000 comments in one request; the limit is {MAX_COMMENTS}, split the request")
 
 
-def test_one_megabyte_comment_is_422(http):
+def test_one_megabyte_comment_is_scored_on_its_start(http):
     body = comments("x" * 1_000_000)
     assert len(body) < MAX_BODY
-    assert_error(post(http, body), 422, "comment_too_long",
-                 f"comments[0].text (1000000 characters) over the limit of {MAX_CHARS} characters per comment; "
-                 "shorten or split them")
+    (result,) = assert_scores(post(http, body), 1)
+    assert result["truncated"] is True
+    assert_error(post(http, json.dumps({"text": "x" * 1_000_000, "levels": {"warmth": 1}}).encode(), "/v1/feedback"),
+                 422, "comment_too_long", f"text has 1000000 characters, over the limit of {MAX_CHARS}")
+
+
+def test_a_long_review_does_not_sink_its_batch(http):
+    # A 2,809-character hotel review among 63 short comments: every comment is
+    # scored; the long one was read up to the model's max_length tokens.
+    review = ("入住三晚,前台办理很快,房间在十二楼,视野开阔能看到江景。床垫偏硬但枕头有两种可选,"
+              "卫生间干湿分离,热水稳定。早餐中西式都有,小笼包和豆浆不错,咖啡一般。隔音略差,"
+              "走廊推车声早上六点就能听到。停车场收费每天四十元,离地铁站步行八分钟。")
+    review = (review * 40)[:2809]
+    texts = [f"第{i}条:还不错" for i in range(63)]
+    texts.insert(17, review)
+    results = assert_scores(post(http, comments(*texts)), 64)
+    assert [r["truncated"] for r in results] == [i == 17 for i in range(64)]
 
 
 def test_one_megabyte_chinese_comment_is_413(http):
@@ -123,7 +137,9 @@ def test_one_megabyte_chinese_comment_is_413(http):
 
 
 def test_largest_legal_request_is_scored(http):
-    texts = [("x" * (MAX_CHARS - 4)) + f"{i:04d}" for i in range(MAX_COMMENTS)]
+    # As many comments as allowed, each as long as the body limit leaves room for.
+    per_comment = MAX_BODY // MAX_COMMENTS - 20
+    texts = [("x" * (per_comment - 4)) + f"{i:04d}" for i in range(MAX_COMMENTS)]
     body = comments(*texts)
     assert len(body) < MAX_BODY
     assert_scores(post(http, body), MAX_COMMENTS)

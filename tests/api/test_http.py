@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from model.axes import AXES, score_to_level
-from tests.api.conftest import API_KEYS, MAIN_SETTINGS
+from tests.api.conftest import API_KEYS, MAIN_SETTINGS, start_server
 from tests.helpers import BATCHING_TOL
 
 MAX_COMMENTS = int(MAIN_SETTINGS["ZHENPING_MAX_COMMENTS"])
@@ -73,7 +73,8 @@ def test_info_reports_model_limits_and_batching(anon):
     assert info["normalization"] == "zhenping-nfkc-t2s-v1"
     assert info["backend"] == "torch"
     assert info["auth_required"] is True
-    assert info["limits"] == {"max_comments": MAX_COMMENTS, "max_chars": MAX_CHARS, "max_body_bytes": MAX_BODY}
+    assert info["limits"] == {"max_comments": MAX_COMMENTS, "max_chars": MAX_CHARS, "strict_max_chars": False,
+                              "max_body_bytes": MAX_BODY}
     assert info["batching"]["max_batch_tokens"] == 512
     assert info["batching"]["max_wait_ms"] == 2.0
     assert info["batching"]["queue_size"] == 64
@@ -331,15 +332,41 @@ def test_422_bad_id_type(client):
     assert body["error"].startswith("comments[0].id")
 
 
-def test_422_comment_too_long_names_the_index(client):
+def test_comments_over_max_chars_are_scored_on_their_start_and_marked(client, reference):
+    long = "房间干净,早餐一般,隔音差。" * 10  # 130 characters, over this server's 50
+    comments = [{"text": "短"}, {"text": long}, {"text": "x" * MAX_CHARS}]
+    response = client.post("/v1/score", json={"comments": comments})
+    assert response.status_code == 200, response.text
+    results = response.json()["results"]
+    assert [r["truncated"] for r in results] == [False, True, False]
+    # The first MAX_CHARS characters are what was scored.
+    (ref,) = reference([long[:MAX_CHARS]])
+    assert results[1]["warmth"] == pytest.approx(ref.warmth, abs=BATCHING_TOL)
+    ranked = client.post("/v1/rank", json={"comments": comments})
+    assert ranked.status_code == 200, ranked.text
+    assert {r["index"]: r["truncated"] for r in ranked.json()["results"]} == {0: False, 1: True, 2: False}
+
+
+@pytest.fixture(scope="module")
+def strict_server(tiny_model_dir, tmp_path_factory):
+    server = start_server(tiny_model_dir, tmp_path_factory.mktemp("strict") / "server.log",
+                          {**MAIN_SETTINGS, "ZHENPING_STRICT_MAX_CHARS": "true"})
+    yield server
+    server.stop()
+
+
+def test_strict_mode_refuses_comments_over_max_chars_naming_the_index(strict_server):
     comments = [{"text": "短"}, {"text": "长" * (MAX_CHARS + 1)}, {"text": "x" * MAX_CHARS}, {"text": "y" * 99}]
-    assert_error(
-        client.post("/v1/score", json={"comments": comments}),
-        422,
-        "comment_too_long",
-        f"comments[1].text ({MAX_CHARS + 1} characters), comments[3].text (99 characters) over the limit of "
-        f"{MAX_CHARS} characters per comment; shorten or split them",
-    )
+    with httpx.Client(base_url=strict_server.base_url, timeout=30, headers={"X-API-Key": API_KEYS[0]}) as c:
+        assert c.get("/info").json()["limits"]["strict_max_chars"] is True
+        assert_error(
+            c.post("/v1/score", json={"comments": comments}),
+            422,
+            "comment_too_long",
+            f"comments[1].text ({MAX_CHARS + 1} characters), comments[3].text (99 characters) over the limit of "
+            f"{MAX_CHARS} characters per comment; shorten or split them",
+        )
+        assert c.post("/v1/score", json={"comments": comments[::2]}).status_code == 200
 
 
 # ----------------------------------------------------------------- CORS

@@ -44,7 +44,8 @@ def test_txt_to_stdout(tmp_path, spread_model_dir, expected):
     assert result.exit_code == 0, result.stderr
     rows = read_jsonl(result.stdout)
     check_scores(rows, expected)
-    assert list(rows[0]) == ["text", "warmth", "substance", "template", "levels"]
+    assert list(rows[0]) == ["text", "warmth", "substance", "template", "levels", "truncated"]
+    assert not any(r["truncated"] for r in rows)
 
 
 def test_jsonl_keeps_other_fields_and_renames_clashes(tmp_path, spread_model_dir, expected):
@@ -64,7 +65,8 @@ def test_jsonl_keeps_other_fields_and_renames_clashes(tmp_path, spread_model_dir
     assert [r["id"] for r in rows] == [f"c{i}" for i in range(len(TEXTS))]
     assert rows[3]["meta"] == {"likes": 3}
     assert rows[0]["input_warmth"] == 0.5  # the input's own "warmth" (a gold label, say) is kept aside
-    assert list(rows[0]) == ["id", "input_warmth", "meta", "text", "warmth", "substance", "template", "levels"]
+    assert list(rows[0]) == ["id", "input_warmth", "meta", "text", "warmth", "substance", "template", "levels",
+                             "truncated"]
 
 
 def test_csv_with_chunks(tmp_path, spread_model_dir, expected):
@@ -91,7 +93,7 @@ def test_parquet_in_and_out(tmp_path, spread_model_dir, expected):
     result = run(src, "-o", out, "--model", spread_model_dir, "--chunk-size", 4)
     assert result.exit_code == 0, result.stderr
     table = pq.read_table(out)
-    assert table.column_names == ["id", "text", "warmth", "substance", "template", "levels"]
+    assert table.column_names == ["id", "text", "warmth", "substance", "template", "levels", "truncated"]
     rows = table.to_pylist()
     check_scores(rows, expected)
     assert [r["id"] for r in rows] == list(range(len(TEXTS)))
@@ -105,6 +107,15 @@ def test_stdin(spread_model_dir, expected):
     result = run("-", "--format", "jsonl", "--model", spread_model_dir, input=jsonl)
     assert result.exit_code == 0, result.stderr
     check_scores(read_jsonl(result.stdout), expected)
+
+
+def test_a_long_comment_is_scored_and_marked_truncated(spread_model_dir):
+    review = "入住三晚,前台办理很快,房间干净,早餐不错,隔音略差,停车收费。" * 100  # 3,300 characters
+    result = run("-", "--model", spread_model_dir, input=f"还行\n{review}\n")
+    assert result.exit_code == 0, result.stderr
+    rows = read_jsonl(result.stdout)
+    assert [r["truncated"] for r in rows] == [False, True]
+    assert all(0 <= r["warmth"] <= 1 for r in rows)
 
 
 def test_text_field_option(tmp_path, spread_model_dir, expected):

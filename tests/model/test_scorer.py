@@ -337,6 +337,12 @@ def test_long_text_is_truncated_at_max_length(spread_scorer):
     assert len(spread_scorer._encode([long])[0]) == spread_scorer.max_length
     a, b = spread_scorer.score([long, long + "你脑子有病吧" * 10])
     assert close(a, b)  # what follows the first max_length tokens is not seen
+    assert a.truncated and b.truncated
+    fits = "质量很好" * ((spread_scorer.max_length - 2) // 4)  # max_length tokens or fewer, [CLS] and [SEP] included
+    short, whole = spread_scorer.score(["质量很好", fits])
+    assert not short.truncated and not whole.truncated
+    assert a.with_level_thresholds(None).truncated  # carried along; equality still sees the scores only
+    assert a == dataclasses.replace(a)
 
 
 def test_normalisation_is_applied(spread_scorer):

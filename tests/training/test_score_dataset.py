@@ -16,7 +16,8 @@ from model.scorer import Scorer
 from tests.helpers import BATCHING_TOL, TINY_TEXTS
 from training.score_dataset import CampaignStage, DatasetError, output_columns, score_dataset
 
-TEXTS = [t for t in TINY_TEXTS for _ in range(2)] + ["沙发!", None, ""]
+LONG = "入住三晚,前台办理很快,房间干净,早餐不错,隔音略差。" * 30  # far over the tiny model's 64 tokens
+TEXTS = [t for t in TINY_TEXTS for _ in range(2)] + ["沙发!", LONG, None, ""]
 SCORE_COLUMNS = output_columns(AXES, [CampaignStage])
 
 
@@ -58,6 +59,7 @@ def test_local_engine_keeps_rows_and_columns_and_adds_scores(local_out, tiny_mod
     assert table.schema.field("warmth").type == pa.float64()
     assert table.schema.field("warmth_level").type == pa.int8()
     assert table.schema.field("exact_copies").type == pa.int32()
+    assert table.schema.field("truncated").type == pa.bool_()
 
     expected = Scorer.from_pretrained(tiny_model_dir).score([t for t in TEXTS if t is not None])
     got = table.to_pylist()
@@ -66,6 +68,8 @@ def test_local_engine_keeps_rows_and_columns_and_adds_scores(local_out, tiny_mod
         for axis in AXES:
             assert row[axis] == pytest.approx(getattr(ref, axis), abs=BATCHING_TOL)
             assert row[f"{axis}_level"] == ref.levels[axis]
+    assert [r["truncated"] for r in present] == [s.truncated for s in expected]
+    assert present[TEXTS.index(LONG)]["truncated"] is True and not present[0]["truncated"]
     null_row = got[TEXTS.index(None)]
     assert all(null_row[c] is None for c in SCORE_COLUMNS)
 
@@ -79,7 +83,7 @@ def test_copies_are_counted_in_file_order_and_share_a_cluster(local_out):
     assert first["duplicate_cluster"] == second["duplicate_cluster"] == bang["duplicate_cluster"]
     assert second["template_fused"] > second["template"]
     assert {r["action"] for r in rows if r["text"] is not None} <= {"pass", "review", "fold"}
-    assert len({r["duplicate_cluster"] for r in rows if r["text"]}) == len(TINY_TEXTS)  # 沙发! joined 沙发
+    assert len({r["duplicate_cluster"] for r in rows if r["text"]}) == len(TINY_TEXTS) + 1  # 沙发! joined 沙发; LONG alone
 
 
 @pytest.mark.parametrize("name, out_name", [("in.jsonl", "out.jsonl"), ("in.csv.gz", "out.csv")])
