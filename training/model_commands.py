@@ -34,7 +34,9 @@ def pretrain_cmd(
     config: str = typer.Option("pretrain_cpu.toml", help="TOML file (bare names: training/configs/)."),
     corpora: Optional[str] = typer.Option(None, help="Corpora root (default: $ZHENPING_CORPORA or ../shared)."),
 ) -> None:
-    """Pretrain the Chinese encoder with masked-language modelling (resumable).
+    """Pretrain the Chinese encoder with masked-language modelling or replaced-token
+    detection (--objective=rtd), from the corpora or a pack (--pack=runs/pack),
+    optionally starting from a model folder (--init_from=default); resumable.
 
     Extra --key=value arguments override the config, e.g. --max_minutes=60.
     """
