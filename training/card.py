@@ -6,7 +6,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from training.evaluate import comparison_table, detection_table, per_axis_table
+from training.evaluate import (
+    comparison_table,
+    confusion_tables,
+    detection_table,
+    level_mapping_note,
+    level_table,
+    per_axis_table,
+)
 
 INTENDED_USE = """\
 ## Intended use
@@ -54,9 +61,24 @@ def _fmt(v, digits: int = 3) -> str:
     return str(v)
 
 
+def levels_section(metrics: dict) -> list[str]:
+    """Card lines on exact-level agreement and the confusion of levels (test split)."""
+    if not metrics.get("levels"):
+        return []
+    return ["### Levels", "",
+            "The level shown with each score (0-3) against the gold level on the same test rows. "
+            + level_mapping_note(metrics), "",
+            level_table(metrics), "",
+            "Confusion of levels (rows: gold level, columns: predicted level):", "",
+            confusion_tables(metrics), ""]
+
+
 def render_card(scorer_config: dict, metrics: dict, baselines: dict | None, info: dict,
-                prepare_manifest: dict | None = None) -> str:
-    """Build the model card from the run's measured values."""
+                prepare_manifest: dict | None = None, behaviour: dict | None = None) -> str:
+    """Build the model card from the run's measured values (``behaviour``: the
+    folder's ``behaviour.json``, shown as a "Behavioural tests" section)."""
+    from training.behaviour import card_section
+
     version = scorer_config.get("model_version", "unknown")
     axes = scorer_config["axes"]
     lines = [
@@ -101,7 +123,10 @@ def render_card(scorer_config: dict, metrics: dict, baselines: dict | None, info
             behind = [f"{n} ({_fmt(m)} vs {_fmt(b)})" for n, m, b in checks if m is not None and b is not None and m <= b]
             lines += [f"Against the TF-IDF baseline this model is ahead on {', '.join(ahead) or 'nothing'}"
                       + (f" and not ahead on {', '.join(behind)}." if behind else "."), ""]
+    lines += levels_section(metrics)
     lines += ["Per-source figures and plots: `report.md` and `metrics.json` in this folder.", ""]
+    if behaviour and behaviour.get("categories"):
+        lines += [card_section(behaviour)]
     lines += ["## Training data", ""]
     if prepare_manifest:
         rows = (prepare_manifest.get("counts") or {}).get("rows") or {}
@@ -157,16 +182,23 @@ def render_card(scorer_config: dict, metrics: dict, baselines: dict | None, info
 
 def rerender_card(model_dir: str | Path, prepare_manifest: dict | None = None) -> str:
     """Rebuild a model folder's card from what the folder holds (metrics.json,
-    scorer_config.json, backends.json) and write it to README.md."""
+    scorer_config.json, backends.json, behaviour.json) and write it to README.md.
+
+    A ``prepare_manifest`` from other label files than the model's is not used."""
     from training.backends import backends_card_section
 
     d = Path(model_dir)
     metrics = json.loads((d / "metrics.json").read_text(encoding="utf-8"))
     sc = json.loads((d / "scorer_config.json").read_text(encoding="utf-8"))
+    behaviour = None
+    if (d / "behaviour.json").is_file():
+        behaviour = json.loads((d / "behaviour.json").read_text(encoding="utf-8"))
+    if prepare_manifest and sc.get("label_files") and prepare_manifest.get("label_files") != sc["label_files"]:
+        prepare_manifest = None  # prepared from other labels: its row counts are not this model's
     info = dict(metrics.get("training", {}))
     baselines = metrics.get("compare") or load_baselines(
         Path(__file__).resolve().parent / "results" / "baselines.json", metrics.get("split", "test"), sc["axes"])
-    card = render_card(sc, metrics, baselines, info, prepare_manifest)
+    card = render_card(sc, metrics, baselines, info, prepare_manifest, behaviour=behaviour)
     if (d / "backends.json").is_file():
         section = backends_card_section(json.loads((d / "backends.json").read_text()))
         head, sep, rest = card.partition("## Intended use")

@@ -32,6 +32,7 @@ COMMAND_MODULES = (
     "api.commands",
     "model.commands",
     "training.feedback_commands",
+    "training.behaviour_commands",
     "training.pack_commands",
 )
 

@@ -12,6 +12,12 @@ absolute error. Two detection tasks read off the scores:
 Each gets AUROC and average precision. The same metrics are computed per source;
 a metric that is undefined on a subset (a constant column, a single class) is
 ``None`` rather than an error.
+
+Levels: per axis, exact-level accuracy, balanced accuracy (mean recall over the
+gold levels present), the share within one level and the confusion matrix of
+gold against predicted level, with the model's calibrated cut points
+(``level_thresholds``, see :mod:`training.calibrate`) when it has them, else
+``round(score * 3)``.
 """
 
 from __future__ import annotations
@@ -90,11 +96,57 @@ def _block(t: np.ndarray, p: np.ndarray, axes: Sequence[str]) -> dict:
     return block
 
 
+def _levels(scores, thresholds) -> np.ndarray:
+    s = np.asarray(scores, dtype=np.float64)
+    if thresholds is None:
+        return np.clip(np.round(s * LEVELS), 0, LEVELS).astype(int)
+    return (s[:, None] >= np.asarray(thresholds, dtype=np.float64)[None, :]).sum(axis=1).astype(int)
+
+
+def level_metrics(y_true_scores, y_pred_scores, axes: Sequence[str] = AXES,
+                  thresholds: Mapping[str, Sequence[float]] | None = None) -> dict:
+    """Exact-level agreement per axis.
+
+    Gold levels are ``round(gold score * 3)``; predicted levels come from
+    ``thresholds[axis]`` (cut points ``[t1, t2, t3]``) where given, else from
+    ``round(score * 3)``.
+
+    Returns:
+        ``{"mapping": "thresholds" | "round", "thresholds": {...} | None,
+        <axis>: {"accuracy", "balanced_accuracy", "within_one", "confusion"}}``
+        where ``confusion[gold][predicted]`` counts comments.
+
+    Example:
+        >>> level_metrics([[0.0], [1.0]], [[0.1], [0.7]], ["warmth"])["warmth"]["accuracy"]
+        0.5
+    """
+    axes = list(axes)
+    t = _as_2d(y_true_scores, len(axes), "y_true_scores")
+    p = _as_2d(y_pred_scores, len(axes), "y_pred_scores")
+    thresholds = dict(thresholds or {})
+    out: dict = {"mapping": "thresholds" if thresholds else "round",
+                 "thresholds": {a: list(v) for a, v in thresholds.items()} or None}
+    for k, a in enumerate(axes):
+        gold = np.clip(np.rint(t[:, k] * LEVELS), 0, LEVELS).astype(int)
+        pred = _levels(p[:, k], thresholds.get(a))
+        cm = np.zeros((LEVELS + 1, LEVELS + 1), dtype=int)
+        np.add.at(cm, (gold, pred), 1)
+        recalls = [cm[i, i] / cm[i].sum() for i in range(LEVELS + 1) if cm[i].sum()]
+        out[a] = {
+            "accuracy": _clean(np.mean(gold == pred)) if len(gold) else None,
+            "balanced_accuracy": _clean(np.mean(recalls)) if recalls else None,
+            "within_one": _clean(np.mean(np.abs(gold - pred) <= 1)) if len(gold) else None,
+            "confusion": cm.tolist(),
+        }
+    return out
+
+
 def evaluate(
     y_true_scores,
     y_pred_scores,
     sources: Sequence[str] | None = None,
     axes: Sequence[str] = AXES,
+    level_thresholds: Mapping[str, Sequence[float]] | None = None,
 ) -> dict:
     """Compare predicted with gold scores, overall and per source.
 
@@ -104,12 +156,16 @@ def evaluate(
         sources: the source of each row (corpus or file name), for the
             per-source breakdown.
         axes: the axis of each column.
+        level_thresholds: the model's calibrated cut points per axis, if any.
 
     Returns:
-        ``{"n", "axes", "overall": block, "by_source": {source: block}}`` where a
-        block is ``{"n", <axis>: {"spearman", "pearson", "mae"}, "template_ge2":
-        {"auroc", "average_precision", "positives", "n"}, "hostile": {...}}``;
-        undefined values are ``None``.
+        ``{"n", "axes", "overall": block, "by_source": {source: block},
+        "levels": ..., "levels_round": ...}`` where a block is ``{"n", <axis>:
+        {"spearman", "pearson", "mae"}, "template_ge2": {"auroc",
+        "average_precision", "positives", "n"}, "hostile": {...}}``; undefined
+        values are ``None``. ``levels`` is :func:`level_metrics` with the
+        model's level mapping, ``levels_round`` with ``round(score * 3)`` (only
+        when thresholds are given).
 
     Example:
         >>> m = evaluate([[0, 0, 1], [1, 1, 0]], [[0.1, 0.2, 0.9], [0.8, 0.7, 0.1]])
@@ -122,6 +178,9 @@ def evaluate(
     if t.shape != p.shape:
         raise ValueError(f"y_true_scores {t.shape} and y_pred_scores {p.shape} differ in shape")
     result = {"n": int(len(t)), "axes": axes, "overall": _block(t, p, axes), "by_source": {}}
+    result["levels"] = level_metrics(t, p, axes, level_thresholds)
+    if level_thresholds:
+        result["levels_round"] = level_metrics(t, p, axes, None)
     if sources is not None:
         src = np.asarray(list(sources), dtype=object)
         if len(src) != len(t):
@@ -189,6 +248,54 @@ def detection_table(metrics: dict) -> str:
     return "\n".join(lines)
 
 
+def level_table(metrics: dict) -> str:
+    """Markdown table: exact-level accuracy, balanced accuracy and within-one per axis,
+    with the round(score * 3) figures beside them when the model has thresholds."""
+    lv = metrics.get("levels")
+    if not lv:
+        return ""
+    rnd = metrics.get("levels_round")
+    if rnd:
+        lines = ["| axis | exact (round → calibrated) | balanced (round → calibrated) | within one level |",
+                 "|---|---:|---:|---:|"]
+        for a in metrics["axes"]:
+            lines.append(f"| {a} | {_fmt(rnd[a]['accuracy'])} → {_fmt(lv[a]['accuracy'])} | "
+                         f"{_fmt(rnd[a]['balanced_accuracy'])} → {_fmt(lv[a]['balanced_accuracy'])} | "
+                         f"{_fmt(lv[a]['within_one'])} |")
+    else:
+        lines = ["| axis | exact-level accuracy | balanced accuracy | within one level |", "|---|---:|---:|---:|"]
+        for a in metrics["axes"]:
+            lines.append(f"| {a} | {_fmt(lv[a]['accuracy'])} | {_fmt(lv[a]['balanced_accuracy'])} | "
+                         f"{_fmt(lv[a]['within_one'])} |")
+    return "\n".join(lines)
+
+
+def confusion_tables(metrics: dict) -> str:
+    """Markdown: one gold × predicted level table per axis (the model's level mapping)."""
+    lv = metrics.get("levels")
+    if not lv:
+        return ""
+    parts = []
+    for a in metrics["axes"]:
+        cm = lv[a]["confusion"]
+        head = f"| {a}: gold ↓ predicted → | " + " | ".join(str(j) for j in range(len(cm))) + " |"
+        rows = [head, "|---|" + "---:|" * len(cm)]
+        rows += [f"| {i} | " + " | ".join(f"{v:,}" for v in row) + " |" for i, row in enumerate(cm)]
+        parts.append("\n".join(rows))
+    return "\n\n".join(parts)
+
+
+def level_mapping_note(metrics: dict) -> str:
+    """One sentence saying how levels were read from scores."""
+    lv = metrics.get("levels") or {}
+    th = lv.get("thresholds")
+    if not th:
+        return "Levels are read as round(score × 3)."
+    cuts = "; ".join(f"{a} {', '.join(f'{x:.3f}' for x in v)}" for a, v in th.items())
+    return ("Levels are read through cut points fitted on the validation split (level = how many "
+            f"cut points the score reaches): {cuts}. Arrows compare with round(score × 3).")
+
+
 def per_source_table(metrics: dict) -> str:
     """Markdown table: rows and Spearman per axis, template and hostile AUROC per source."""
     axes = metrics["axes"]
@@ -236,17 +343,19 @@ def _draw_by_level(ax, t: np.ndarray, p: np.ndarray, axis: str) -> None:
     ax.legend(loc="upper left", fontsize=7)
 
 
-def confusion_counts(t: np.ndarray, p: np.ndarray) -> np.ndarray:
-    """Counts of (gold level, predicted level) with levels = round(score * 3)."""
+def confusion_counts(t: np.ndarray, p: np.ndarray, thresholds: Sequence[float] | None = None) -> np.ndarray:
+    """Counts of (gold level, predicted level); predicted levels through ``thresholds``
+    (cut points) when given, else round(score * 3)."""
     gold = np.clip(np.rint(np.asarray(t) * LEVELS), 0, LEVELS).astype(int)
-    pred = np.clip(np.rint(np.asarray(p) * LEVELS), 0, LEVELS).astype(int)
+    pred = (_levels(np.asarray(p).ravel(), thresholds) if thresholds is not None
+            else np.clip(np.rint(np.asarray(p) * LEVELS), 0, LEVELS).astype(int))
     cm = np.zeros((LEVELS + 1, LEVELS + 1), dtype=int)
     np.add.at(cm, (gold, pred), 1)
     return cm
 
 
-def _draw_confusion(fig, ax, t: np.ndarray, p: np.ndarray) -> None:
-    cm = confusion_counts(t, p)
+def _draw_confusion(fig, ax, t: np.ndarray, p: np.ndarray, thresholds=None) -> None:
+    cm = confusion_counts(t, p, thresholds)
     im = ax.imshow(cm, cmap="Blues")
     top = cm.max() or 1
     for i in range(LEVELS + 1):
@@ -255,20 +364,25 @@ def _draw_confusion(fig, ax, t: np.ndarray, p: np.ndarray) -> None:
                     color="white" if cm[i, j] > top / 2 else "black", fontsize=9)
     ax.set_xticks(range(LEVELS + 1))
     ax.set_yticks(range(LEVELS + 1))
-    ax.set_xlabel("predicted level (score × 3, rounded)")
+    ax.set_xlabel("predicted level (score × 3, rounded)" if thresholds is None
+                  else "predicted level (calibrated cut points)")
     ax.set_ylabel("gold level")
     ax.set_title("confusion of levels", fontsize=10)
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
 
 
-def plot_axis(t: np.ndarray, p: np.ndarray, axis: str, path: str | os.PathLike) -> Path:
+def plot_axis(t: np.ndarray, p: np.ndarray, axis: str, path: str | os.PathLike,
+              thresholds: Sequence[float] | None = None) -> Path:
     """One PNG for an axis: predicted score by gold level (box and strip plot) beside
-    the confusion matrix of rounded levels."""
+    the confusion matrix of levels (rounded, or through ``thresholds``)."""
     plt = _pyplot()
     fig, (left, right) = plt.subplots(1, 2, figsize=(9.6, 3.9), dpi=90,
                                       gridspec_kw={"width_ratios": [1.15, 1]})
     _draw_by_level(left, np.asarray(t), np.asarray(p), axis)
-    _draw_confusion(fig, right, t, p)
+    _draw_confusion(fig, right, t, p, thresholds)
+    if thresholds is not None:
+        for x in thresholds:
+            left.axhline(x, color="tab:orange", linewidth=0.7, linestyle=":")
     fig.suptitle(axis, fontsize=12)
     # fixed margins: cheaper than tight_layout, which draws the figure twice
     fig.subplots_adjust(left=0.07, right=0.96, bottom=0.2, top=0.86, wspace=0.3)
@@ -325,15 +439,21 @@ def write_report(
     if compare:
         models = {title: metrics, **compare}
         parts += ["## Comparison", "", comparison_table(models), ""]
+    if metrics.get("levels"):
+        parts += ["## Levels", "", level_mapping_note(metrics), "", level_table(metrics), "",
+                  "Confusion of levels (rows: gold level, columns: predicted level):", "",
+                  confusion_tables(metrics), ""]
     if metrics["by_source"]:
         parts += ["## Per source", "", "Metrics that are undefined for a source (one class, "
                   "constant scores) are shown as –.", "", per_source_table(metrics), ""]
     parts += ["## Plots", ""]
+    cuts = (metrics.get("levels") or {}).get("thresholds") or {}
     parts += ["Left: predicted score for each gold level (box: quartiles; dots: comments; "
-              "dashed: a perfect score). Right: gold level against predicted level "
-              "(score × 3, rounded).", ""]
+              "dashed: a perfect score" + ("; dotted: the level cut points" if cuts else "") + "). "
+              "Right: gold level against predicted level ("
+              + ("calibrated cut points" if cuts else "score × 3, rounded") + ").", ""]
     for k, a in enumerate(axes):
-        png = plot_axis(t[:, k], p[:, k], a, out / f"{a}.png")
+        png = plot_axis(t[:, k], p[:, k], a, out / f"{a}.png", cuts.get(a))
         parts += [f"![{a}]({png.name})", ""]
     report = out / "report.md"
     report.write_text("\n".join(parts), encoding="utf-8")
@@ -365,7 +485,8 @@ def evaluate_model(
     if len(scored) != len(data):
         raise RuntimeError(f"scorer returned {len(scored)} results for {len(data)} texts")
     pred = np.array([[getattr(s, a) for a in axes] for s in scored], dtype=np.float64)
-    metrics = evaluate(data.scores, pred, data.sources, axes)
+    metrics = evaluate(data.scores, pred, data.sources, axes,
+                       level_thresholds=getattr(scorer, "level_thresholds", None))
     metrics["model"] = {"dir": str(model_dir), "id": getattr(scorer, "model_id", None),
                         "version": getattr(scorer, "model_version", None)}
     metrics["split"] = split
