@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
+import tempfile
 from enum import Enum
 from pathlib import Path
 from typing import Optional
@@ -138,12 +140,36 @@ def _serve_many(settings, overrides: dict, workers: int, graceful_timeout: int) 
     calls, threads = settings.resolve_workers(max(1, available_cores() // workers))
     os.environ["ZHENPING_INFERENCE_WORKERS"] = str(calls)
     os.environ["ZHENPING_NUM_THREADS"] = str(threads)
-    uvicorn.run(
-        "api.main:create_worker_app",
-        factory=True,
-        host=settings.host,
-        port=settings.port,
-        workers=workers,
-        log_level=settings.log_level,
-        timeout_graceful_shutdown=graceful_timeout,
-    )
+    metrics_dir, own_dir = _metrics_dir()
+    try:
+        uvicorn.run(
+            "api.main:create_worker_app",
+            factory=True,
+            host=settings.host,
+            port=settings.port,
+            workers=workers,
+            log_level=settings.log_level,
+            timeout_graceful_shutdown=graceful_timeout,
+        )
+    finally:
+        if own_dir:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _metrics_dir() -> tuple[Path, bool]:
+    """The folder the workers share their Prometheus metrics through, emptied; ``(folder, made_here)``.
+
+    ``PROMETHEUS_MULTIPROC_DIR`` when set (its metric files from an earlier run are
+    removed, so counters start at 0 with the service), else a new temporary folder
+    that is removed when the service stops. Set in the environment the workers inherit.
+    """
+    given = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if given:
+        folder = Path(given)
+        folder.mkdir(parents=True, exist_ok=True)
+        for stale in folder.glob("*.db"):
+            stale.unlink(missing_ok=True)
+    else:
+        folder = Path(tempfile.mkdtemp(prefix="zhenping-metrics-"))
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(folder)
+    return folder, not given

@@ -1,11 +1,19 @@
 """Prometheus metrics of the scoring service, on a registry of its own.
 
 Each app instance gets its own :class:`ServiceMetrics`, so several apps in one
-process (tests, workers) never share or double-register collectors.
+process (tests) never share or double-register collectors.
+
+With ``zhenping serve --workers N`` the processes share one folder of metric
+files (the Prometheus client's multiprocess mode, ``PROMETHEUS_MULTIPROC_DIR``,
+set and emptied by ``serve`` at start): whichever worker answers ``/metrics``
+sums every worker's counters and histograms, so a counter never goes backwards
+between scrapes. Gauges: the queue depth is summed over live workers, readiness
+is the lowest over live workers (1 only when every worker is ready).
 """
 
 from __future__ import annotations
 
+import os
 import time
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -46,7 +54,8 @@ class ServiceMetrics:
             buckets=_TOKEN_BUCKETS,
             registry=r,
         )
-        self.queue_depth = Gauge("zhenping_queue_depth_texts", "Texts waiting for the model.", registry=r)
+        self.queue_depth = Gauge("zhenping_queue_depth_texts", "Texts waiting for the model.", registry=r,
+                                 multiprocess_mode="livesum")
         self.cache_hits = Counter("zhenping_cache_hits_total", "Texts answered from the score cache.", registry=r)
         self.cache_misses = Counter("zhenping_cache_misses_total", "Texts that needed the model.", registry=r)
         self.inference = Histogram(
@@ -58,11 +67,31 @@ class ServiceMetrics:
         self.rejected = Counter(
             "zhenping_queue_rejected_texts_total", "Texts refused because the queue was full.", registry=r
         )
-        self.ready = Gauge("zhenping_ready", "1 when the model is loaded and the service accepts work.", registry=r)
+        self.ready = Gauge("zhenping_ready", "1 when the model is loaded and the service accepts work.", registry=r,
+                           multiprocess_mode="livemin")
 
     def render(self) -> tuple[bytes, str]:
-        """The Prometheus text exposition and its content type."""
-        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+        """The Prometheus text exposition and its content type (every worker's, summed, under ``--workers N``)."""
+        folder = multiprocess_dir()
+        if folder is None:
+            return generate_latest(self.registry), CONTENT_TYPE_LATEST
+        from prometheus_client.multiprocess import MultiProcessCollector
+
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry, path=folder)
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+
+    def close(self) -> None:
+        """At a worker's exit: drop its live gauges from the shared files (its counters stay counted)."""
+        if multiprocess_dir() is not None:
+            from prometheus_client import multiprocess
+
+            multiprocess.mark_process_dead(os.getpid(), multiprocess_dir())
+
+
+def multiprocess_dir() -> str | None:
+    """The shared metrics folder of ``serve --workers N``, or ``None`` in a single process."""
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or os.environ.get("prometheus_multiproc_dir") or None
 
 
 class MetricsMiddleware:
