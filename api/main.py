@@ -28,7 +28,7 @@ from api.auth import require_api_key
 from api.batcher import QueueFull, ShuttingDown
 from api.campaign import RANK_PATHS, build_detector, campaign_fields
 from api.campaign import router as rank_router
-from api.deps import ScoreBody, ServiceDep, not_ready_error
+from api.deps import ScoreBody, ServiceDep, comment_texts, not_ready_error
 from api.errors import ApiError, CatchAllMiddleware, install_error_handlers
 from api.feedback import FEEDBACK_PATHS
 from api.feedback import router as feedback_router
@@ -67,7 +67,7 @@ _ERROR_DESCRIPTIONS = {
     401: "Missing or invalid API key (when keys are configured).",
     413: "Body larger than max_body_bytes, or more than max_comments comments.",
     415: "Content-Type is not application/json.",
-    422: "Body does not match the schema, or a comment is longer than max_chars.",
+    422: "Body does not match the schema, or (with strict_max_chars) a comment is longer than max_chars.",
     429: "Scoring queue is full; retry after the Retry-After header's seconds.",
     503: "Model not loaded yet, the server is shutting down, or the shared duplicate window is unavailable.",
 }
@@ -316,7 +316,7 @@ def _add_routes(app: FastAPI) -> None:
     async def score(request: Request, service: ServiceDep, body: ScoreBody):
         """Score each comment; ``results[i]`` answers ``comments[i]``."""
         settings: Settings = request.app.state.settings
-        texts = [c.text for c in body.comments]
+        texts, cut = comment_texts(body.comments, settings.max_chars)
         if settings.log_text:
             logger.info("scoring texts: %r", texts)
         try:
@@ -328,8 +328,9 @@ def _add_routes(app: FastAPI) -> None:
             raise not_ready_error(request.app.state) from None
         axes = service.scorer.axes
         results = [
-            {"id": c.id, **{axis: getattr(s, axis) for axis in axes}, "levels": s.levels}
-            for c, s in zip(body.comments, scores)
+            {"id": c.id, **{axis: getattr(s, axis) for axis in axes}, "levels": s.levels,
+             "truncated": cut_here or bool(getattr(s, "truncated", False))}
+            for c, s, cut_here in zip(body.comments, scores, cut)
         ]
         response = {"model": service.model, "results": results}
         detector = request.app.state.campaign
@@ -381,6 +382,7 @@ def _add_routes(app: FastAPI) -> None:
             "limits": {
                 "max_comments": settings.max_comments,
                 "max_chars": settings.max_chars,
+                "strict_max_chars": settings.strict_max_chars,
                 "max_body_bytes": settings.max_body_bytes,
             },
             "batching": {
