@@ -18,6 +18,11 @@ promotes the candidate only if it is not worse: its mean Spearman ρ over the
 axes is at most ``tolerance`` below the current model's, and no axis's ρ drops
 by more than ``max_axis_drop``. Rollback returns to the version that was
 current before the current one was promoted.
+
+Version 0: the first promotion into a new store first adds the shipped model
+(``model/default``, under its own version name) and makes it current, so the
+first candidate is compared with it like every later one, and ``rollback``
+(``--to 0``) can always go back to it.
 """
 
 from __future__ import annotations
@@ -50,6 +55,13 @@ _VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
 class StoreError(ValueError):
     """The store cannot do what was asked; the message says why and what to do."""
+
+
+def shipped_model_dir() -> Path | None:
+    """The shipped model (``model/default``), version 0 of every new store; ``None`` if not installed."""
+    from model.scorer import DEFAULT_MODEL_DIR
+
+    return DEFAULT_MODEL_DIR if (DEFAULT_MODEL_DIR / SCORER_CONFIG).is_file() else None
 
 
 def store_root(path: str | os.PathLike | None = None) -> Path:
@@ -329,7 +341,8 @@ class ModelStore:
         """Make the previous version current again.
 
         Args:
-            to: roll back further, to this earlier version of the lineage.
+            to: roll back further, to this earlier version of the lineage; ``"0"``
+                (when no version is named so) means the first one, version 0.
 
         Returns:
             ``(rolled_back_version, now_current_version)``.
@@ -343,6 +356,8 @@ class ModelStore:
                 raise StoreError(f"model store {self.root} has no current version; nothing to roll back")
             current = lineage[-1]
             earlier = lineage[:-1]
+            if to == "0" and not (self.versions_dir / "0").is_dir() and earlier:
+                to = lineage[0]  # version 0: the model the store started with (the shipped one)
             if to is None:
                 if not earlier:
                     raise StoreError(
@@ -473,7 +488,7 @@ def compare(
     Example:
         >>> m = lambda *r: {"n": 9, "overall": {a: {"spearman": v} for a, v in zip("xyz", r)}}
         >>> compare(m(.5, .5, .5), m(.5, .5, .53), max_axis_drop=.02).reasons
-        ['z: Spearman ρ 0.500 is 0.030 below the current 0.530 (at most 0.020 allowed)', 'mean: Spearman ρ 0.500 is 0.010 below the current 0.510 (at most 0.005 allowed)']
+        ['z Spearman ρ: new 0.500 < current 0.530; allowed drop 0.020', 'mean Spearman ρ: new 0.500 < current 0.510; allowed drop 0.005']
     """
     if tolerance < 0 or max_axis_drop < 0:
         raise ValueError(f"tolerance and max_axis_drop must be >= 0, got {tolerance!r} and {max_axis_drop!r}")
@@ -483,17 +498,32 @@ def compare(
     both = [a for a in axes if new[a] is not None and cur[a] is not None]
     for a in axes:
         if cur[a] is not None and new[a] is None:
-            reasons.append(f"{a}: Spearman ρ is undefined for the candidate (constant scores); current {cur[a]:.3f}")
+            reasons.append(f"{a} Spearman ρ: new is undefined (constant scores), current {cur[a]:.3f}")
         elif a in both and new[a] < cur[a] - max_axis_drop - 1e-12:
-            reasons.append(f"{a}: Spearman ρ {new[a]:.3f} is {cur[a] - new[a]:.3f} below the current "
-                           f"{cur[a]:.3f} (at most {max_axis_drop:.3f} allowed)")
+            reasons.append(f"{a} Spearman ρ: new {new[a]:.3f} < current {cur[a]:.3f}; "
+                           f"allowed drop {max_axis_drop:.3f}")
     new_mean = sum(new[a] for a in both) / len(both) if both else None
     cur_mean = sum(cur[a] for a in both) / len(both) if both else None
     if new_mean is not None and new_mean < cur_mean - tolerance - 1e-12:
-        reasons.append(f"mean: Spearman ρ {new_mean:.3f} is {cur_mean - new_mean:.3f} below the current "
-                       f"{cur_mean:.3f} (at most {tolerance:.3f} allowed)")
+        reasons.append(f"mean Spearman ρ: new {new_mean:.3f} < current {cur_mean:.3f}; "
+                       f"allowed drop {tolerance:.3f}")
     return Comparison(axes, new, cur, new_mean, cur_mean, int(candidate.get("n", 0)), tolerance, max_axis_drop,
                       accepted=not reasons, reasons=reasons)
+
+
+def _add_version_zero(store: ModelStore, echo: Callable[[str], None], progress: bool) -> str | None:
+    """Put the shipped model into an empty store as version 0 and make it current (the lock is held)."""
+    shipped = shipped_model_dir()
+    if shipped is None:
+        return None
+    cfg = json.loads((shipped / SCORER_CONFIG).read_text(encoding="utf-8"))
+    version = check_version_name(str(cfg.get("model_version") or "shipped"))
+    echo(f"new model store {store.root}: adding the shipped model {version} as version 0 (current), "
+         "so every promotion is compared and `zhenping rollback --to 0` returns to it")
+    store._add(shipped, version, progress)
+    store._switch(version)
+    store._record({"action": "promote", "version": version, "from": None, "shipped": True})
+    return version
 
 
 @dataclass
@@ -521,7 +551,9 @@ def promote(
 ) -> PromotionResult:
     """Evaluate a candidate against the current version and promote it if it is not worse.
 
-    The first model of an empty store is promoted without comparison. A refused
+    An empty store first gets the shipped model as version 0 (current), so the
+    first candidate is compared with it too; only where no shipped model is
+    installed does the first candidate go in without comparison. A refused
     candidate is not added to the store; the refusal and its comparison are
     recorded in ``history.jsonl``.
 
@@ -552,6 +584,8 @@ def promote(
     with store.locked():
         if (store.versions_dir / name).exists():
             raise StoreError(f"version {name!r} is already in model store {store.root}; pass another --version")
+        if store.current() is None and not store.names():
+            _add_version_zero(store, echo, progress)
         previous = store.current()
         comparison = None
         evaluation = None
@@ -568,11 +602,13 @@ def promote(
                 if not force:
                     store._record({"action": "refuse", "version": name, "source": str(candidate_dir.resolve()),
                                    "current": previous, "comparison": comparison.as_dict()})
-                    echo(f"not promoted: {name} is worse than {previous}; {previous} stays current")
+                    echo(f"not promoted: {name} is worse than {previous}; {previous} stays current "
+                         "(--force promotes it anyway; --tolerance and --max-axis-drop set the allowed drops)")
                     return PromotionResult(None, False, previous, comparison)
                 echo("promoting anyway (--force)")
         else:
-            echo(f"model store {store.root} has no current version: promoting {name} without comparison")
+            echo(f"model store {store.root} has no current version and no shipped model is installed to compare "
+                 f"with: promoting {name} without comparison")
             if (Path(data_dir) / f"{split}.jsonl").is_file():
                 cand = evaluate_on_split(candidate_dir, data_dir, split, batch_size, progress, desc=f"candidate {name}")
                 evaluation = {"n": cand["n"], "candidate": _spearman(cand, list(cand["axes"]))}

@@ -55,6 +55,20 @@ def models(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def shipped_dir(tmp_path_factory):
+    """A tiny stand-in for the shipped model (seed 2), version 0 of the stores below."""
+    return retag(make_tiny_checkpoint(tmp_path_factory.mktemp("shipped") / "model", seed=2), "shipped-v0")
+
+
+@pytest.fixture
+def tiny_shipped(shipped_dir, monkeypatch):
+    import training.store
+
+    monkeypatch.setattr(training.store, "shipped_model_dir", lambda: shipped_dir)
+    return shipped_dir
+
+
+@pytest.fixture(scope="module")
 def data(models, tmp_path_factory):
     """A test split whose gold scores are the 'good' model's own: it ranks perfectly, 'bad' does not."""
     good, _ = models
@@ -79,12 +93,15 @@ def test_compare_accepts_within_tolerance_and_names_every_reason_to_refuse():
                   metrics(warmth=0.50, substance=0.40, template=0.60), tolerance=0.005, max_axis_drop=0.02)
     assert not bad.accepted
     assert bad.reasons == [
-        "warmth: Spearman ρ 0.400 is 0.100 below the current 0.500 (at most 0.020 allowed)",
-        "mean: Spearman ρ 0.483 is 0.017 below the current 0.500 (at most 0.005 allowed)",
+        "warmth Spearman ρ: new 0.400 < current 0.500; allowed drop 0.020",
+        "mean Spearman ρ: new 0.483 < current 0.500; allowed drop 0.005",
     ]
+    plain = compare(metrics(warmth=0.71, substance=0.71, template=0.71),
+                    metrics(warmth=0.715, substance=0.715, template=0.715), tolerance=0.004)
+    assert plain.reasons == ["mean Spearman ρ: new 0.710 < current 0.715; allowed drop 0.004"]
     undefined = compare(metrics(warmth=None, substance=0.9, template=0.9), metrics(warmth=0.1, substance=0.1, template=0.1))
     assert undefined.reasons == [
-        "warmth: Spearman ρ is undefined for the candidate (constant scores); current 0.100"
+        "warmth Spearman ρ: new is undefined (constant scores), current 0.100"
     ]
     table = bad.table()
     assert table.splitlines() == [
@@ -102,17 +119,19 @@ def test_compare_accepts_within_tolerance_and_names_every_reason_to_refuse():
 # ------------------------------------------------------------------ promote, refuse, rollback
 
 
-def test_promote_refuse_rollback_and_list(models, data, tmp_path):
+def test_promote_refuse_rollback_and_list(models, data, tmp_path, tiny_shipped):
     good, bad = models
     store = ModelStore(tmp_path / "store")
     lines: list[str] = []
 
+    # A new store starts with the shipped model as version 0; the first candidate is compared with it.
     first = promote(good, store, data_dir=data, echo=lines.append, progress=False)
-    assert first.promoted and first.previous is None and first.comparison is None
+    assert first.promoted and first.previous == "shipped-v0" and first.comparison.accepted
+    assert lines[0].startswith(f"new model store {store.root}: adding the shipped model shipped-v0 as version 0")
+    assert "comparing candidate good-v1 with current shipped-v0 on the test split of" in lines[1]
     assert store.current() == "good-v1" and is_store(store.root)
     assert (store.root / CURRENT).is_symlink() and os.readlink(store.root / CURRENT) == "versions/good-v1"
     assert resolve_model_dir(store.root) == store.versions_dir / "good-v1"
-    assert "good-v1 on 60 test rows: warmth ρ 1.000, substance ρ 1.000, template ρ 1.000" in lines
 
     lines.clear()
     refused = promote(bad, store, data_dir=data, echo=lines.append, progress=False)
@@ -120,7 +139,8 @@ def test_promote_refuse_rollback_and_list(models, data, tmp_path):
     assert not (store.versions_dir / "bad-v1").exists()
     assert refused.comparison.current_mean == pytest.approx(1.0)
     assert refused.comparison.candidate_mean < 0.9
-    assert lines[-1] == "not promoted: bad-v1 is worse than good-v1; good-v1 stays current"
+    assert lines[-1] == ("not promoted: bad-v1 is worse than good-v1; good-v1 stays current (--force promotes it "
+                         "anyway; --tolerance and --max-axis-drop set the allowed drops)")
     assert any(line.startswith("Spearman ρ on 60 rows") for line in lines)
     assert store.history()[-1]["action"] == "refuse"
 
@@ -135,12 +155,15 @@ def test_promote_refuse_rollback_and_list(models, data, tmp_path):
 
     assert store.rollback() == ("bad-v1", "good-v2")
     assert store.rollback() == ("good-v2", "good-v1")
-    with pytest.raises(StoreError, match="'good-v1' is the first version promoted"):
-        store.rollback()
     listed = {v.version: v for v in store.list()}
-    assert [v.version for v in store.list()] == ["good-v1", "good-v2", "bad-v1"]
+    assert [v.version for v in store.list()] == ["shipped-v0", "good-v1", "good-v2", "bad-v1"]
     assert listed["good-v1"].status == "current" and listed["good-v1"].test_mean_spearman == pytest.approx(1.0)
     assert listed["good-v2"].status == "rolled back" and listed["bad-v1"].status == "rolled back"
+    assert listed["shipped-v0"].status == "promoted earlier"
+    assert store.rollback(to="0") == ("good-v1", "shipped-v0")  # version 0, by number
+    assert Scorer.from_pretrained(resolve_model_dir(store.root)).model_version == "shipped-v0"
+    with pytest.raises(StoreError, match="'shipped-v0' is the first version promoted"):
+        store.rollback()
 
     with pytest.raises(StoreError, match="version 'good-v1' is already in model store"):
         promote(good, store, data_dir=data, progress=False)
@@ -148,7 +171,7 @@ def test_promote_refuse_rollback_and_list(models, data, tmp_path):
         promote(good, store, data_dir=data, version="../escape", progress=False)
 
 
-def test_cli_promote_refusal_exits_1_and_rollback_and_list(models, data, tmp_path):
+def test_cli_promote_refusal_exits_1_and_rollback_and_list(models, data, tmp_path, tiny_shipped):
     good, bad = models
     store = str(tmp_path / "store")
     first = cli("promote", str(good), "--store", store, "--data", str(data))
@@ -156,19 +179,23 @@ def test_cli_promote_refusal_exits_1_and_rollback_and_list(models, data, tmp_pat
     refused = cli("promote", str(bad), "--store", store, "--data", str(data))
     assert refused.exit_code == 1
     assert "not promoted: bad-v1 is worse than good-v1; good-v1 stays current" in refused.output
-    assert "  worse: warmth: Spearman ρ" in refused.output
+    assert "  worse: warmth Spearman ρ: new " in refused.output
     loose = cli("promote", str(bad), "--store", store, "--data", str(data), "--tolerance", "2",
                 "--max-axis-drop", "2")
     assert loose.exit_code == 0 and "promoted bad-v1 (was good-v1)" in loose.output
     listing = cli("models", "list", "--store", store)
     assert listing.exit_code == 0
-    assert listing.output.splitlines()[2].startswith("* bad-v1 ")
+    assert listing.output.splitlines()[1].startswith("  shipped-v0 ")
+    assert listing.output.splitlines()[3].startswith("* bad-v1 ")
     back = cli("rollback", "--store", store)
     assert back.exit_code == 0 and "rolled back bad-v1 -> good-v1" in back.output
+    zero = cli("rollback", "--store", store, "--to", "0")
+    assert zero.exit_code == 0 and "rolled back good-v1 -> shipped-v0" in zero.output
     again = cli("rollback", "--store", store)
     assert again.exit_code == 2 and "there is no earlier one to roll back to" in again.output
     listed = json.loads(cli("models", "list", "--store", store, "--json").output)
-    assert [(v["version"], v["current"]) for v in listed] == [("good-v1", True), ("bad-v1", False)]
+    assert [(v["version"], v["current"]) for v in listed] == [("shipped-v0", True), ("good-v1", False),
+                                                              ("bad-v1", False)]
 
 
 def test_an_empty_store_cannot_be_served_or_rolled_back(tmp_path):
@@ -182,7 +209,7 @@ def test_an_empty_store_cannot_be_served_or_rolled_back(tmp_path):
         store.rollback()
 
 
-def test_the_service_serves_the_current_version_and_info_names_it(models, data, tmp_path):
+def test_the_service_serves_the_current_version_and_info_names_it(models, data, tmp_path, tiny_shipped):
     from fastapi.testclient import TestClient
 
     from api.main import create_app
@@ -210,12 +237,32 @@ def test_the_service_serves_the_current_version_and_info_names_it(models, data, 
     assert served_version() == "good-v1"  # after a restart
 
 
+def test_a_new_store_starts_with_the_shipped_model_as_version_0(models, data, tmp_path):
+    from model.scorer import DEFAULT_MODEL_DIR
+
+    shipped = json.loads((DEFAULT_MODEL_DIR / "scorer_config.json").read_text())["model_version"]
+    good, _ = models
+    store = ModelStore(tmp_path / "store")
+    lines: list[str] = []
+    result = promote(good, store, data_dir=data, echo=lines.append, progress=False)
+    assert result.previous == shipped and result.comparison is not None  # compared with the shipped model
+    assert [v.version for v in store.list()] == [shipped, "good-v1"]
+    assert store.history()[0] == {**store.history()[0], "action": "add", "version": shipped,
+                                  "source": str(DEFAULT_MODEL_DIR)}
+    assert result.promoted  # the gold scores are good-v1's own: nothing ranks them better
+    assert store.rollback(to="0") == ("good-v1", shipped)
+    assert Scorer.from_pretrained(resolve_model_dir(store.root)).model_version == shipped
+
+
 # ------------------------------------------------------------------ the whole loop
 
 
 @pytest.mark.slow
 def test_feedback_export_train_and_promote(tmp_path, monkeypatch):
+    import training.store
     from api.db import FeedbackStore
+
+    monkeypatch.setattr(training.store, "shipped_model_dir", lambda: None)  # no version 0: nothing to compare with
     from tests.training.test_train import _tiny_data, _tiny_encoder
 
     enc = _tiny_encoder(tmp_path / "enc")
