@@ -223,17 +223,20 @@ def save_sharded_fp16(model, out: Path, shard_mib: float) -> list[str]:
 
     limit = _shard_limit(shard_mib)
     state = {k: v.detach().to("cpu").half().contiguous() for k, v in model.state_dict().items()}
-    shards: list[dict] = [{}]
-    sizes = [0]
-    for name, t in state.items():
+    shards: list[dict] = []
+    sizes: list[int] = []
+    # First fit, largest tensors first: fewer shards than filling them in order.
+    for name, t in sorted(state.items(), key=lambda kv: -kv[1].numel()):
         nbytes = t.numel() * 2
         if nbytes > limit:
             raise ValueError(f"tensor {name} is {nbytes / MIB:.1f} MiB, over shard_mib {shard_mib}")
-        if sizes[-1] + nbytes > limit:
+        i = next((i for i, size in enumerate(sizes) if size + nbytes <= limit), None)
+        if i is None:
             shards.append({})
             sizes.append(0)
-        shards[-1][name] = t
-        sizes[-1] += nbytes
+            i = len(shards) - 1
+        shards[i][name] = t
+        sizes[i] += nbytes
     files, weight_map = [], {}
     for i, shard in enumerate(shards, 1):
         fname = f"model-{i:05d}-of-{len(shards):05d}.safetensors"
@@ -242,7 +245,7 @@ def save_sharded_fp16(model, out: Path, shard_mib: float) -> list[str]:
         weight_map.update({k: fname for k in shard})
     index = {"metadata": {"total_size": sum(sizes)}, "weight_map": weight_map}
     (out / "model.safetensors.index.json").write_text(json.dumps(index, indent=1))
-    model.config.torch_dtype = "float16"
+    model.config.dtype = "float16"  # what the shards hold
     model.config.save_pretrained(out)
     return ["config.json", "model.safetensors.index.json", *files]
 
@@ -299,6 +302,7 @@ def pretrain_phase(cfg, classifier, train_seqs, heldout_seqs, tok, device, secon
     t0 = time.time()
     loss_val = float("nan")
     while seconds > 0 and time.time() - t0 < seconds:
+        # Sequences drawn at random (with replacement): the budget is time, not passes.
         idx = torch.from_numpy(rng.integers(0, len(data), cfg.batch_size))
         ids = data[idx]
         lr = cfg.lr * _lr_factor(pc, step, time.time() - t0, 0)
@@ -456,8 +460,7 @@ def run(cfg: TeacherConfig, resume: str | None = None) -> Path:
     device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
                           ("cpu" if cfg.device == "auto" else cfg.device))
     if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
+        torch.set_float32_matmul_precision("high")  # TF32 for what autocast leaves in float32
     torch.manual_seed(cfg.seed)
     print("teacher config:\n" + format_config(cfg), file=sys.stderr)
     log: dict = {"config": config_to_dict(cfg), "resume": resume,
@@ -574,8 +577,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", default="gpu_teacher.toml", help="TOML file (bare names: training/configs/)")
     parser.add_argument("--resume", default=None, help="folder an earlier run wrote: start from its weights")
     args, rest = parser.parse_known_args(argv)
+    joined: list[str] = []  # "--key value" as well as "--key=value"
+    for item in rest:
+        if joined and joined[-1].startswith("--") and "=" not in joined[-1] and not item.startswith("--"):
+            joined[-1] += "=" + item
+        else:
+            joined.append(item)
     try:
-        cfg = load_config(TeacherConfig, args.config, parse_overrides(rest))
+        cfg = load_config(TeacherConfig, args.config, parse_overrides(joined))
         if args.resume and not (Path(args.resume) / "config.json").is_file():
             raise FileNotFoundError(f"--resume {args.resume}: no config.json there; pass the folder a run wrote")
         run(cfg, resume=args.resume)
