@@ -245,8 +245,8 @@ def test_gpu_teacher_end_to_end_on_cpu(tiny, tmp_path):
     assert model.config.num_labels == 3
     # A second run starts from the weights the first brought back.
     out2 = tmp_path / "teacher2"
-    assert gpu_teacher.main(["--config", "gpu_teacher_tiny.toml", "--resume", str(out), f"--pack={tiny['pack']}",
-                             f"--out={out2}", "--objective=mlm"]) == 0
+    assert gpu_teacher.main(["--config", "gpu_teacher_tiny.toml", "--resume", str(out), "--pack", str(tiny["pack"]),
+                             "--out", str(out2), "--objective=mlm"]) == 0
     log2 = json.loads((out2 / "log.json").read_text())
     assert log2["resume"] == str(out) and "mlm_accuracy" in log2["pretrain"]["heldout"]
 
