@@ -42,7 +42,12 @@ def pretrain_cmd(
     """
     from training.pretrain import PretrainConfig, run
 
-    run(_config(PretrainConfig, config, ctx, corpora=corpora))
+    cfg = _config(PretrainConfig, config, ctx, corpora=corpora)
+    try:
+        run(cfg)
+    except (FileNotFoundError, ValueError) as exc:  # a missing pack or model folder, a bad value
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
 
 
 @app.command(
