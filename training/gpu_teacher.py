@@ -409,9 +409,13 @@ def _amp(cfg, device):
     return contextlib.nullcontext
 
 
-def predict(model, seqs: list[np.ndarray], pad_id: int, device, batch_size: int, amp) -> np.ndarray:
+def predict(model, seqs: list[np.ndarray], pad_id: int, device, batch_size: int, amp,
+            progress: bool = False) -> np.ndarray:
     """Sigmoid scores ``[n, 3]`` (float32), batches of similar length."""
     import torch
+
+    t0 = time.time()
+    step = max(1, len(seqs) // 10)
 
     out = np.zeros((len(seqs), model.config.num_labels), dtype=np.float32)
     order = np.argsort([len(s) for s in seqs], kind="stable")
@@ -423,6 +427,8 @@ def predict(model, seqs: list[np.ndarray], pad_id: int, device, batch_size: int,
             with amp():
                 logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
             out[b] = torch.sigmoid(logits.float()).cpu().numpy()
+            if progress and (i // step) != ((i + len(b)) // step):
+                print(f"scored {i + len(b):,} of {len(seqs):,} documents ({time.time() - t0:.0f}s)", file=sys.stderr)
     return out
 
 
@@ -431,7 +437,7 @@ def score_pack(cfg, model, pk, tok, device, log) -> np.ndarray:
     body = cfg.max_length - 2
     cls, sep = tok.cls_token_id, tok.sep_token_id
     seqs = [np.concatenate([[cls], pk.doc(i)[:body], [sep]]).astype(np.int64) for i in range(pk.n_docs)]
-    scores = predict(model, seqs, tok.pad_token_id, device, cfg.score_batch_size, _amp(cfg, device))
+    scores = predict(model, seqs, tok.pad_token_id, device, cfg.score_batch_size, _amp(cfg, device), progress=True)
     seconds = time.time() - t0
     log["score"] = {"documents": len(seqs), "seconds": round(seconds, 1),
                     "documents_per_second": round(len(seqs) / max(seconds, 1e-9)),
