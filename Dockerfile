@@ -1,6 +1,7 @@
 # zhenping scoring service, CPU only.
 #   docker build -t zhenping .
-#   docker run --rm -p 8000:8000 zhenping            # web page at http://localhost:8000/
+#   docker run --rm -p 8000:8000 -v zhenping-data:/data zhenping   # web page at http://localhost:8000/
+# Feedback (feedback.db) and the model store live in the /data volume and outlive the container.
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -14,17 +15,31 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 # and pip does not pull the much larger CUDA build.
 RUN pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu
 
-# The package, with the shipped model (model/default is package data).
+# Every runtime dependency at the version in requirements.lock (what CI audits);
+# torch==2.13.0 there is already met by the CPU build above.
 WORKDIR /build
+COPY requirements.lock ./
+RUN pip install -r requirements.lock
+
+# The package, with the shipped model (model/default is package data), on the locked
+# dependencies only: --no-deps, then pip check fails the build if the lock misses one.
 COPY pyproject.toml README.md ./
 COPY model ./model
 COPY api ./api
 COPY training ./training
-RUN pip install . \
+RUN pip install --no-deps . \
+    && pip check \
     && python -c "import sys; from api.settings import DEFAULT_MODEL_DIR as d; sys.exit(0 if (d / 'scorer_config.json').is_file() else f'no model in {d}: export one to model/default before building')" \
     && cd / && rm -rf /build
 
-RUN useradd --create-home --uid 10001 zhenping
+RUN useradd --create-home --uid 10001 zhenping \
+    && mkdir -p /data && chown zhenping:zhenping /data
+
+# Data that must outlive the container: feedback.db (SQLite) and the model store.
+ENV ZHENPING_DATA_DIR=/data \
+    ZHENPING_MODEL_STORE=/data/store
+VOLUME ["/data"]
+
 USER zhenping
 WORKDIR /home/zhenping
 
