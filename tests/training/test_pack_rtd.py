@@ -258,3 +258,18 @@ def test_gpu_teacher_refuses_an_oversized_teacher(tiny, tmp_path, capsys):
                            f"--out={tmp_path / 't'}", "--max_output_mib=0.01"])
     assert rc == 1
     assert "over max_output_mib" in capsys.readouterr().err
+
+
+def test_cli_errors_are_one_line(tmp_path):
+    from typer.testing import CliRunner
+
+    from training.cli import app
+
+    runner = CliRunner()
+    res = runner.invoke(app, ["pretrain", "--config", "pretrain_rtd_cpu.toml", f"--pack={tmp_path / 'none'}",
+                              f"--out_dir={tmp_path / 'out'}"])
+    assert res.exit_code == 1
+    assert f"error: {tmp_path / 'none' / 'header.json'} not found; write the pack with `zhenping pack" in res.output
+    assert "Traceback" not in res.output
+    res = runner.invoke(app, ["pack", "--labels", "--out", str(tmp_path / "nopack")])
+    assert res.exit_code == 1 and "write the pack first with `zhenping pack --out" in res.output
