@@ -195,13 +195,16 @@ def calibrate_model_dir(
     backend: str = "torch",
     scorer=None,
     echo: Callable[[str], None] | None = None,
+    measure_test: bool = True,
 ) -> dict:
     """Fit level cut points on a data folder's validation split and write them into
     the model folder's ``scorer_config.json``.
 
-    Also measures the test split (when the data folder has one) before and after,
-    and, when the folder's ``metrics.json`` was measured on that test split, adds
-    the calibrated level metrics to it and rebuilds the model card.
+    Also measures the test split (when the data folder has one and ``measure_test``)
+    before and after, and, when the folder's ``metrics.json`` was measured on that
+    test split, adds the calibrated level metrics to it and rebuilds the model card.
+    ``scorer``: an already loaded scorer of ``model_dir`` (its ``level_thresholds``
+    are set to the fitted ones when written).
 
     Returns:
         ``{"thresholds", "criterion", "validation": {axis: {"before", "after"}},
@@ -231,7 +234,7 @@ def calibrate_model_dir(
 
     result["validation"] = measure(val, val_pred)
     test = None
-    if (Path(data_dir) / "test.jsonl").is_file():
+    if measure_test and (Path(data_dir) / "test.jsonl").is_file():
         test, test_pred = score_split(scorer, data_dir, "test", batch_size)
         result["test"] = measure(test, test_pred)
     else:
@@ -260,6 +263,7 @@ def calibrate_model_dir(
                                         "thresholds": result["validation"][a]["after"]} for a in axes},
         })
         result["written"] = True
+        scorer.level_thresholds = check_level_thresholds(thresholds, tuple(axes))
         echo(f"wrote level_thresholds into {model_dir / 'scorer_config.json'}")
         if test is not None:
             _update_metrics(model_dir, test, test_pred, axes, thresholds, data_dir, echo)

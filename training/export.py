@@ -148,3 +148,36 @@ def _make_readable(folder: Path) -> None:
 
 def _dump(path: Path, obj) -> None:
     path.write_text(json.dumps(obj, ensure_ascii=False, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+
+
+def add_levels_and_behaviour(model_dir: str | os.PathLike, data_dir: str | os.PathLike,
+                             echo=None) -> dict | None:
+    """Finish an exported folder: fit the level cut points on ``data_dir``'s validation
+    split into ``scorer_config.json`` (see :mod:`training.calibrate`), then run the
+    behavioural suite (:mod:`training.behaviour`) and write ``behaviour.json``.
+
+    Returns:
+        The behavioural report (for :func:`training.card.render_card`), or ``None``
+        when the data folder has no validation split (nothing is then written).
+    """
+    import sys
+
+    from model.scorer import Scorer
+    from training.behaviour import BEHAVIOUR_FILE, run_suite, write_report
+    from training.calibrate import calibrate_model_dir
+
+    echo = echo or (lambda m: print(m, file=sys.stderr))
+    if not (Path(data_dir) / "validation.jsonl").is_file():
+        echo(f"{data_dir} has no validation split: levels stay round(score * 3), no behavioural tests run")
+        return None
+    scorer = Scorer.from_pretrained(str(model_dir))
+    calibrate_model_dir(model_dir, data_dir, scorer=scorer, echo=echo, measure_test=False)
+    try:
+        report = run_suite(scorer)
+    except FileNotFoundError as err:  # an install without the cases file: calibrated, not tested
+        echo(f"behavioural tests skipped: {err}")
+        return None
+    write_report(report, Path(model_dir) / BEHAVIOUR_FILE, scorer)
+    echo(f"behavioural tests: {report['passed']} of {report['cases']} passed; "
+         + ", ".join(f"{k} {v['pass_rate']:.0%}" for k, v in report["categories"].items()))
+    return report

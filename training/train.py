@@ -15,7 +15,7 @@ from pathlib import Path
 
 from training.card import load_baselines, render_card
 from training.config import config_to_dict
-from training.export import make_scorer_config, swap_into_place, write_model_dir
+from training.export import add_levels_and_behaviour, make_scorer_config, swap_into_place, write_model_dir
 from training.finetune import FinetuneConfig, train
 
 BASELINES = Path(__file__).resolve().parent / "results" / "baselines.json"
@@ -63,6 +63,8 @@ def run_train(
     shutil.rmtree(staging, ignore_errors=True)
     try:
         write_model_dir(model, tok, staging, scorer_cfg)
+        # Level cut points fitted on validation (scorer_config.json) and behaviour.json.
+        behaviour = add_levels_and_behaviour(staging, data_dir)
 
         from training.evaluate import evaluate_model
 
@@ -72,7 +74,7 @@ def run_train(
         metrics["training"]["total_seconds"] = round(time.time() - t0, 1)
         (staging / "metrics.json").write_text(json.dumps(metrics, ensure_ascii=False, indent=2) + "\n")
         base_metrics = load_baselines(baselines, "test", scorer_cfg["axes"])
-        card = render_card(scorer_cfg, metrics, base_metrics, info, manifest)
+        card = render_card(scorer_cfg, metrics, base_metrics, info, manifest, behaviour=behaviour)
         (staging / "README.md").write_text(card, encoding="utf-8")
 
         # Swap the finished folder into place: the scorer never sees half a model.

@@ -69,6 +69,13 @@ def test_train_exports_a_complete_scorer_dir(tmp_path):
     assert metrics["training"]["finetune"]["train_rows"] == 60
     card = (out / "README.md").read_text()
     assert "test-v1" in card and "Intended use" in card and "Limitations" in card
+    # Level cut points fitted on validation at export, used on test; behavioural tests in the card.
+    assert set(sc["level_thresholds"]) == set(AXES)
+    assert sc["level_calibration"]["rows"] == 20
+    assert saved["levels"]["mapping"] == "thresholds" and "levels_round" in saved
+    behaviour = json.loads((out / "behaviour.json").read_text())
+    assert behaviour["model"]["level_mapping"] == "thresholds" and behaviour["cases"] > 300
+    assert "### Levels" in card and "## Behavioural tests" in card
 
     # Plain transformers gives the scorer's scores on normalised text.
     from model.scorer import Scorer
