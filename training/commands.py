@@ -139,7 +139,7 @@ def prepare_cmd(
 ) -> None:
     """Join labels to corpora, merge duplicates and write train/validation/test JSONL."""
     from training.prepare import PrepareError, prepare
-    from training.userdata import SCALES, LabelFileError
+    from training.userdata import SCALES, LabelFileError, error_line
 
     if scale not in SCALES:
         _fail(f"--scale must be one of {list(SCALES)}, got {scale!r}", 2)
@@ -147,8 +147,12 @@ def prepare_cmd(
         prepare(corpora=corpora, gold=gold, extra=extra or [], out=out,
                 skip_invalid=skip_invalid, strict=strict, scale=scale, use_gold=not no_gold,
                 echo=typer.echo)
-    except (PrepareError, LabelFileError, FileNotFoundError, ValueError) as exc:
+    except LabelFileError as exc:
+        _fail(error_line(exc, "--skip-invalid"), 2)
+    except PrepareError as exc:
         _fail(str(exc))
+    except (FileNotFoundError, ValueError) as exc:
+        _fail(str(exc).splitlines()[0], 2)
 
 
 # ------------------------------------------------------------------ evaluate
@@ -179,7 +183,7 @@ def evaluate_cmd(
         metrics = evaluate_model(model, data, split, out, batch_size=batch_size, device=device,
                                  baselines=baselines)
     except (FileNotFoundError, ValueError) as exc:
-        _fail(str(exc))
+        _fail(str(exc).splitlines()[0], 2)
     typer.echo(comparison_table({f"model on {split}": metrics, **metrics.get("compare", {})}))
     typer.echo(f"wrote {out / 'metrics.json'} and {out / 'report.md'}")
 
@@ -202,4 +206,4 @@ def baselines_cmd(
     try:
         run_baselines(data, out, models_dir, echo=typer.echo, reports=reports)
     except (FileNotFoundError, ValueError) as exc:
-        _fail(str(exc))
+        _fail(str(exc).splitlines()[0], 2)

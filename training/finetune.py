@@ -10,6 +10,7 @@ command after a crash resumes from the newest one).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
@@ -41,6 +42,7 @@ class FinetuneConfig:
     seed: int = 13
     num_threads: int = 0  # torch threads (0: library default)
     extra_train: list[str] | None = None  # more labelled files (JSONL/CSV/Parquet/HF) for the train split
+    skip_invalid: bool = False  # bad rows of extra_train files: drop and list them instead of stopping
     pseudo_teacher: str | None = None  # teacher(s) scoring unlabelled text for training: a fitted baseline (.joblib) or a scorer folder, several averaged when comma-separated; None: off
     pseudo_corpus: str = "runs/pretrain/corpus.txt"  # unlabelled texts (labelled validation/test texts left out)
     pseudo_texts: int = 0  # unlabelled texts scored by the teacher and added to the training rows
@@ -134,6 +136,113 @@ def last_complete_checkpoint(out_dir: str | os.PathLike) -> Path | None:
     return None
 
 
+RUN_FILE = "zhenping_run.json"  # in the checkpoint folder: which run its checkpoints belong to
+# Config fields that do not change what a run computes: a different value may resume.
+_NOT_IN_FINGERPRINT = ("out_dir", "num_threads")
+
+
+def _sha1_path(path: Path) -> str:
+    h = hashlib.sha1()
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    for p in files:
+        if path.is_dir():
+            h.update(str(p.relative_to(path)).encode("utf-8") + b"\0")
+        with open(p, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()
+
+
+def _source_sha1(spec: str) -> str:
+    """SHA-1 of a local file or folder; a dataset name stands for itself."""
+    path = Path(spec).expanduser()
+    return _sha1_path(path) if path.exists() else f"name:{spec}"
+
+
+def _base_sha1(base: str) -> str:
+    if base == "default":
+        from model.scorer import DEFAULT_MODEL_DIR
+
+        base = str(DEFAULT_MODEL_DIR)
+    path = Path(base).expanduser()
+    if not path.is_dir():
+        return f"name:{base}"  # a Hub id
+    weights = [p for p in ("model.safetensors", "config.json") if (path / p).is_file()]
+    return "+".join(_sha1_path(path / p) for p in weights) or _sha1_path(path)
+
+
+def run_fingerprint(cfg: FinetuneConfig) -> dict:
+    """What makes a fine-tuning run the same run: its resolved config (less the
+    checkpoint folder and thread count), the SHA-1 of every data file it reads and of
+    its base model. Checkpoints are resumed only by a run with the same ``id``.
+    """
+    config = {k: v for k, v in config_to_dict(cfg).items() if k not in _NOT_IN_FINGERPRINT}
+    data = {f"{split}.jsonl": _source_sha1(str(Path(cfg.data_dir) / f"{split}.jsonl"))
+            for split in ("train", "validation")}
+    for spec in cfg.extra_train or []:
+        data[f"extra:{spec}"] = _source_sha1(spec)
+    if cfg.pseudo_teacher and cfg.pseudo_texts > 0:
+        for spec in cfg.pseudo_teacher.split(","):
+            data[f"teacher:{spec.strip()}"] = _source_sha1(spec.strip())
+        data["pseudo_corpus"] = _source_sha1(cfg.pseudo_corpus)
+    fp = {"config": config, "data": data, "base": {"name": cfg.base, "sha1": _base_sha1(cfg.base)}}
+    fp["id"] = hashlib.sha1(json.dumps(fp, sort_keys=True, ensure_ascii=False).encode("utf-8")).hexdigest()
+    return fp
+
+
+def _fingerprint_difference(found: dict | None, fp: dict) -> str:
+    """Why a checkpoint folder's run is not this one, in words."""
+    if not found:
+        return f"it has no {RUN_FILE} saying which data, config and base it was trained with"
+    parts = []
+    for part, label in (("data", "data"), ("config", "config"), ("base", "base model")):
+        old, new = found.get(part) or {}, fp[part]
+        keys = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+        if keys:
+            shown = ", ".join(f"{k} {_short(old.get(k))} -> {_short(new.get(k))}" for k in keys[:4])
+            parts.append(f"{label} differ: {shown}" if label == "data" else f"{label} differs: {shown}")
+    return "; ".join(parts) or "its run fingerprint differs"
+
+
+def _short(v) -> str:
+    if v is None:
+        return "none"
+    s = str(v)
+    return s[:12] if len(s) == 40 and all(c in "0123456789abcdef" for c in s) else s
+
+
+def checkpoint_folder(out_dir: str | os.PathLike, fp: dict) -> tuple[Path, Path | None]:
+    """The folder this run checkpoints into, and the checkpoint to resume from (or ``None``).
+
+    ``out_dir`` when it holds no finished checkpoint, or checkpoints of this very run
+    (same fingerprint: resumed). When it holds another run's checkpoints, they are left
+    alone, the reason is printed, and this run uses ``<out_dir>-<fingerprint>``
+    (resuming there if an earlier attempt of this run left checkpoints).
+    """
+    primary = Path(out_dir)
+    found = last_complete_checkpoint(primary)
+    if found is None:
+        return primary, None
+    theirs = _read_run_file(primary)
+    if theirs is not None and theirs.get("id") == fp["id"]:
+        return primary, found
+    alt = primary.with_name(f"{primary.name}-{fp['id'][:10]}")
+    print(f"not resuming from {found}: it belongs to another run ({_fingerprint_difference(theirs, fp)}); "
+          f"this run trains from the start in {alt}", file=sys.stderr)
+    alt_found = last_complete_checkpoint(alt)
+    mine = _read_run_file(alt)
+    if alt_found is not None and mine is not None and mine.get("id") == fp["id"]:
+        return alt, alt_found
+    return alt, None
+
+
+def _read_run_file(folder: Path) -> dict | None:
+    try:
+        return json.loads((folder / RUN_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
 def pseudo_rows(cfg: FinetuneConfig, exclude: set[str]) -> list[dict]:
     """Self-training rows: unlabelled corpus texts with the teacher's soft scores.
 
@@ -167,7 +276,7 @@ def train(cfg: FinetuneConfig):
         from training.userdata import load_labelled
 
         for f in cfg.extra_train:
-            for r in load_labelled(f):
+            for r in load_labelled(f, skip_invalid=cfg.skip_invalid):
                 train_rows.append({"id": r.id, "source": r.source, "text": r.text,
                                    **{a: lv / 3.0 for a, lv in zip(AXES, r.levels)}})
     if cfg.pseudo_teacher and cfg.pseudo_texts > 0:
@@ -182,8 +291,12 @@ def train(cfg: FinetuneConfig):
         logits, labels = p
         return spearman_metrics(1.0 / (1.0 + np.exp(-logits)), labels)
 
+    fingerprint = run_fingerprint(cfg)
+    ckpt_dir, resume = checkpoint_folder(cfg.out_dir, fingerprint)
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    (ckpt_dir / RUN_FILE).write_text(json.dumps(fingerprint, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
     args = TrainingArguments(
-        output_dir=cfg.out_dir,
+        output_dir=str(ckpt_dir),
         learning_rate=cfg.lr,
         per_device_train_batch_size=cfg.batch_size,
         per_device_eval_batch_size=64,
@@ -214,7 +327,6 @@ def train(cfg: FinetuneConfig):
         compute_metrics=compute_metrics,
         callbacks=[EarlyStoppingCallback(early_stopping_patience=cfg.patience)],
     )
-    resume = last_complete_checkpoint(cfg.out_dir)
     if resume is not None:
         print(f"resuming from {resume}", file=sys.stderr)
     t0 = time.time()
@@ -230,6 +342,10 @@ def train(cfg: FinetuneConfig):
         "best_validation_mean_spearman": trainer.state.best_metric,
         "validation_history": history,
         "config": config_to_dict(cfg),
+        "checkpoints": str(ckpt_dir),
+        "resumed_from": str(resume) if resume is not None else None,
+        "run_fingerprint": fingerprint["id"],
+        "data_sha1": fingerprint["data"],
     }
     trainer.model.eval()
     return trainer.model, tok, info

@@ -19,8 +19,8 @@ from model.axes import AXES
 from training.corpora import corpora_root, get_file, iter_rows, row_text
 
 LABEL_TEXT_CHARS = 300  # labels were judged on the stripped text cut to this length
-_REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_GOLD_DIR = _REPO_ROOT.parent / "shared" / "annotation"
+# The project's gold labels, shipped in the package (training/gold/README.md).
+DEFAULT_GOLD_DIR = Path(__file__).resolve().parent / "gold"
 GOLD_ENV_VAR = "ZHENPING_GOLD"
 
 
@@ -71,11 +71,21 @@ def sha1_matches(text: str, sha1: str) -> bool:
 
 
 def gold_dir(path: str | os.PathLike | None = None) -> Path:
-    """Resolve the gold label folder: argument, ``$ZHENPING_GOLD``, ``../shared/annotation``."""
-    for cand in (path, os.environ.get(GOLD_ENV_VAR), DEFAULT_GOLD_DIR):
-        if cand and Path(cand).is_dir():
-            return Path(cand)
-    raise FileNotFoundError(
+    """Resolve the gold label folder: the argument, else ``$ZHENPING_GOLD``, else the
+    copy shipped in the package (``training/gold``).
+
+    Raises:
+        FileNotFoundError: the folder named by the argument or the variable does not exist.
+    """
+    for cand, what in ((path, "--gold"), (os.environ.get(GOLD_ENV_VAR), GOLD_ENV_VAR)):
+        if cand:
+            folder = Path(cand).expanduser()
+            if not folder.is_dir():
+                raise FileNotFoundError(f"gold label folder {folder} (from {what}) does not exist")
+            return folder
+    if DEFAULT_GOLD_DIR.is_dir():
+        return DEFAULT_GOLD_DIR
+    raise FileNotFoundError(  # pragma: no cover - the package ships the folder
         f"no gold label folder found; pass --gold DIR or set {GOLD_ENV_VAR}"
     )
 

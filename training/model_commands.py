@@ -12,6 +12,12 @@ from training.cli import app
 EXTRA_ARGS = {"allow_extra_args": True, "ignore_unknown_options": True}
 
 
+def _input_error(message: str) -> None:
+    """A user's mistake: one line on standard error, exit code 2."""
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(2)
+
+
 def _config(cls, path: str, ctx: typer.Context, **fixed):
     """A typed run config from a TOML file, the command's extra ``--key=value``
     arguments and the command's own options; a bad key or value is a usage error."""
@@ -60,9 +66,20 @@ def multitask_cmd(
 ) -> None:
     """Intermediate multi-task stage on the corpora's own labels (offensive, sexism,
     AI text, sentiment, emotion) between pretraining and fine-tuning."""
+    from training.corpora import corpora_root
     from training.multitask import MultitaskConfig, run
 
-    run(_config(MultitaskConfig, config, ctx))
+    cfg = _config(MultitaskConfig, config, ctx)
+    try:
+        corpora_root(getattr(cfg, "corpora", None))
+    except FileNotFoundError:
+        _input_error("no corpora folder found, and the multi-task stage trains on the corpora's own labels; "
+                     "pass --corpora=DIR or set ZHENPING_CORPORA=DIR (`zhenping corpora download DIR` "
+                     "fetches the public files)")
+    try:
+        run(cfg)
+    except FileNotFoundError as exc:
+        _input_error(str(exc).splitlines()[0])
 
 
 @app.command(
@@ -73,6 +90,8 @@ def train_cmd(
     ctx: typer.Context,
     config: str = typer.Option("finetune.toml", help="TOML file (bare names: training/configs/)."),
     extra: list[str] = typer.Option([], "--extra", help="More labelled files (JSONL/CSV/Parquet/HF dataset) for training; repeatable."),
+    skip_invalid: bool = typer.Option(False, "--skip-invalid", help="Drop (and list) invalid rows of --extra "
+                                      "files instead of stopping."),
     out: str = typer.Option("runs/model", help="Where the exported scorer folder goes."),
     base: Optional[str] = typer.Option(None, help="Encoder to start from: a local folder or a Hugging Face id."),
     version: Optional[str] = typer.Option(None, help="Model version written into the export (default: a timestamp)."),
@@ -81,24 +100,57 @@ def train_cmd(
     store: Optional[str] = typer.Option(None, "--store", help="Model store for --promote (default: "
                                         "$ZHENPING_MODEL_STORE, else runs/store)."),
 ) -> None:
-    """Fine-tune, evaluate on the test split beside the baselines, and export.
+    """Fine-tune (by default the shipped model), evaluate on the held-out test split
+    beside the baselines and the starting model, and export.
 
-    Extra --key=value arguments override the config, e.g. --lr=5e-5 --epochs=3.
-    Rerunning after a crash resumes from the newest checkpoint in out_dir.
+    Training rows: the prepared splits in data_dir; else the gold labels joined to
+    the corpora; else, with no corpora, your --extra files alone (a stable share held
+    out for validation and test). Extra --key=value arguments override the config,
+    e.g. --lr=5e-5 --epochs=3. Rerunning the same command after a crash resumes from
+    the newest checkpoint; a different run (config, data or base) never does.
     """
     from training.finetune import FinetuneConfig
-    from training.train import run_train
+    from training.prepare import PrepareError
+    from training.train import TrainInputError, run_train
+    from training.userdata import LabelFileError, error_line
 
-    cfg = _config(FinetuneConfig, config, ctx, base=base, extra_train=list(extra) or None)
-    metrics = run_train(cfg, out, model_version=version)
+    if extra:
+        missing = [f for f in extra if not _exists_or_dataset_name(f)]
+        if missing:
+            _input_error(f"--extra {missing[0]}: no such file; give the path of a labelled JSONL, CSV or "
+                         "Parquet file (columns text, warmth, substance, template)")
+    cfg = _config(FinetuneConfig, config, ctx, base=base, extra_train=list(extra) or None,
+                  skip_invalid=skip_invalid or None)
+    try:
+        metrics = run_train(cfg, out, model_version=version)
+    except LabelFileError as exc:
+        _input_error(error_line(exc, "--skip-invalid"))
+    except (TrainInputError, PrepareError) as exc:
+        _input_error(str(exc))
     o = metrics["overall"]
     for a in metrics["axes"]:
         typer.echo(f"test {a}: spearman {o[a]['spearman']}, pearson {o[a]['pearson']}, mae {o[a]['mae']}")
     typer.echo(f"test template>=2 AUROC {o['template_ge2']['auroc']}, hostile AUROC {o['hostile']['auroc']}")
+    if "base_on_test" in metrics:
+        from training.evaluate import comparison_table
+
+        held = "your held-out rows" if metrics.get("data_mode") == "extra-only" else "the test split"
+        typer.echo(f"\nnew and current model on {held} ({metrics['n']:,} rows):")
+        typer.echo(comparison_table({f"new ({out})": metrics,
+                                     f"current ({metrics['base_on_test']['dir']})": metrics["base_on_test"]}))
     if promote:
         from training.feedback_commands import promote_or_exit
 
         promote_or_exit(out, store, data_dir=cfg.data_dir, version=version)
+
+
+def _exists_or_dataset_name(spec: str) -> bool:
+    """A path that exists, or something that can only be a Hugging Face dataset name."""
+    if Path(spec).expanduser().exists():
+        return True
+    looks_like_path = (spec.startswith((".", "/", "~")) or spec.count("/") > 1
+                       or spec.lower().endswith((".jsonl", ".csv", ".tsv", ".parquet", ".pq", ".gz", ".json")))
+    return not looks_like_path
 
 
 @app.command("reproduce-default")

@@ -523,6 +523,30 @@ def _default_id(name: str, where: str) -> str:
     return ":".join([name, *split, pos.split("-")[0]])
 
 
+def error_line(exc: LabelFileError, skip_flag: str | None = "--skip-invalid") -> str:
+    """One line for a command to print: the first bad row (file, line, reason), how
+    many more there are, and the fix; ``skip_flag`` is the option of that command
+    that drops bad rows (``None`` when it has none).
+
+    Example:
+        >>> bad = RowProblem("a.csv", "line 3", "warmth: level must be an integer 0-3, got 9")
+        >>> error_line(LabelFileError("a.csv: 1 of 2 rows are invalid:", [bad]))
+        'a.csv: line 3: warmth: level must be an integer 0-3, got 9; fix the row, or pass --skip-invalid to drop and list bad rows'
+    """
+    head = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    if not exc.problems or "rows are invalid" not in head:
+        return head.rstrip(":")
+    n = len(exc.problems)
+    more = f" (and {n - 1} more invalid row{'s' if n > 2 else ''})" if n > 1 else ""
+    fix = "fix the rows" if n > 1 else "fix the row"
+    if exc.problems[0].reason.startswith("missing column"):
+        return (f"{exc.problems[0]}{more}; a labelled file needs the columns {TEXT_COLUMN}, {', '.join(AXES)} "
+                f"(optional: {', '.join(OPTIONAL_COLUMNS)}); rename yours to these")
+    if skip_flag:
+        fix += f", or pass {skip_flag} to drop and list bad rows"
+    return f"{exc.problems[0]}{more}; {fix}"
+
+
 def _fmt(v: float) -> str:
     return str(int(v)) if v == int(v) else repr(v)
 

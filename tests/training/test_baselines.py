@@ -148,5 +148,5 @@ def test_baselines_command(tiny_data, tmp_path):
     assert (tmp_path / "res" / "baselines.json").is_file()
     assert (tmp_path / "models" / "rules" / "test" / "report.md").is_file()
     r = CliRunner().invoke(app, ["baselines", "--data", str(tmp_path / "none"), "--out", str(tmp_path)])
-    assert r.exit_code == 1
+    assert r.exit_code == 2
     assert "run `zhenping prepare" in r.output

@@ -175,5 +175,5 @@ def test_evaluate_command_errors(tmp_path):
     assert "--split must be one of ['train', 'validation', 'test'], got 'dev'" in r.output
     r = runner.invoke(app, ["evaluate", "--model", str(tmp_path / "nothing"), "--data",
                             str(tmp_path), "--out", str(tmp_path / "o")])
-    assert r.exit_code == 1
-    assert r.output.startswith("error: ")
+    assert r.exit_code == 2
+    assert r.output.startswith("error: ") and len(r.output.splitlines()) == 1

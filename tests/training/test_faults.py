@@ -45,14 +45,15 @@ def test_prepare_names_file_and_line_of_malformed_rows(tmp_path):
     )
     out = tmp_path / "out"
     result = runner.invoke(app, ["prepare", "--no-gold", "--extra", str(bad), "--out", str(out)])
-    assert result.exit_code == 1, result.output
+    assert result.exit_code == 2, result.output
     assert result.stderr.splitlines() == [
-        "error: bad.jsonl: 3 of 4 rows are invalid:",
-        "  bad.jsonl: line 2: not valid JSON (Expecting property name enclosed in double quotes at column 2)",
-        "  bad.jsonl: line 3: warmth: level must be an integer 0-3, got 5",
-        "  bad.jsonl: line 4: missing column(s) ['text']",
-        "fix these rows, or pass --skip-invalid (skip_invalid=True) to drop them",
+        "error: bad.jsonl: line 2: not valid JSON (Expecting property name enclosed in double quotes at column 2) "
+        "(and 2 more invalid rows); fix the rows, or pass --skip-invalid to drop and list bad rows",
     ]
+    listed = runner.invoke(app, ["prepare", "--no-gold", "--extra", str(bad), "--out", str(tmp_path / "listed"),
+                                 "--skip-invalid"])
+    assert listed.exit_code == 0, listed.output
+    assert "skipped bad.jsonl: line 4: missing column(s) ['text']" in listed.output
     assert not out.exists()  # nothing half-written
 
 

@@ -245,8 +245,9 @@ def test_cli_prepare_stops_on_bad_extra_rows(tiny, tmp_path):
     args = ["prepare", "--corpora", str(root), "--gold", str(gold), "--extra", str(bad),
             "--out", str(tmp_path / "o")]
     result = runner.invoke(app, args)
-    assert result.exit_code == 1
-    assert "bad.csv: line 3: warmth: level must be an integer 0-3, got 9" in result.output
+    assert result.exit_code == 2
+    assert result.stderr == ("error: bad.csv: line 3: warmth: level must be an integer 0-3, got 9; "
+                             "fix the row, or pass --skip-invalid to drop and list bad rows\n")
     assert not (tmp_path / "o" / "train.jsonl").exists()
 
     result = runner.invoke(app, args + ["--skip-invalid"])

@@ -88,3 +88,48 @@ def test_train_exports_a_complete_scorer_dir(tmp_path):
         got = {r["label"]: r["score"] for r in res}
         for a in AXES:
             assert abs(got[a] - getattr(s, a)) < 1e-5
+
+
+def _sha1(path) -> str:
+    import hashlib
+
+    return hashlib.sha1(path.read_bytes()).hexdigest()
+
+
+@pytest.mark.slow
+def test_a_different_run_never_resumes_another_runs_checkpoints(tmp_path, capfd):
+    import dataclasses
+
+    enc = _tiny_encoder(tmp_path / "enc")
+    data = _tiny_data(tmp_path / "data", n=24)
+    mine = tmp_path / "my_ok.jsonl"
+    mine.write_text("".join(json.dumps({"text": f"我自己标的第{i}条评论,写得很认真", "warmth": i % 4, "substance": 3,
+                                        "template": 0}, ensure_ascii=False) + "\n" for i in range(16)),
+                    encoding="utf-8")
+    ft = tmp_path / "ft"
+    first = FinetuneConfig(data_dir=str(data), base=str(enc), out_dir=str(ft), epochs=1, batch_size=8,
+                           max_length=32, patience=1)
+    run_train(first, tmp_path / "m1", model_version="first", baselines=tmp_path / "none.json")
+    capfd.readouterr()
+
+    # Same checkpoint folder, other data: the first run's checkpoints must not be resumed.
+    second = dataclasses.replace(first, extra_train=[str(mine)])
+    metrics = run_train(second, tmp_path / "m2", model_version="second", baselines=tmp_path / "none.json")
+    err = capfd.readouterr().err
+    assert f"not resuming from {ft}/checkpoint-" in err
+    assert f"data differ: extra:{mine} none -> {_sha1(mine)[:12]}" in err
+    assert not [line for line in err.splitlines() if line.startswith("resuming from")]
+    ft_info = metrics["training"]["finetune"]
+    assert ft_info["resumed_from"] is None and ft_info["train_rows"] == 24 + 16
+    assert ft_info["checkpoints"].startswith(f"{ft}-") and ft_info["data_sha1"][f"extra:{mine}"] == _sha1(mine)
+    assert _sha1(tmp_path / "m1" / "model.safetensors") != _sha1(tmp_path / "m2" / "model.safetensors")
+    sc = json.loads((tmp_path / "m2" / "scorer_config.json").read_text())
+    assert sc["label_files"]["my_ok.jsonl"] == _sha1(mine)
+    assert sc["training_config"]["extra_train"] == [str(mine)]
+    card = (tmp_path / "m2" / "README.md").read_text()
+    assert f"`my_ok.jsonl`: `{_sha1(mine)}`" in card and "40 training" in card
+
+    # The same second run again is the same run: it resumes its own checkpoints.
+    run_train(second, tmp_path / "m3", model_version="second", baselines=tmp_path / "none.json")
+    err = capfd.readouterr().err
+    assert f"resuming from {ft_info['checkpoints']}/checkpoint-" in err
