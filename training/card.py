@@ -195,6 +195,11 @@ def rerender_card(model_dir: str | Path, prepare_manifest: dict | None = None) -
         behaviour = json.loads((d / "behaviour.json").read_text(encoding="utf-8"))
     if prepare_manifest and sc.get("label_files") and prepare_manifest.get("label_files") != sc["label_files"]:
         prepare_manifest = None  # prepared from other labels: its row counts are not this model's
+    if not prepare_manifest:
+        # Keep the rows per split the card was built with (metrics.json, or the card itself).
+        rows = (metrics.get("data") or {}).get("rows") or _rows_in_card(d / "README.md")
+        if rows:
+            prepare_manifest = {"counts": {"rows": rows}}
     info = dict(metrics.get("training", {}))
     baselines = metrics.get("compare") or load_baselines(
         Path(__file__).resolve().parent / "results" / "baselines.json", metrics.get("split", "test"), sc["axes"])
@@ -205,6 +210,19 @@ def rerender_card(model_dir: str | Path, prepare_manifest: dict | None = None) -
         card = head + section + "\n" + sep + rest
     (d / "README.md").write_text(card, encoding="utf-8")
     return card
+
+
+def _rows_in_card(path: Path) -> dict[str, int]:
+    """The "| split | rows |" table of an existing card, as {split: rows} (empty if none)."""
+    import re
+
+    if not path.is_file():
+        return {}
+    rows = {}
+    for split, n in re.findall(r"^\| (train|validation|test) \| ([0-9,]+) \|$", path.read_text(encoding="utf-8"),
+                               flags=re.M):
+        rows[split] = int(n.replace(",", ""))
+    return rows
 
 
 def load_baselines(path: str | Path, split: str = "test", axes=None) -> dict:

@@ -491,7 +491,11 @@ def evaluate_model(
                         "version": getattr(scorer, "model_version", None)}
     metrics["split"] = split
     try:
-        metrics["data"] = {"label_files": read_manifest(data_dir).get("label_files", {})}
+        manifest = read_manifest(data_dir)
+        metrics["data"] = {"label_files": manifest.get("label_files", {})}
+        rows = (manifest.get("counts") or {}).get("rows")
+        if rows:  # kept for the model card, which may be rebuilt without the data folder
+            metrics["data"]["rows"] = rows
     except FileNotFoundError:
         metrics["data"] = {}
     compare = {}

@@ -266,3 +266,25 @@ def test_behaviour_command(tiny_model_dir, tmp_path):
     bad.write_text('{"id": "x"}\n', encoding="utf-8")
     r = runner.invoke(app, ["behaviour", "--model", str(model), "--cases", str(bad)])
     assert r.exit_code == 1 and f"{bad}:1:" in r.output
+
+
+def test_rebuilt_card_keeps_rows_per_split_without_the_data_folder(tmp_path):
+    import numpy as np
+
+    from training.card import rerender_card
+    from training.evaluate import evaluate
+
+    t = np.array([[0, 0, 0], [1, 1, 1]], dtype=float)
+    metrics = evaluate(t, t)
+    sc = {"axes": ["warmth", "substance", "template"], "model_version": "v", "max_length": 8,
+          "label_files": {"gold_v1.jsonl": "a" * 40}}
+    (tmp_path / "metrics.json").write_text(json.dumps(metrics), encoding="utf-8")
+    (tmp_path / "scorer_config.json").write_text(json.dumps(sc), encoding="utf-8")
+    other = {"label_files": {"gold_v9.jsonl": "b" * 40}, "counts": {"rows": {"train": 1, "validation": 1, "test": 1}}}
+    mine = {"label_files": sc["label_files"], "counts": {"rows": {"train": 80, "validation": 10, "test": 12}}}
+    assert "| test | 12 |" in rerender_card(tmp_path, mine)
+    card = rerender_card(tmp_path, other)  # other labels: their counts are not this model's
+    assert "| test | 12 |" in card and "| test | 1 |" not in card
+    metrics["data"] = {"rows": {"train": 70, "validation": 9, "test": 11}}
+    (tmp_path / "metrics.json").write_text(json.dumps(metrics), encoding="utf-8")
+    assert "| test | 11 |" in rerender_card(tmp_path)
