@@ -2,9 +2,11 @@
 
 With campaign detection on (``ZHENPING_CAMPAIGN``, the default), each
 ``/v1/score`` result also carries ``duplicates``, ``template_fused``,
-``evidence`` and ``action``, and the response ``authors`` when comments carry an
+``evidence``, ``action``, ``campaign``, ``cluster``, ``suspicious_likes`` and
+``expected_likes``, and the response ``authors`` when comments carry an
 ``author_id``; the scored comments join the rolling window. ``/v1/rank`` orders
-a batch by weighted quality; it reads the window but adds nothing to it, so
+a batch by weighted quality, or with ``order=quality_engagement`` (优质互动榜) by
+quality plus discounted likes; it reads the window but adds nothing to it, so
 ranking the same batch twice gives the same order.
 """
 
@@ -23,8 +25,9 @@ from api.errors import ApiError
 from api.schemas import ErrorBody, RankResponse
 from api.settings import Settings
 from model.campaign import CampaignConfig, CampaignDetector, CampaignInput, CampaignResult, WindowConfig
+from model.campaign.likes import engagement, rank_by_engagement
 from model.campaign.window import WindowUnavailable
-from model.ranking import check_weights, rank
+from model.ranking import check_weights, quality, rank
 
 logger = logging.getLogger("zhenping.api")
 
@@ -61,6 +64,11 @@ def campaign_config(settings: Settings) -> CampaignConfig:
         review_template=settings.action_review_template,
         fold_hostile=settings.action_fold_hostile,
         review_hostile=settings.action_review_hostile,
+        fold_campaign=settings.action_fold_campaign,
+        review_campaign=settings.action_review_campaign,
+        likes_margin=settings.likes_margin,
+        likes_min=settings.likes_min,
+        rank_like_weight=settings.rank_like_weight,
         lexicon_extra=tuple(settings.lexicon_extra),
         authors=settings.author_summaries,
     )
@@ -97,7 +105,20 @@ def result_fields(result: CampaignResult) -> dict:
         "template_fused": result.template_fused,
         "evidence": [e.as_dict() for e in result.evidence],
         "action": result.action,
+        "campaign": result.campaign,
+        "cluster": result.cluster.as_dict(),
+        "suspicious_likes": result.suspicious_likes,
+        "expected_likes": None if result.expected_likes is None else round(result.expected_likes, 3),
     }
+
+
+def epoch_seconds(when: datetime | None) -> float | None:
+    """Seconds since the epoch of a request's ``posted_at``; naive times are UTC."""
+    if when is None:
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return when.timestamp()
 
 
 async def campaign_fields(detector: CampaignDetector, comments, normalized, scores,
@@ -107,7 +128,8 @@ async def campaign_fields(detector: CampaignDetector, comments, normalized, scor
     Raises:
         ApiError: 503 ``window_unavailable`` when a shared window cannot be reached.
     """
-    inputs = [CampaignInput(text, c.id, c.author_id) for c, text in zip(comments, normalized)]
+    inputs = [CampaignInput(text, c.id, c.author_id, c.likes, epoch_seconds(c.posted_at))
+              for c, text in zip(comments, normalized)]
     try:
         report = await asyncio.to_thread(detector.process, inputs, scores, None, record)
     except WindowUnavailable as exc:
@@ -172,9 +194,26 @@ async def rank_comments(request: Request, service: ServiceDep, body: RankBody):
         fields, _ = await campaign_fields(detector, body.comments, normalized, scores, record=False)
         for result, extra in zip(results, fields):
             result.update(extra)
+    if body.order == "quality_engagement":
+        like_weight = settings.rank_like_weight
+        qualities = [quality(r, weights) for r in results]
+        engaged = [engagement(c.likes, r.get("expected_likes"), r.get("suspicious_likes"),
+                              r.get("template_fused", r["template"]), r.get("campaign", 0.0))
+                   for c, r in zip(body.comments, results)]
+        order = rank_by_engagement(results, qualities, engaged, like_weight)
+        return {
+            "model": service.model,
+            "weights": weights,
+            "order": body.order,
+            "like_weight": like_weight,
+            "results": [{**results[i], "rank": place, "index": i, "quality": qualities[i],
+                         "engagement": engaged[i], "order_score": value}
+                        for place, (i, value) in enumerate(order, 1)],
+        }
     ranked = rank(results, weights)
     return {
         "model": service.model,
         "weights": weights,
+        "order": body.order,
         "results": [{**r.comment, "rank": r.rank, "index": r.index, "quality": r.quality} for r in ranked],
     }

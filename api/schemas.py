@@ -21,7 +21,14 @@ class Comment(BaseModel):
 
     text: StrictStr = Field(description="The comment as posted; any Unicode, may be empty.")
     id: StrictStr | StrictInt | None = Field(None, description="Caller's id, echoed back in the result.")
-    author_id: StrictStr | None = Field(None, description="Caller's author id; accepted, not used for scoring.")
+    author_id: StrictStr | None = Field(
+        None, description="Caller's author id: counted in the cluster's distinct authors and author summaries "
+                          "(campaign detection); not used by the text model.")
+    likes: StrictInt | None = Field(
+        None, ge=0, description="The comment's like count, for `suspicious_likes` and the quality_engagement order.")
+    posted_at: datetime | None = Field(
+        None, description="When the comment was posted (ISO 8601, UTC when no offset is given, or seconds since "
+                          "the epoch): its age for the likes check; the time of the request when absent.")
 
 
 class ScoreRequest(BaseModel):
@@ -60,6 +67,21 @@ class Evidence(BaseModel):
     count: int | None = Field(None, description="Copies, for duplicates; null otherwise.")
 
 
+class Cluster(BaseModel):
+    """The comment's cluster of copies in the rolling window: the campaign score's evidence."""
+
+    size: int = Field(ge=1, description="Comments of the cluster in the window, this one included.")
+    authors: int = Field(ge=1, description="Distinct authors among them (a comment without author_id counts "
+                                           "as its own author).")
+    arrival_rate: float = Field(ge=0, description="Comments per hour since the cluster's oldest comment in the "
+                                                  "window (span at least 60 s).")
+    span_seconds: float = Field(ge=0, description="Seconds from the cluster's oldest comment in the window to now.")
+    template_mean: float = Field(ge=0, le=1, description="Mean text-model template score of the cluster's comments.")
+    variants: int = Field(ge=1, description="Distinct texts in the cluster (edited copies make many).")
+    author_overlap: float = Field(ge=0, le=1, description="Share of the cluster's authors who also posted into "
+                                                          "another cluster of 2+ comments.")
+
+
 class AuthorSummary(BaseModel):
     """An author's comments in the rolling window, this request included."""
 
@@ -83,9 +105,23 @@ ScoreResult = create_model(
     # Campaign detection; present unless the server turns it off (ZHENPING_CAMPAIGN=false).
     duplicates=(Duplicates | None, Field(None, description="Repeats of this comment.")),
     template_fused=(float | None, Field(None, ge=0.0, le=1.0,
-                                        description="The template score raised by copies of the comment.")),
+                                        description="The template score raised by copies of the comment and by "
+                                                    "its campaign score; `template` stays the text model's.")),
     evidence=(list[Evidence] | None, Field(None, description="Why the comment looks templated.")),
-    action=(Literal["pass", "review", "fold"] | None, Field(None, description="Suggested moderation action.")),
+    action=(Literal["pass", "review", "fold"] | None, Field(
+        None, description="Suggested moderation action, from the campaign score, the text template score and "
+                          "hostility (1 - warmth).")),
+    campaign=(float | None, Field(None, ge=0.0, le=1.0,
+                                  description="Campaign score in [0, 1]: how much the comment's cluster in the "
+                                              "window looks like a copy-paste campaign (size, distinct authors, "
+                                              "arrival rate, templated text, author overlap); 0 for clusters "
+                                              "under the minimum size.")),
+    cluster=(Cluster | None, Field(None, description="The cluster evidence behind the campaign score.")),
+    suspicious_likes=(bool | None, Field(
+        None, description="The like count is far above what the comment's quality and age predict; null "
+                          "without `likes`.")),
+    expected_likes=(float | None, Field(None, ge=0.0, description="The like count quality and age predict; "
+                                                                   "null without `likes`.")),
 )
 ScoreResult.__doc__ = "Scores of one comment."
 
@@ -113,6 +149,11 @@ class RankRequest(BaseModel):
         None,
         description="Weight per axis (axes left out weigh 0); the server's default when absent. "
                     "quality = sum(weight x score), with template_fused for template when present.")
+    order: Literal["quality", "quality_engagement"] = Field(
+        "quality",
+        description="`quality`: by weighted quality. `quality_engagement` (优质互动榜): quality + like_weight x "
+                    "log(1 + likes), the likes discounted by (1 - template_fused) x (1 - campaign) and a "
+                    "suspicious count cut to its expectation.")
 
 
 RankResult = create_model(
@@ -120,7 +161,11 @@ RankResult = create_model(
     __base__=ScoreResult,
     rank=(int, Field(ge=1, description="1 for the best.")),
     index=(int, Field(ge=0, description="The comment's position in the request.")),
-    quality=(float, Field(description="The weighted score the comments are ordered by.")),
+    quality=(float, Field(description="The weighted quality score.")),
+    engagement=(float | None, Field(None, description="quality_engagement order: the discounted log(1 + likes) "
+                                                      "added to quality, before like_weight.")),
+    order_score=(float | None, Field(None, description="quality_engagement order: the value the comments are "
+                                                       "ordered by.")),
 )
 RankResult.__doc__ = "One comment in ranked order, with its scores."
 
@@ -130,6 +175,8 @@ class RankResponse(BaseModel):
 
     model: str = Field(description="The model that scored, as '<model id>@<model version>'.")
     weights: dict[str, float] = Field(description="The weights used, one per axis.")
+    order: Literal["quality", "quality_engagement"] = Field("quality", description="The ordering used.")
+    like_weight: float | None = Field(None, description="quality_engagement order: the weight of engagement.")
     results: list[RankResult]  # type: ignore[valid-type]
 
 

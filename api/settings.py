@@ -88,6 +88,11 @@ class Settings(BaseSettings):
     action_review_template: float = Field(CampaignConfig.review_template, ge=0)  # review at template_fused >= this
     action_fold_hostile: float = Field(CampaignConfig.fold_hostile, ge=0)  # fold at 1 - warmth >= this; > 1: off
     action_review_hostile: float = Field(CampaignConfig.review_hostile, ge=0)  # review at 1 - warmth >= this
+    action_fold_campaign: float = Field(CampaignConfig.fold_campaign, ge=0)  # fold at campaign score >= this; > 1: off
+    action_review_campaign: float = Field(CampaignConfig.review_campaign, ge=0)  # review at campaign score >= this
+    likes_margin: float = Field(CampaignConfig.likes_margin, gt=0)  # suspicious_likes at log(1 + likes) this far above the expected
+    likes_min: int = Field(CampaignConfig.likes_min, ge=0)  # like counts below this are never suspicious
+    rank_like_weight: float = Field(CampaignConfig.rank_like_weight, ge=0)  # quality_engagement: weight of log(1 + discounted likes)
     lexicon_extra: Annotated[list[Path], NoDecode] = []  # comma-separated extra phrase files for evidence
     author_summaries: bool = True  # per-author summaries when comments carry author_id
     rank_weights: Annotated[dict[str, float], NoDecode] = dict(DEFAULT_WEIGHTS)  # /v1/rank default; "warmth=1,substance=1,template=-1"
@@ -143,7 +148,7 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _actions_in_order(self):
-        for reason in ("template", "hostile"):
+        for reason in ("template", "hostile", "campaign"):
             review, fold = getattr(self, f"action_review_{reason}"), getattr(self, f"action_fold_{reason}")
             if review > fold:
                 raise ValueError(f"action_review_{reason} ({review}) must be <= action_fold_{reason} ({fold}); "

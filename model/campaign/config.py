@@ -1,8 +1,10 @@
 """Settings of campaign detection, with their defaults in one place.
 
-The fitted numbers (fusion weights, action thresholds) come from
-``calibration.json`` beside this file, written by ``training/campaign_eval.py``
-from the validation split; the service's settings default to them.
+The fitted numbers come from ``calibration.json`` beside this file: the fusion
+weights from ``training/campaign_eval.py`` (gold validation split); the campaign
+model, the action thresholds, the likes model and the like weight of the
+engagement ordering from ``training/campaign_bench.py`` (the injected-campaign
+benchmark's validation seeds). The service's settings default to them.
 """
 
 from __future__ import annotations
@@ -24,11 +26,20 @@ def load_calibration(path: str | Path = CALIBRATION_FILE) -> dict:
     path = Path(path)
     doc = json.loads(path.read_text(encoding="utf-8"))
     for section, names in (("fusion", ("exact_weight", "near_weight")),
-                           ("actions", ("fold_template", "review_template", "fold_hostile", "review_hostile"))):
+                           ("actions", ("fold_template", "review_template", "fold_hostile", "review_hostile",
+                                        "fold_campaign", "review_campaign")),
+                           ("campaign", ("intercept", "min_size")),
+                           ("likes", ("intercept", "quality", "log_age", "campaign", "margin", "min_likes",
+                                      "default_age_hours")),
+                           ("rank", ("like_weight",))):
         for name in names:
             value = doc.get(section, {}).get(name)
             if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
                 raise ValueError(f"{path}: {section}.{name} must be a number, got {value!r}")
+    weights = doc["campaign"].get("weights")
+    if not isinstance(weights, dict) or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in weights.values()):
+        raise ValueError(f"{path}: campaign.weights must map feature names to numbers, got {weights!r}")
     return doc
 
 
@@ -77,5 +88,18 @@ class CampaignConfig:
     review_template: float = CALIBRATION["actions"]["review_template"]  # review at template_fused >= this
     fold_hostile: float = CALIBRATION["actions"]["fold_hostile"]  # fold at 1 - warmth >= this
     review_hostile: float = CALIBRATION["actions"]["review_hostile"]  # review at 1 - warmth >= this
+    fold_campaign: float = CALIBRATION["actions"]["fold_campaign"]  # fold at campaign score >= this
+    review_campaign: float = CALIBRATION["actions"]["review_campaign"]  # review at campaign score >= this
+    campaign_weights: tuple[tuple[str, float], ...] = tuple(CALIBRATION["campaign"]["weights"].items())  # logistic weights per feature
+    campaign_intercept: float = CALIBRATION["campaign"]["intercept"]  # logistic intercept
+    campaign_min_size: int = CALIBRATION["campaign"]["min_size"]  # clusters smaller than this score 0
+    likes_intercept: float = CALIBRATION["likes"]["intercept"]  # expected log(1 + likes): b0
+    likes_quality: float = CALIBRATION["likes"]["quality"]  # ... + b1 * quality
+    likes_log_age: float = CALIBRATION["likes"]["log_age"]  # ... + b2 * log(1 + age in hours)
+    likes_campaign: float = CALIBRATION["likes"]["campaign"]  # ... + b3 * campaign score
+    likes_margin: float = CALIBRATION["likes"]["margin"]  # suspicious at log(1 + likes) - expected >= this
+    likes_min: int = CALIBRATION["likes"]["min_likes"]  # counts below this are never suspicious
+    likes_default_age_hours: float = CALIBRATION["likes"]["default_age_hours"]  # age assumed without posted_at
+    rank_like_weight: float = CALIBRATION["rank"]["like_weight"]  # quality_engagement: weight of discounted log(1 + likes)
     lexicon_extra: tuple[Path, ...] = ()  # more <category>\t<phrase> files for evidence
     authors: bool = True  # keep per-author summaries over the window

@@ -1,5 +1,6 @@
-"""Campaign detection on top of a scorer's scores: duplicates, fused template
-score, evidence, action and author summaries, for one batch of comments."""
+"""Campaign detection on top of a scorer's scores: duplicates, cluster evidence,
+campaign score, fused template score, evidence, action, likes check and author
+summaries, for one batch of comments."""
 
 from __future__ import annotations
 
@@ -10,10 +11,12 @@ from dataclasses import dataclass
 from model.axes import score_to_level
 from model.campaign.actions import ActionPolicy
 from model.campaign.authors import AuthorObservation, AuthorSummary, AuthorWindow, author_key
+from model.campaign.clusters import SINGLE, CampaignModel, ClusterEvidence, ClusterWindow
 from model.campaign.config import CampaignConfig
 from model.campaign.evidence import Evidence, EvidenceFinder
 from model.campaign.fusion import Fusion
-from model.campaign.window import Duplicates, DuplicateWindow, WindowItem, caller_key
+from model.campaign.likes import LikesModel
+from model.campaign.window import Duplicates, DuplicateWindow, WindowItem, caller_key, dedup_form, hash64
 
 TEMPLATED_LEVEL = 2  # fused template level from which an author's comment counts as templated
 
@@ -26,22 +29,44 @@ class CampaignInput:
         text: the normalised text (:func:`model.normalize.normalize_text`).
         id: the caller's comment id; a comment seen again under the same id with
             the same text is not counted twice.
-        author_id: the caller's author id, for author summaries.
+        author_id: the caller's author id, for author summaries and cluster evidence.
+        likes: the comment's like count, for the likes check.
+        posted_at: when it was posted, seconds since the epoch (its age for the
+            likes check); the window's clock when absent.
     """
 
     text: str
     id: str | int | None = None
     author_id: str | None = None
+    likes: int | None = None
+    posted_at: float | None = None
 
 
 @dataclass(frozen=True)
 class CampaignResult:
-    """Campaign evidence for one comment."""
+    """Campaign evidence for one comment.
+
+    Attributes:
+        duplicates: its copies in the window.
+        template_fused: the model's template score raised by copies and by the
+            campaign score: ``1 - (1 - fused by copies) * (1 - campaign)``.
+        evidence: phrase and duplicate evidence.
+        action: ``"pass"``, ``"review"`` or ``"fold"``.
+        campaign: the campaign score in [0, 1].
+        cluster: its cluster's evidence in the window.
+        suspicious_likes: likes far above what quality and age predict; ``None``
+            without a like count.
+        expected_likes: the like count quality and age predict; ``None`` without one.
+    """
 
     duplicates: Duplicates
     template_fused: float
     evidence: tuple[Evidence, ...]
     action: str
+    campaign: float = 0.0
+    cluster: ClusterEvidence = SINGLE
+    suspicious_likes: bool | None = None
+    expected_likes: float | None = None
 
 
 @dataclass(frozen=True)
@@ -50,6 +75,17 @@ class CampaignReport:
 
     results: list[CampaignResult]
     authors: list[AuthorSummary]
+
+
+def campaign_model(config: CampaignConfig) -> CampaignModel:
+    """The campaign model of a config."""
+    return CampaignModel(dict(config.campaign_weights), config.campaign_intercept, config.campaign_min_size)
+
+
+def likes_model(config: CampaignConfig) -> LikesModel:
+    """The likes model of a config."""
+    return LikesModel(config.likes_intercept, config.likes_quality, config.likes_log_age, config.likes_margin,
+                      config.likes_min, config.likes_default_age_hours, config.likes_campaign)
 
 
 class CampaignDetector:
@@ -61,6 +97,9 @@ class CampaignDetector:
         policy: action thresholds.
         evidence: the phrase lexicons.
         authors: the author window, or ``None`` to skip author summaries.
+        clusters: per-cluster sums over the window (a fresh one when ``None``).
+        campaign: the campaign model (the shipped calibration when ``None``).
+        likes: the likes model (the shipped calibration when ``None``).
 
     Example:
         >>> detector = CampaignDetector.build(CampaignConfig())
@@ -70,12 +109,19 @@ class CampaignDetector:
     """
 
     def __init__(self, window: DuplicateWindow, fusion: Fusion, policy: ActionPolicy,
-                 evidence: EvidenceFinder, authors: AuthorWindow | None = None):
+                 evidence: EvidenceFinder, authors: AuthorWindow | None = None,
+                 clusters: ClusterWindow | None = None, campaign: CampaignModel | None = None,
+                 likes: LikesModel | None = None):
         self.window = window
         self.fusion = fusion
         self.policy = policy
         self.evidence = evidence
         self.authors = authors
+        config = CampaignConfig()
+        self.clusters = clusters if clusters is not None else ClusterWindow(window.config.max_size,
+                                                                            window.config.ttl_seconds)
+        self.campaign = campaign if campaign is not None else campaign_model(config)
+        self.likes = likes if likes is not None else likes_model(config)
 
     @classmethod
     def build(cls, config: CampaignConfig, window_store=None, author_store=None,
@@ -90,9 +136,13 @@ class CampaignDetector:
         return cls(
             window,
             Fusion(config.exact_weight, config.near_weight),
-            ActionPolicy(config.fold_template, config.review_template, config.fold_hostile, config.review_hostile),
+            ActionPolicy(config.fold_template, config.review_template, config.fold_hostile, config.review_hostile,
+                         config.fold_campaign, config.review_campaign),
             EvidenceFinder.default(config.lexicon_extra),
             authors,
+            ClusterWindow(config.window.max_size, config.window.ttl_seconds),
+            campaign_model(config),
+            likes_model(config),
         )
 
     def process(self, comments: Sequence[CampaignInput], scores: Sequence, now: float | None = None,
@@ -118,17 +168,34 @@ class CampaignDetector:
         now = self.window.clock() if now is None else now
         found = self.window.observe([WindowItem(c.text, caller_key(c.id)) for c in comments], now=now,
                                     record=record)
+        forms = [dedup_form(c.text) for c in comments]
+        new = [(dup.cluster_id, author_key(c.author_id) if c.author_id is not None else None, hash64(form),
+                float(s.template))
+               for c, s, dup, form in zip(comments, scores, found, forms) if not dup.seen_before]
+        clusters = self.clusters.observe_batch(new, [dup.cluster_id for dup in found], now, record=record)
         results = []
         observations = []
-        for comment, score, dup in zip(comments, scores, found):
+        for comment, score, dup, form, cluster in zip(comments, scores, found, forms, clusters):
             fused = self.fusion.fuse(float(score.template), dup.exact_count, dup.near_count)
             evidence = list(self.evidence.find(comment.text))
+            campaign = 0.0
+            if cluster.size >= self.campaign.min_size:
+                campaign = self.campaign.score(cluster, len(form), any(e.category == "ad" for e in evidence),
+                                               any(e.kind == "ai_marker" for e in evidence))
             if dup.exact_count:
                 evidence.append(Evidence("duplicate", "exact", count=dup.exact_count))
             if dup.near_count:
                 evidence.append(Evidence("duplicate", "near", count=dup.near_count))
-            action = self.policy.decide(fused, float(score.warmth))
-            results.append(CampaignResult(dup, fused, tuple(evidence), action))
+            action = self.policy.decide(fused, float(score.warmth), campaign)
+            fused = 1.0 - (1.0 - fused) * (1.0 - campaign)
+            suspicious = expected = None
+            if comment.likes is not None:
+                quality = float(score.warmth) + float(score.substance) - fused
+                age = self.likes.age_hours(comment.posted_at, now)
+                expected = self.likes.expected(quality, age, campaign)
+                suspicious = self.likes.suspicious(comment.likes, quality, age, campaign)
+            results.append(CampaignResult(dup, fused, tuple(evidence), action, campaign, cluster, suspicious,
+                                          expected))
             if comment.author_id is not None and not dup.seen_before:
                 observations.append(AuthorObservation(
                     author_key(comment.author_id), score_to_level(fused) >= TEMPLATED_LEVEL, dup.copies > 0,

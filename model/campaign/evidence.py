@@ -14,6 +14,7 @@ import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 from model.lexicons import AI_MARKERS, STOCK_PHRASES, load_lexicon
@@ -21,6 +22,8 @@ from model.lexicons import AI_MARKERS, STOCK_PHRASES, load_lexicon
 # Categories reported as machine-written boilerplate; every other category is a stock phrase.
 AI_CATEGORIES = frozenset({"buzzword", "ai_phrase", "ai_frame", "ai_boilerplate"})
 MAX_PHRASES = 8  # phrase evidence per comment, in order of position
+FIND_CACHE = 16384  # recent answers remembered, by text
+FIND_CACHE_CHARS = 256  # longer texts are searched every time (rarely repeated, costly to keep)
 _GAP = ".{1,20}?"
 
 
@@ -78,6 +81,8 @@ class EvidenceFinder:
             singles = frozenset(p for p in ordered if len(p) == 1)
             self._patterns.append((kind, category, _compile(ordered), singles))
         self.phrases = sum(len(p) for p in merged.values())
+        # Repeated comments (好听, pasted copies) are the common case: remember recent answers.
+        self._cached = lru_cache(maxsize=FIND_CACHE)(self._find)
 
     @classmethod
     def default(cls, extra: Sequence[str | os.PathLike] = ()) -> "EvidenceFinder":
@@ -87,6 +92,11 @@ class EvidenceFinder:
     def find(self, normalized: str) -> list[Evidence]:
         """Phrase evidence for one normalised comment, at most :data:`MAX_PHRASES`,
         in order of where each first occurs."""
+        if len(normalized) <= FIND_CACHE_CHARS:
+            return list(self._cached(normalized))
+        return list(self._find(normalized))
+
+    def _find(self, normalized: str) -> tuple[Evidence, ...]:
         text = normalized.lower()
         core = "".join(ch for ch in text if ch.isalnum())
         found: dict[tuple[str, str], tuple[int, Evidence]] = {}
@@ -102,4 +112,4 @@ class EvidenceFinder:
                 key = (category, core[0])
                 found.setdefault(key, (text.find(core[0]), Evidence(kind, category, core[0])))
         ranked = sorted(found.values(), key=lambda pair: (pair[0], -len(pair[1].match or "")))
-        return [ev for _, ev in ranked[:MAX_PHRASES]]
+        return tuple(ev for _, ev in ranked[:MAX_PHRASES])

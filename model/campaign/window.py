@@ -132,6 +132,17 @@ class Signer:
         self._permutations = template.permutations
         self._scheme = template.scheme
         self.bands, self.rows = lsh_params(config.threshold, config.num_perm)
+        # The affine32 update of datasketch's MinHash, without building a MinHash per
+        # text (most of the cost for short comments); the same values, checked in tests.
+        self._fast = None
+        try:
+            from datasketch.minhash import _fmix
+
+            if self._scheme == "affine32":
+                a, b = self._permutations
+                self._fast = (_fmix, np.asarray(a, dtype=np.uint32), np.asarray(b, dtype=np.uint32))
+        except ImportError:  # another datasketch version: build MinHash objects
+            self._fast = None
 
     def signature(self, form: str) -> np.ndarray | None:
         """The signature of a shingle form, or ``None`` for an empty one.
@@ -145,6 +156,13 @@ class Signer:
             return np.full(self.num_perm, hash64(form) & 0xFFFFFFFF, dtype=np.uint32)
         k = self.shingle
         grams = {form[i:i + k].encode("utf-8") for i in range(len(form) - k + 1)}
+        if self._fast is not None:
+            fmix, a, b = self._fast
+            sha1 = hashlib.sha1
+            hv = np.fromiter((int.from_bytes(sha1(g).digest()[:4], "little") for g in grams), dtype=np.uint32,
+                             count=len(grams)).reshape(-1, 1)
+            with np.errstate(over="ignore"):
+                return (fmix(hv, 32) * a + b).min(axis=0)
         m = self._minhash(num_perm=self.num_perm, permutations=self._permutations, scheme=self._scheme)
         m.update_batch(grams)
         return np.asarray(m.hashvalues, dtype=np.uint32)

@@ -1,0 +1,300 @@
+"""Cluster evidence over the rolling window, and the campaign score built on it.
+
+The duplicate window (:mod:`model.campaign.window`) says which cluster of
+copies a comment belongs to. This module keeps, for every cluster in the
+window, what a moderator would ask about it:
+
+* **size**: comments of the cluster in the window, this one included;
+* **authors**: distinct authors among them (a comment without an author id
+  counts as an author of its own);
+* **arrival rate**: comments per hour since the cluster's oldest comment still
+  in the window (at least ``RATE_FLOOR_SECONDS`` apart, so two copies in one
+  request do not read as an infinite rate);
+* **template mean**: the mean of the text model's template score over the
+  cluster's comments (how templated the cluster's text is);
+* **variants**: distinct texts in the cluster (dodge edits make many);
+* **author overlap**: the share of the cluster's authors who also posted into
+  another cluster of two or more comments (accounts that work several
+  campaigns).
+
+The campaign score is a logistic model of these (and of the comment's length,
+its product with the template mean, and lexicon evidence), fitted on the injected-campaign benchmark's validation
+seeds by ``training/campaign_bench.py``; a comment whose cluster is smaller than
+``min_size`` scores 0. Observations leave with the duplicate window's size and
+time limits, so memory stays bounded. Author ids are kept as 64-bit hashes.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+RATE_FLOOR_SECONDS = 60.0  # a cluster's span counts as at least this long for its arrival rate
+OVERLAP_SCAN = 64  # authors of one cluster looked at for the overlap share
+FEATURES = ("log_size", "log_authors", "author_share", "log_rate", "template_mean", "variant_share",
+            "author_overlap", "log_length", "template_length", "lexicon_ad", "lexicon_ai")
+
+
+@dataclass(frozen=True)
+class ClusterEvidence:
+    """What the window knows about a comment's cluster.
+
+    Attributes:
+        size: comments of the cluster in the window, this one included.
+        authors: distinct authors among them.
+        arrival_rate: comments per hour over the cluster's span in the window.
+        span_seconds: seconds from the cluster's oldest comment in the window to now.
+        template_mean: mean model template score of the cluster's comments.
+        variants: distinct texts in the cluster.
+        author_overlap: share of the cluster's authors seen in another cluster of 2+ comments.
+    """
+
+    size: int
+    authors: int
+    arrival_rate: float
+    span_seconds: float
+    template_mean: float
+    variants: int
+    author_overlap: float
+
+    def as_dict(self) -> dict:
+        return {"size": self.size, "authors": self.authors, "arrival_rate": round(self.arrival_rate, 4),
+                "span_seconds": round(self.span_seconds, 3), "template_mean": round(self.template_mean, 6),
+                "variants": self.variants, "author_overlap": round(self.author_overlap, 6)}
+
+
+SINGLE = ClusterEvidence(1, 1, 0.0, 0.0, 0.0, 1, 0.0)
+
+
+class _Cluster:
+    __slots__ = ("count", "template_sum", "authors", "anonymous", "texts", "times")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.template_sum = 0.0
+        self.authors: dict[int, int] = {}
+        self.anonymous = 0
+        self.texts: dict[int, int] = {}
+        self.times: deque[float] = deque()
+
+
+class ClusterWindow:
+    """Per-cluster sums over the comments of the rolling window (in this process).
+
+    Args:
+        max_size: observations kept (the duplicate window's size).
+        ttl_seconds: an observation leaves this long after it was seen; 0: no limit.
+
+    Example:
+        >>> clusters = ClusterWindow(1000, 0)
+        >>> clusters.add([(7, 1, 11, 0.8), (7, 2, 12, 0.6)], now=100.0)
+        >>> (ev,) = clusters.observe_batch([], [7], now=100.0)
+        >>> ev.size, ev.authors, ev.variants, round(ev.template_mean, 2)
+        (2, 2, 2, 0.7)
+    """
+
+    def __init__(self, max_size: int, ttl_seconds: float):
+        self.max_size = max_size
+        self.ttl_seconds = ttl_seconds
+        self._order: deque[tuple[float, int, int | None, int, float]] = deque()
+        self._clusters: dict[int, _Cluster] = {}
+        self._authors: dict[int, dict[int, int]] = {}  # author -> cluster -> comments
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._order)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._order.clear()
+            self._clusters.clear()
+            self._authors.clear()
+
+    def _remove(self, cluster: int, author: int | None, text: int, template: float, oldest: bool) -> None:
+        rec = self._clusters[cluster]
+        rec.count -= 1
+        if rec.count <= 0:
+            del self._clusters[cluster]
+        else:
+            rec.template_sum -= template
+            if oldest:
+                rec.times.popleft()
+            else:
+                rec.times.pop()
+            n = rec.texts[text] - 1
+            if n:
+                rec.texts[text] = n
+            else:
+                del rec.texts[text]
+            if author is None:
+                rec.anonymous -= 1
+            else:
+                n = rec.authors[author] - 1
+                if n:
+                    rec.authors[author] = n
+                else:
+                    del rec.authors[author]
+        if author is not None:
+            seen = self._authors[author]
+            n = seen[cluster] - 1
+            if n:
+                seen[cluster] = n
+            else:
+                del seen[cluster]
+                if not seen:
+                    del self._authors[author]
+
+    def _evict(self, now: float) -> None:
+        order = self._order
+        cutoff = now - self.ttl_seconds if self.ttl_seconds > 0 else None
+        while order and (len(order) > self.max_size or (cutoff is not None and order[0][0] < cutoff)):
+            t, cluster, author, text, template = order.popleft()
+            self._remove(cluster, author, text, template, oldest=True)
+
+    def _add(self, observations, now: float) -> None:
+        for cluster, author, text, template in observations:
+            rec = self._clusters.get(cluster)
+            if rec is None:
+                rec = self._clusters[cluster] = _Cluster()
+            rec.count += 1
+            rec.template_sum += template
+            rec.times.append(now)
+            rec.texts[text] = rec.texts.get(text, 0) + 1
+            if author is None:
+                rec.anonymous += 1
+            else:
+                rec.authors[author] = rec.authors.get(author, 0) + 1
+                seen = self._authors.setdefault(author, {})
+                seen[cluster] = seen.get(cluster, 0) + 1
+            self._order.append((now, cluster, author, text, template))
+
+    def add(self, observations: Sequence[tuple[int, int | None, int, float]], now: float) -> None:
+        """Add ``(cluster, author, text, template)`` observations seen at ``now``."""
+        with self._lock:
+            self._evict(now)
+            self._add(observations, now)
+            self._evict(now)
+
+    def _evidence(self, cluster: int, now: float) -> ClusterEvidence:
+        rec = self._clusters.get(cluster)
+        if rec is None or rec.count <= 1:
+            if rec is None:
+                return SINGLE
+            return ClusterEvidence(1, 1, 0.0, 0.0, rec.template_sum, 1, 0.0)
+        span = max(0.0, now - rec.times[0])
+        rate = rec.count * 3600.0 / max(span, RATE_FLOOR_SECONDS)
+        known = len(rec.authors)
+        overlap = 0.0
+        if known:
+            clusters = self._clusters
+            scanned = hits = 0
+            for author in rec.authors:
+                scanned += 1
+                for other in self._authors.get(author, ()):
+                    if other != cluster:
+                        orec = clusters.get(other)
+                        if orec is not None and orec.count >= 2:
+                            hits += 1
+                            break
+                if scanned >= OVERLAP_SCAN:
+                    break
+            overlap = hits / scanned
+        return ClusterEvidence(rec.count, known + rec.anonymous, rate, span, rec.template_sum / rec.count,
+                               len(rec.texts), overlap)
+
+    def observe_batch(self, new: Sequence[tuple[int, int | None, int, float]], clusters: Sequence[int],
+                      now: float, record: bool = True) -> list[ClusterEvidence]:
+        """Add ``new`` observations, then return the evidence of each cluster in ``clusters``.
+
+        Args:
+            new: ``(cluster, author key, text key, model template score)`` of the
+                comments not already in the window.
+            clusters: the cluster of every comment of the batch, in order.
+            now: when the batch is seen.
+            record: ``False`` to take the new observations out again afterwards
+                (a read that leaves the window unchanged).
+        """
+        with self._lock:
+            self._evict(now)
+            self._add(new, now)
+            cache: dict[int, ClusterEvidence] = {}
+            out = []
+            for cluster in clusters:
+                ev = cache.get(cluster)
+                if ev is None:
+                    ev = cache[cluster] = self._evidence(cluster, now)
+                out.append(ev)
+            if record:
+                self._evict(now)
+            else:
+                for _ in range(len(new)):
+                    t, cluster, author, text, template = self._order.pop()
+                    self._remove(cluster, author, text, template, oldest=False)
+            return out
+
+
+def _sigmoid(x: float) -> float:
+    if x >= 0:
+        return 1.0 / (1.0 + math.exp(-x))
+    z = math.exp(x)
+    return z / (1.0 + z)
+
+
+def feature_vector(ev: ClusterEvidence, length: int, lexicon_ad: bool, lexicon_ai: bool) -> list[float]:
+    """The campaign model's inputs, in :data:`FEATURES` order."""
+    return [
+        math.log(ev.size),
+        math.log(max(1, ev.authors)),
+        ev.authors / ev.size,
+        math.log1p(ev.arrival_rate),
+        ev.template_mean,
+        ev.variants / ev.size,
+        ev.author_overlap,
+        math.log1p(length),
+        ev.template_mean * math.log1p(length),  # long and templated: stock text, not a chant or a lyric
+        float(lexicon_ad),
+        float(lexicon_ai),
+    ]
+
+
+@dataclass(frozen=True)
+class CampaignModel:
+    """Logistic campaign score over :data:`FEATURES`.
+
+    Args:
+        weights: one weight per feature name.
+        intercept: the logistic intercept.
+        min_size: clusters smaller than this score 0.
+
+    Example:
+        >>> m = CampaignModel({"log_size": 2.0}, -4.0, 3)
+        >>> m.score(ClusterEvidence(2, 2, 1.0, 60.0, 0.5, 1, 0.0), 10, False, False)
+        0.0
+        >>> round(m.score(ClusterEvidence(20, 15, 1.0, 60.0, 0.5, 3, 0.0), 10, False, False), 3)
+        0.88
+    """
+
+    weights: dict
+    intercept: float
+    min_size: int = 3
+
+    def __post_init__(self):
+        unknown = [k for k in self.weights if k not in FEATURES]
+        if unknown:
+            raise ValueError(f"campaign weight for unknown feature {unknown[0]!r}; features are {', '.join(FEATURES)}")
+        for name, value in (*self.weights.items(), ("intercept", self.intercept)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ValueError(f"campaign {name} must be a finite number, got {value!r}")
+        if not isinstance(self.min_size, int) or self.min_size < 2:
+            raise ValueError(f"campaign min_size must be an int >= 2, got {self.min_size!r}")
+        object.__setattr__(self, "_w", [float(self.weights.get(f, 0.0)) for f in FEATURES])
+
+    def score(self, ev: ClusterEvidence, length: int, lexicon_ad: bool = False, lexicon_ai: bool = False) -> float:
+        """The campaign score in [0, 1] of a comment with cluster evidence ``ev``."""
+        if ev.size < self.min_size:
+            return 0.0
+        x = feature_vector(ev, length, lexicon_ad, lexicon_ai)
+        return _sigmoid(self.intercept + sum(w * v for w, v in zip(self._w, x)))

@@ -1,0 +1,145 @@
+"""The campaign signal: cluster evidence over the window, the campaign score, actions and likes."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from model.campaign import CampaignConfig, CampaignDetector, CampaignInput, WindowConfig
+from model.campaign.actions import ActionPolicy
+from model.campaign.clusters import FEATURES, CampaignModel, ClusterEvidence, ClusterWindow
+from model.campaign.config import CALIBRATION, load_calibration
+from model.campaign.likes import LikesModel, engagement, rank_by_engagement
+from model.scorer import CommentScores
+
+AD = "兼职日结,手机就能做,加微信abc123,月入过万不是梦"
+AD_EDITS = ["兼职日结，手机就能做，加微信abc123，月入过万不是梦！", "【福利】兼职日结 手机就能做 加微信abc123 月入过万"]
+CHORUS = "好听"
+SCORES = CommentScores(0.4, 0.2, 0.6)
+
+
+def detector(**kw) -> CampaignDetector:
+    return CampaignDetector.build(CampaignConfig(window=WindowConfig(max_size=1000), authors=False, **kw),
+                                  clock=lambda: 1000.0)
+
+
+def test_cluster_window_counts_size_authors_variants_and_rate():
+    window = ClusterWindow(100, 0)
+    window.add([("c", 1, 10, 0.8), ("c", 2, 11, 0.6), ("c", None, 10, 0.4)], now=0.0)
+    (ev,) = window.observe_batch([("c", 1, 12, 0.2)], ["c"], now=3600.0)
+    assert (ev.size, ev.authors, ev.variants) == (4, 3, 3)  # the anonymous comment is an author of its own
+    assert ev.template_mean == pytest.approx(0.5)
+    assert ev.arrival_rate == pytest.approx(4.0)  # 4 comments over the hour since the oldest
+    assert ev.span_seconds == pytest.approx(3600.0)
+
+
+def test_cluster_window_read_without_recording_leaves_it_unchanged():
+    window = ClusterWindow(100, 0)
+    window.add([("c", 1, 10, 0.5)], now=0.0)
+    (ev,) = window.observe_batch([("c", 2, 10, 0.5), ("c", 3, 10, 0.5)], ["c"], now=1.0, record=False)
+    assert ev.size == 3
+    assert len(window) == 1
+    (again,) = window.observe_batch([], ["c"], now=2.0)
+    assert (again.size, again.authors) == (1, 1)
+
+
+def test_cluster_window_forgets_by_size_and_age():
+    window = ClusterWindow(3, 10.0)
+    window.add([("a", 1, 1, 0.5), ("a", 2, 1, 0.5)], now=0.0)
+    window.add([("b", 3, 2, 0.5)] * 2, now=5.0)
+    assert len(window) == 3  # the oldest left by size
+    (a, b) = window.observe_batch([], ["a", "b"], now=12.0)  # a's last one left by age
+    assert a.size == 1 and b.size == 2
+    window.observe_batch([], ["b"], now=100.0)
+    assert len(window) == 0
+
+
+def test_author_overlap_counts_authors_seen_in_other_clusters():
+    window = ClusterWindow(100, 0)
+    window.add([("x", 1, 1, 0.5), ("x", 2, 1, 0.5), ("y", 1, 2, 0.5), ("y", 3, 2, 0.5)], now=0.0)
+    (x,) = window.observe_batch([], ["x"], now=0.0)
+    assert x.author_overlap == pytest.approx(0.5)  # author 1 also posted into y (2 comments)
+
+
+def test_campaign_model_checks_its_inputs_and_is_zero_below_min_size():
+    model = CampaignModel({"log_size": 1.0}, -2.0, min_size=3)
+    small = ClusterEvidence(2, 2, 100.0, 60.0, 0.9, 2, 0.0)
+    assert model.score(small, 20) == 0.0
+    big = ClusterEvidence(30, 20, 100.0, 60.0, 0.9, 2, 0.0)
+    assert model.score(big, 20) == pytest.approx(1 / (1 + math.exp(-(math.log(30) - 2.0))))
+    with pytest.raises(ValueError, match="unknown feature 'size'"):
+        CampaignModel({"size": 1.0}, 0.0)
+    with pytest.raises(ValueError, match="min_size must be an int >= 2"):
+        CampaignModel({}, 0.0, min_size=1)
+
+
+def test_shipped_calibration_names_every_feature_and_threshold():
+    doc = load_calibration()
+    assert set(doc["campaign"]["weights"]) <= set(FEATURES)
+    ActionPolicy(**doc["actions"])
+    assert doc["actions"]["review_campaign"] <= doc["actions"]["fold_campaign"]
+    LikesModel(**{k: v for k, v in doc["likes"].items()})
+
+
+def test_a_pasted_campaign_from_many_authors_folds_and_the_organic_chorus_does_not():
+    det = detector()
+    ads = [CampaignInput([AD, *AD_EDITS][k % 3], f"a{k}", f"bot{k % 6}") for k in range(8)]
+    chorus = [CampaignInput(CHORUS, f"h{k}", f"user{k}") for k in range(8)]
+    report = det.process(ads + chorus, [SCORES] * 16, now=1000.0)
+    ad_results, chorus_results = report.results[:8], report.results[8:]
+    assert ad_results[-1].cluster.size == 8 and ad_results[-1].cluster.authors == 6
+    assert ad_results[-1].cluster.variants == 3
+    assert min(r.campaign for r in ad_results) >= CALIBRATION["actions"]["fold_campaign"]
+    assert {r.action for r in ad_results} == {"fold"}
+    assert all(r.template_fused >= r.campaign for r in ad_results)
+    assert max(r.campaign for r in chorus_results) < CALIBRATION["actions"]["review_campaign"]
+    assert "fold" not in {r.action for r in chorus_results}
+
+
+def test_a_lone_comment_has_no_campaign_score():
+    (result,) = detector().process([CampaignInput(AD, 1, "u1")], [SCORES], now=1000.0).results
+    assert result.campaign == 0.0
+    assert result.cluster.size == 1
+    assert result.suspicious_likes is None and result.expected_likes is None
+
+
+def test_campaign_thresholds_drive_the_action():
+    off = detector(fold_campaign=1.01, review_campaign=1.01, fold_template=1.01, review_template=1.01,
+                   fold_hostile=1.01, review_hostile=1.01)
+    ads = [CampaignInput(AD, f"a{k}", f"bot{k}") for k in range(8)]
+    assert {r.action for r in off.process(ads, [SCORES] * 8, now=1000.0).results} == {"pass"}
+    with pytest.raises(ValueError, match="review_campaign"):
+        ActionPolicy(1.01, 1.01, 1.01, 1.01, fold_campaign=0.5, review_campaign=0.8)
+
+
+def test_like_bursts_on_low_quality_copies_are_suspicious_and_ordinary_likes_are_not():
+    model = LikesModel(0.2, 0.5, 0.3, margin=3.0, min_likes=20, default_age_hours=24.0)
+    assert model.suspicious(3000, quality=-0.3, age_hours=1.0)
+    assert not model.suspicious(3, quality=0.8, age_hours=48.0)
+    assert not model.suspicious(15, quality=-0.3, age_hours=0.0)  # under min_likes
+    assert model.expected(0.0, 0.0) == pytest.approx(math.expm1(0.2))
+    assert model.age_hours(None, 1e9) == 24.0
+    assert model.age_hours(1000.0, 1000.0 + 7200) == pytest.approx(2.0)
+    with pytest.raises(ValueError, match="min_likes must be an int >= 0"):
+        LikesModel(0, 0, 0, 1.0, -1, 1.0)
+
+
+def test_detector_flags_likes_with_the_comments_age():
+    det = detector(likes_intercept=0.0, likes_quality=0.5, likes_log_age=0.3, likes_margin=3.0, likes_min=20,
+                   likes_default_age_hours=24.0)
+    report = det.process([CampaignInput(AD, 1, "u1", likes=5000, posted_at=1000.0 - 600),
+                          CampaignInput("第三集的配乐用得好,和剧情很搭", 2, "u2", likes=2, posted_at=0.0)],
+                         [SCORES, CommentScores(0.8, 0.7, 0.1)], now=1000.0)
+    burst, ordinary = report.results
+    assert burst.suspicious_likes is True and burst.expected_likes < 5
+    assert ordinary.suspicious_likes is False
+
+
+def test_engagement_discounts_templated_campaign_and_suspicious_likes():
+    assert engagement(100, 2.0, False, 0.0, 0.0) == pytest.approx(math.log(101))
+    assert engagement(100, 2.0, True, 0.0, 0.0) == pytest.approx(math.log(3))  # cut to the expectation
+    assert engagement(100, None, None, 0.5, 0.5) == pytest.approx(math.log(101) * 0.25)
+    assert engagement(None, None, None, 0.0, 0.0) == 0.0
+    order = rank_by_engagement([0, 1, 2], [0.5, 0.2, 0.5], [0.0, 10.0, 0.0], like_weight=0.1)
+    assert [i for i, _ in order] == [1, 0, 2]
