@@ -1,0 +1,122 @@
+"""The injected-campaign benchmark's building blocks, on small synthetic streams (no corpora)."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from model.campaign import CampaignConfig
+from model.campaign.likes import LikesModel
+from model.normalize import normalize_text
+from model.scorer import CommentScores
+from training import campaign_bench as cb
+
+POOLS = {
+    "ad": ["兼职日结,手机就能做,加微信abc123,月入过万不是梦", "还有四张送7天会员有人互关嘛,动态自取"],
+    "stock_praise": ["质量非常好,与卖家描述的完全一致,非常满意,真的很喜欢", "物流很快,包装完好,味道不错,会回购的"],
+    "slogan": ["#致敬一线医护# 致敬战斗在第一线的医护工作者们,大家加油", "#武汉加油# 我们一起等春天来,中国必胜"],
+    "ai": ["在这个信息爆炸的时代,我们需要理性看待每一个观点", "总的来说,这是一个值得深入思考的问题,需要综合考虑"],
+}
+
+
+def stream(n: int = 400, netease: bool = True) -> cb.StreamFile:
+    texts = [f"第{i % 97}条评论,今天也在听这首歌" if i % 5 else "好听" for i in range(n)]
+    name = "netease_music_comments/x.csv.gz" if netease else "bilibili_danmaku_small/x.csv.gz"
+    return cb.StreamFile(name, texts, [1000.0 + 30 * i for i in range(n)],
+                         [i % 3 if netease else None for i in range(n)], True, 1000.0 + 30 * n)
+
+
+ORDINARY = [{"text": "住了两晚,房间干净但隔音差", "source": "chnsenticorp_htl_all", "template": 0.0, "warmth": 0.67}]
+
+
+def test_dodge_edits_are_seeded_and_change_the_text():
+    text = POOLS["stock_praise"][0]
+    a = [cb.dodge(text, np.random.default_rng(3), "【推荐】", 2) for _ in range(2)]
+    assert a[0] == a[1]
+    rng = np.random.default_rng(0)
+    edited = [cb.dodge(text, rng, "【推荐】", 3)[0] for _ in range(30)]
+    assert sum(e != text for e in edited) >= 25
+    assert any("【推荐】" in e for e in edited)
+    assert cb.dodge("ABC好", np.random.default_rng(0), "", 0) == ("ABC好", [])
+
+
+def test_organic_authors_are_heavy_tailed():
+    authors = cb.AuthorProcess(np.random.default_rng(0), "s").draw(5000)
+    counts = Counter(authors)
+    assert 0.5 < len(counts) / len(authors) < 0.7  # a new account for about NEW_AUTHOR of the comments
+    assert sum(1 for c in counts.values() if c == 1) / len(counts) > 0.6  # most post once
+    assert max(counts.values()) >= 20  # a few post a lot
+
+
+def test_a_seed_injects_campaigns_of_known_membership_reproducibly():
+    seed = cb.build_seed(7, "validation", stream(), POOLS, ["加油", "武汉加油"], ORDINARY)
+    again = cb.build_seed(7, "validation", stream(), POOLS, ["加油", "武汉加油"], ORDINARY)
+    assert [(i.raw, i.author, i.time) for i in seed.items] == [(i.raw, i.author, i.time) for i in again.items]
+    kinds = Counter(i.kind for i in seed.items)
+    assert kinds["stream"] == 400 and kinds["ordinary"] == 1 and kinds["chorus"] >= 30
+    assert len(seed.campaigns) == cb.CAMPAIGNS
+    for meta in seed.campaigns:
+        copies = [i for i in seed.items if i.kind == "campaign" and i.group == meta["id"]]
+        assert len(copies) == meta["copies"] and cb.MIN_COPIES <= meta["copies"] <= cb.MAX_COPIES
+        assert len({i.author for i in copies}) == meta["authors"] >= min(3, meta["copies"])
+        assert sorted(i.copy for i in copies) == list(range(1, meta["copies"] + 1))
+    times = [i.time for i in seed.items]
+    assert times == sorted(times)
+    bursts = [i for i in seed.items if i.burst]
+    assert bursts and all(i.kind == "campaign" and i.likes >= cb.BURST_LIKES[0] for i in bursts)
+    danmaku = cb.build_seed(7, "validation", stream(netease=False), POOLS, ["加油"], [])
+    assert not any(i.burst or i.likes is not None for i in danmaku.items)
+
+
+def test_template_pools_split_in_halves_by_text():
+    pool = [f"模板{i}" for i in range(200)]
+    val, test = cb.split_pool(pool, "validation"), cb.split_pool(pool, "test")
+    assert not set(val) & set(test) and len(val) + len(test) == 200 and 60 < len(val) < 140
+
+
+class ConstantCache:
+    key = "constant"
+
+    def scores(self, texts):
+        return [CommentScores(0.5, 0.3, 0.7 if "加微信" in t or "满意" in t else 0.3) for t in texts]
+
+
+def test_the_detector_run_and_the_measures_fit_together():
+    seed = cb.build_seed(11, "test", stream(), POOLS, ["加油"], ORDINARY)
+    outcomes = cb.run_detector(seed, ConstantCache(), CampaignConfig())
+    assert len(outcomes) == len(seed.items)
+    big = max(seed.campaigns, key=lambda m: m["copies"])
+    last = [o for o in outcomes if o.item.kind == "campaign" and o.item.group == big["id"]][-1]
+    assert last.size >= 2 and len(last.features) == len(cb.FEATURES)
+    likes = LikesModel(1.0, 0.4, -0.1, 4.0, 10, 8.0, -1.0)
+    m = cb.measure([seed], [outcomes], likes)
+    assert m["comments"] == len(seed.items) and m["campaigns"] == cb.CAMPAIGNS
+    assert m["likes"]["bursts"] == sum(i.burst for i in seed.items)
+    assert 0 <= m["organic_fold"] <= 1 and m["ordinary"] == 1
+    assert set(cb._target_rows(m)[0][:2]) and len(cb._target_rows(m)) == len(cb.TARGETS) + 2
+
+
+def test_decide_matches_the_action_policy():
+    from model.campaign.actions import ActionPolicy
+
+    th = {"fold_template": 0.9, "review_template": 0.6, "fold_hostile": 1.01, "review_hostile": 0.8,
+          "fold_campaign": 0.85, "review_campaign": 0.5}
+    policy = ActionPolicy(**th)
+    rng = np.random.default_rng(0)
+    t, h, c = rng.random(500), rng.random(500), rng.random(500)
+    fold, review = cb.decide(t, h, c, th)
+    expected = [policy.decide(float(a), 1 - float(b), float(x)) for a, b, x in zip(t, h, c)]
+    assert [("fold" if f else "review" if r else "pass") for f, r in zip(fold, review)] == expected
+
+
+def test_ordinary_means_gold_template_at_most_1_and_warmth_at_least_1():
+    assert cb.is_ordinary({"template": 1 / 3, "warmth": 1 / 3})
+    assert not cb.is_ordinary({"template": 2 / 3, "warmth": 1.0})
+    assert not cb.is_ordinary({"template": 0.0, "warmth": 0.0})
+
+
+@pytest.mark.parametrize("text", ["１２３ＡＢＣ好评", "質量很好"])
+def test_full_width_and_traditional_dodges_are_undone_by_normalisation(text):
+    assert normalize_text(text) != text
