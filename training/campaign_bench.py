@@ -56,7 +56,7 @@ import numpy as np
 from model.campaign.clusters import FEATURES, feature_vector
 from model.campaign.config import CALIBRATION_FILE, CampaignConfig, load_calibration
 from model.campaign.evidence import EvidenceFinder
-from model.campaign.likes import LikesModel
+from model.campaign.likes import LikesModel, like_context
 from model.campaign.window import dedup_form
 from model.normalize import normalize_text
 
@@ -488,6 +488,7 @@ class Outcome:
     action: str
     quality: float
     cluster_id: str = ""
+    like_context: float = 0.0  # the request's median log(1 + likes) (model.campaign.likes.like_context)
 
 
 def run_detector(seed: SeedStream, cache: ScoreCache, config: CampaignConfig) -> list[Outcome]:
@@ -502,6 +503,8 @@ def run_detector(seed: SeedStream, cache: ScoreCache, config: CampaignConfig) ->
         chunk = seed.items[start:start + BATCH]
         inputs = [CampaignInput(text, f"{seed.seed}:{start + k}", it.author)
                   for k, (it, text) in enumerate(zip(chunk, normalized[start:start + BATCH]))]
+        # Likes are checked at the crawl time, after the stream (like_rows); their request context is this one.
+        context = like_context([it.likes for it in chunk])
         batch_scores = scores[start:start + BATCH]
         report = detector.process(inputs, batch_scores, now=chunk[-1].time)
         for it, inp, s, r in zip(chunk, inputs, batch_scores, report.results):
@@ -511,7 +514,7 @@ def run_detector(seed: SeedStream, cache: ScoreCache, config: CampaignConfig) ->
             out.append(Outcome(it, s.warmth, s.substance, s.template, text_fused,
                                feature_vector(r.cluster, len(dedup_form(inp.text)), ad, ai), r.cluster.size,
                                r.cluster.authors, r.campaign, r.action, s.warmth + s.substance - r.template_fused,
-                               f"{seed.seed}:{r.duplicates.cluster_id}"))
+                               f"{seed.seed}:{r.duplicates.cluster_id}", context))
     return out
 
 
@@ -633,7 +636,7 @@ def like_rows(outcomes: list[Outcome], crawl_time: float):
         if o.item.likes is None or o.item.unlabelled:
             continue
         age = max(0.0, (crawl_time - o.item.time) / 3600.0)
-        out.append((o.item.likes, o.quality, age, o.item.burst, o.campaign))
+        out.append((o.item.likes, o.quality, age, o.item.burst, o.campaign, o.like_context))
     return out
 
 
@@ -641,7 +644,7 @@ def fit_likes(rows) -> dict:
     """Least squares of log(1 + likes) on quality and log(1 + age) over organic rows, then the margin."""
     organic = [r for r in rows if not r[3]]
     x = np.column_stack([np.ones(len(organic)), [r[1] for r in organic], np.log1p([r[2] for r in organic])])
-    y = np.log1p([r[0] for r in organic])
+    y = np.log1p([r[0] for r in organic]) - np.array([r[5] for r in organic])  # relative to the request's context
     coef, *_ = np.linalg.lstsq(x, y, rcond=None)
     ages = [r[2] for r in organic]
     base = {"intercept": round(float(coef[0]), 5), "quality": round(float(coef[1]), 5),
@@ -651,21 +654,21 @@ def fit_likes(rows) -> dict:
         for min_likes in (10, 20, 50):
             for margin in np.round(np.arange(1.0, 8.01, 0.1), 2):
                 m = LikesModel(base["intercept"], base["quality"], base["log_age"], float(margin), min_likes,
-                               base["default_age_hours"], b3)
+                               base["default_age_hours"], b3, 1.0)
                 pr = likes_pr(m, rows)
                 if pr["precision"] is not None and pr["precision"] >= LIKES_PRECISION:
                     if best is None or (pr["recall"] or 0) > best[0] + 1e-9:
                         best = (pr["recall"] or 0, float(margin), min_likes, b3)
                     break
     margin, min_likes, b3 = (best[1], best[2], best[3]) if best else (8.0, 50, 0.0)
-    return {**base, "campaign": b3, "margin": margin, "min_likes": min_likes}
+    return {**base, "campaign": b3, "context": 1.0, "margin": margin, "min_likes": min_likes}
 
 
 def likes_pr(model: LikesModel, rows) -> dict:
-    arr = np.array([(r[0], r[1], r[2], r[4]) for r in rows], dtype=np.float64).reshape(-1, 4)
+    arr = np.array([(r[0], r[1], r[2], r[4], r[5]) for r in rows], dtype=np.float64).reshape(-1, 5)
     # LikesModel.suspicious over arrays.
     expected = np.maximum(0.0, model.intercept + model.quality * arr[:, 1] + model.log_age * np.log1p(arr[:, 2])
-                          + model.campaign * arr[:, 3])
+                          + model.campaign * arr[:, 3] + model.context * arr[:, 4])
     flag = (arr[:, 0] >= model.min_likes) & (np.log1p(np.maximum(arr[:, 0], 0)) - expected >= model.margin)
     burst = np.array([r[3] for r in rows], dtype=bool)
     tp = int((flag & burst).sum())
@@ -772,7 +775,8 @@ def config_from(cal: dict) -> CampaignConfig:
         review_hostile=a["review_hostile"], fold_campaign=a["fold_campaign"], review_campaign=a["review_campaign"],
         campaign_weights=tuple(c["weights"].items()), campaign_intercept=c["intercept"],
         campaign_min_size=c["min_size"], likes_intercept=lk["intercept"], likes_quality=lk["quality"],
-        likes_log_age=lk["log_age"], likes_campaign=lk["campaign"], likes_margin=lk["margin"], likes_min=lk["min_likes"],
+        likes_log_age=lk["log_age"], likes_campaign=lk["campaign"], likes_context=lk.get("context", 1.0),
+        likes_margin=lk["margin"], likes_min=lk["min_likes"],
         likes_default_age_hours=lk["default_age_hours"], authors=False)
 
 
@@ -848,7 +852,7 @@ def run(model_dir: str | None = None, data_dir: str = "runs/data", corpora: str 
     config = config_from(cal)
     likes_model = LikesModel(cal["likes"]["intercept"], cal["likes"]["quality"], cal["likes"]["log_age"],
                              cal["likes"]["margin"], cal["likes"]["min_likes"], cal["likes"]["default_age_hours"],
-                             cal["likes"]["campaign"])
+                             cal["likes"]["campaign"], cal["likes"].get("context", 1.0))
     results = {"model": model_name, "calibration": {k: cal[k] for k in ("actions", "campaign", "likes")},
                "setup": {"segment": SEGMENT, "campaigns_per_seed": CAMPAIGNS, "choruses_per_seed": CHORUSES,
                          "copies": [MIN_COPIES, MAX_COPIES], "batch": BATCH, "burst_share": BURST_SHARE,

@@ -7,10 +7,15 @@ copy-paste campaigns. This package adds, on top of a scorer's scores:
   cluster id per comment, over a rolling window of recent comments (MinHash +
   LSH over character shingles), in process or shared through Redis
   (:mod:`~model.campaign.redis_store`);
+* :mod:`~model.campaign.clusters`: per-cluster evidence over the window (size,
+  distinct authors, arrival rate, template mean, variants, author overlap) and
+  the campaign score built on it;
 * :mod:`~model.campaign.fusion`: a template score raised by copies;
 * :mod:`~model.campaign.evidence`: the stock phrases and AI boilerplate markers
   a comment contains;
 * :mod:`~model.campaign.actions`: a suggested pass / review / fold;
+* :mod:`~model.campaign.likes`: like counts far above what quality and age
+  predict, and the quality-and-engagement ordering;
 * :mod:`~model.campaign.authors`: per-author summaries over the window.
 
 :class:`CampaignDetector` ties them together for one batch.
@@ -23,10 +28,12 @@ Example:
 
 from model.campaign.actions import ACTIONS, ActionPolicy
 from model.campaign.authors import AuthorSummary, AuthorWindow
+from model.campaign.clusters import CampaignModel, ClusterEvidence, ClusterWindow
 from model.campaign.config import CampaignConfig, WindowConfig
 from model.campaign.detector import CampaignDetector, CampaignInput, CampaignReport, CampaignResult
 from model.campaign.evidence import Evidence, EvidenceFinder
 from model.campaign.fusion import Fusion
+from model.campaign.likes import LikesModel
 from model.campaign.window import Duplicates, DuplicateWindow, MemoryStore, WindowItem
 
 __all__ = [
@@ -35,15 +42,19 @@ __all__ = [
     "AuthorSummary",
     "AuthorWindow",
     "CampaignConfig",
+    "CampaignModel",
     "CampaignDetector",
     "CampaignInput",
     "CampaignReport",
     "CampaignResult",
+    "ClusterEvidence",
+    "ClusterWindow",
     "Duplicates",
     "DuplicateWindow",
     "Evidence",
     "EvidenceFinder",
     "Fusion",
+    "LikesModel",
     "MemoryStore",
     "WindowConfig",
     "WindowItem",

@@ -97,6 +97,7 @@ class CampaignConfig:
     likes_quality: float = CALIBRATION["likes"]["quality"]  # ... + b1 * quality
     likes_log_age: float = CALIBRATION["likes"]["log_age"]  # ... + b2 * log(1 + age in hours)
     likes_campaign: float = CALIBRATION["likes"]["campaign"]  # ... + b3 * campaign score
+    likes_context: float = CALIBRATION["likes"].get("context", 1.0)  # ... + c * the request's median log(1 + likes)
     likes_margin: float = CALIBRATION["likes"]["margin"]  # suspicious at log(1 + likes) - expected >= this
     likes_min: int = CALIBRATION["likes"]["min_likes"]  # counts below this are never suspicious
     likes_default_age_hours: float = CALIBRATION["likes"]["default_age_hours"]  # age assumed without posted_at

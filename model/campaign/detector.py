@@ -15,7 +15,7 @@ from model.campaign.clusters import SINGLE, CampaignModel, ClusterEvidence, Clus
 from model.campaign.config import CampaignConfig
 from model.campaign.evidence import Evidence, EvidenceFinder
 from model.campaign.fusion import Fusion
-from model.campaign.likes import LikesModel
+from model.campaign.likes import LikesModel, like_context
 from model.campaign.window import Duplicates, DuplicateWindow, WindowItem, caller_key, dedup_form, hash64
 
 TEMPLATED_LEVEL = 2  # fused template level from which an author's comment counts as templated
@@ -85,7 +85,8 @@ def campaign_model(config: CampaignConfig) -> CampaignModel:
 def likes_model(config: CampaignConfig) -> LikesModel:
     """The likes model of a config."""
     return LikesModel(config.likes_intercept, config.likes_quality, config.likes_log_age, config.likes_margin,
-                      config.likes_min, config.likes_default_age_hours, config.likes_campaign)
+                      config.likes_min, config.likes_default_age_hours, config.likes_campaign,
+                      config.likes_context)
 
 
 class CampaignDetector:
@@ -175,6 +176,7 @@ class CampaignDetector:
         clusters = self.clusters.observe_batch(new, [dup.cluster_id for dup in found], now, record=record)
         results = []
         observations = []
+        context = like_context([c.likes for c in comments])
         for comment, score, dup, form, cluster in zip(comments, scores, found, forms, clusters):
             fused = self.fusion.fuse(float(score.template), dup.exact_count, dup.near_count)
             evidence = list(self.evidence.find(comment.text))
@@ -192,8 +194,8 @@ class CampaignDetector:
             if comment.likes is not None:
                 quality = float(score.warmth) + float(score.substance) - fused
                 age = self.likes.age_hours(comment.posted_at, now)
-                expected = self.likes.expected(quality, age, campaign)
-                suspicious = self.likes.suspicious(comment.likes, quality, age, campaign)
+                expected = self.likes.expected(quality, age, campaign, context)
+                suspicious = self.likes.suspicious(comment.likes, quality, age, campaign, context)
             results.append(CampaignResult(dup, fused, tuple(evidence), action, campaign, cluster, suspicious,
                                           expected))
             if comment.author_id is not None and not dup.seen_before:

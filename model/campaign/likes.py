@@ -2,7 +2,12 @@
 
 A comment's like count is compared with what its quality and age predict::
 
-    expected log(1 + likes) = b0 + b1 * quality + b2 * log(1 + age_hours) + b3 * campaign
+    expected log(1 + likes) = b0 + b1 * quality + b2 * log(1 + age_hours) + b3 * campaign + c * context
+
+where ``context`` is the median ``log(1 + likes)`` of the request's comments that
+carry likes (0 with fewer than ``CONTEXT_MIN`` of them): a thread whose comments
+all have thousands of likes (a 热评 list) sets a higher expectation than a stream
+of new comments. ``c`` is 1.
 
 ``b0``-``b2`` fitted by least squares on real NetEase comments (their like counts
 and posting times) of the benchmark's validation seeds
@@ -24,6 +29,16 @@ from dataclasses import dataclass
 from typing import Any
 
 SECONDS_PER_HOUR = 3600.0
+CONTEXT_MIN = 3  # comments with likes a request needs for its median to set the context
+
+
+def like_context(likes: Sequence[int | None]) -> float:
+    """Median ``log(1 + likes)`` of the comments that carry likes; 0 with fewer than ``CONTEXT_MIN``."""
+    values = sorted(math.log1p(max(0, n)) for n in likes if n is not None)
+    if len(values) < CONTEXT_MIN:
+        return 0.0
+    mid = len(values) // 2
+    return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
 
 
 @dataclass(frozen=True)
@@ -49,9 +64,10 @@ class LikesModel:
     min_likes: int
     default_age_hours: float
     campaign: float = 0.0
+    context: float = 1.0
 
     def __post_init__(self):
-        for name in ("intercept", "quality", "log_age", "margin", "default_age_hours", "campaign"):
+        for name in ("intercept", "quality", "log_age", "margin", "default_age_hours", "campaign", "context"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
                 raise ValueError(f"likes.{name} must be a finite number, got {value!r}")
@@ -67,22 +83,24 @@ class LikesModel:
             return self.default_age_hours
         return max(0.0, (now - posted_at) / SECONDS_PER_HOUR)
 
-    def expected_log(self, quality: float, age_hours: float, campaign: float = 0.0) -> float:
+    def expected_log(self, quality: float, age_hours: float, campaign: float = 0.0, context: float = 0.0) -> float:
         """Expected ``log(1 + likes)``, at least 0."""
         return max(0.0, self.intercept + self.quality * quality + self.log_age * math.log1p(age_hours)
-                   + self.campaign * campaign)
+                   + self.campaign * campaign + self.context * context)
 
-    def expected(self, quality: float, age_hours: float, campaign: float = 0.0) -> float:
+    def expected(self, quality: float, age_hours: float, campaign: float = 0.0, context: float = 0.0) -> float:
         """Expected like count."""
-        return math.expm1(self.expected_log(quality, age_hours, campaign))
+        return math.expm1(self.expected_log(quality, age_hours, campaign, context))
 
-    def excess(self, likes: int, quality: float, age_hours: float, campaign: float = 0.0) -> float:
+    def excess(self, likes: int, quality: float, age_hours: float, campaign: float = 0.0,
+               context: float = 0.0) -> float:
         """``log(1 + likes)`` above its expectation."""
-        return math.log1p(max(0, likes)) - self.expected_log(quality, age_hours, campaign)
+        return math.log1p(max(0, likes)) - self.expected_log(quality, age_hours, campaign, context)
 
-    def suspicious(self, likes: int, quality: float, age_hours: float, campaign: float = 0.0) -> bool:
-        """Whether ``likes`` is far above what quality, age and campaign score predict."""
-        return likes >= self.min_likes and self.excess(likes, quality, age_hours, campaign) >= self.margin
+    def suspicious(self, likes: int, quality: float, age_hours: float, campaign: float = 0.0,
+                   context: float = 0.0) -> bool:
+        """Whether ``likes`` is far above what quality, age, campaign score and context predict."""
+        return likes >= self.min_likes and self.excess(likes, quality, age_hours, campaign, context) >= self.margin
 
 
 def counted_likes(likes: int | None, expected: float | None, suspicious: bool | None) -> float:

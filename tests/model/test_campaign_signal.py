@@ -10,7 +10,7 @@ from model.campaign import CampaignConfig, CampaignDetector, CampaignInput, Wind
 from model.campaign.actions import ActionPolicy
 from model.campaign.clusters import FEATURES, CampaignModel, ClusterEvidence, ClusterWindow
 from model.campaign.config import CALIBRATION, load_calibration
-from model.campaign.likes import LikesModel, engagement, rank_by_engagement
+from model.campaign.likes import LikesModel, engagement, like_context, rank_by_engagement
 from model.scorer import CommentScores
 
 AD = "兼职日结,手机就能做,加微信abc123,月入过万不是梦"
@@ -143,3 +143,17 @@ def test_engagement_discounts_templated_campaign_and_suspicious_likes():
     assert engagement(None, None, None, 0.0, 0.0) == 0.0
     order = rank_by_engagement([0, 1, 2], [0.5, 0.2, 0.5], [0.0, 10.0, 0.0], like_weight=0.1)
     assert [i for i, _ in order] == [1, 0, 2]
+
+
+def test_a_hot_thread_sets_a_higher_expectation_than_a_stream_of_new_comments():
+    assert like_context([None, 5]) == 0.0  # too few counts to set a context
+    assert like_context([0, 0, 0, 99]) == 0.0
+    assert like_context([9, 99, 999]) == pytest.approx(math.log(100))
+    det = detector(likes_intercept=0.5, likes_quality=0.5, likes_log_age=0.0, likes_margin=3.0, likes_min=20,
+                   likes_default_age_hours=24.0, likes_campaign=-1.0, likes_context=1.0)
+    thread = [CampaignInput(f"第{k}条热评,写得真好,我也有同感", k, f"u{k}", likes=4000 + k) for k in range(6)]
+    results = det.process(thread, [CommentScores(0.6, 0.5, 0.2)] * 6, now=1000.0).results
+    assert not any(r.suspicious_likes for r in results)  # thousands of likes are ordinary in a 热评 list
+    alone = det.process([CampaignInput("第九条热评,写得真好", 9, "u9", likes=4000)], [CommentScores(0.6, 0.5, 0.2)],
+                        now=1000.0).results[0]
+    assert alone.suspicious_likes  # the same count with nothing around it is far above expectation
