@@ -39,10 +39,12 @@ INTENDED_USE = """\
 
 ## Limitations
 
-- A small encoder (5.3M parameters, pretrained from scratch on about 10M tokens of public comment
-  corpora, then trained on the corpora's own labels) knows little world knowledge; it learns surface cues well (stock phrases, emoji walls,
-  length, concrete nouns and numbers) and subtle sarcasm poorly.
-- Warmth level 3 and template level 3 are rare in the gold labels (about 2 % and 7 %), so
+- A small encoder (the shipped one: 5.3M parameters, pretrained from scratch on about 41M tokens
+  of public comment corpora, then trained on the corpora's own labels) knows little world
+  knowledge; it learns surface cues well (stock phrases, emoji walls, length, concrete nouns and
+  numbers) and subtle sarcasm, unseen insults, ad copy and buzzword boilerplate poorly (see the
+  behavioural tests).
+- Warmth level 3 and template level 3 are rare in the gold labels (about 5 % and 8 %), so
   scores near the top of those axes are less reliable than the middle.
 - Gold labels come from one annotator per comment; agreement measured on a separate double-
   labelled set is high (Spearman 0.90-0.95) but label noise remains.
@@ -73,10 +75,32 @@ def levels_section(metrics: dict) -> list[str]:
             confusion_tables(metrics), ""]
 
 
+def sizes_section(sizes: dict) -> list[str]:
+    """The "Sizes" table from ``sizes.json`` (written by ``benchmarks/bench_sizes.py``):
+    test-split quality beside comments/s, all measured in one run."""
+    lines = ["## Sizes", "",
+             f"Test-split quality beside throughput on the best Scorer path ({sizes.get('path')}), "
+             f"{sizes.get('comments', 0):,} corpus comments, best of {sizes.get('rounds')} rounds in one run "
+             f"(`benchmarks/bench_sizes.py`, {sizes.get('measured')}). Comments/s is wall-clock on the "
+             "2-core machine; per CPU-second counts all threads' time.", "",
+             "| model | layers × width | parameters | warmth ρ | substance ρ | template ρ | template≥2 AUROC "
+             "| hostile AUROC | comments/s | per CPU-second |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in sizes["models"]:
+        s = r["spearman"]
+        lines.append(
+            f"| {r['version']} | {r['layers']} × {r['hidden']} | {r['parameters'] / 1e6:.1f}M | {_fmt(s.get('warmth'))} "
+            f"| {_fmt(s.get('substance'))} | {_fmt(s.get('template'))} | {_fmt(r.get('template_auroc'))} "
+            f"| {_fmt(r.get('hostile_auroc'))} | {r['comments_per_s']:,.0f} | {r['comments_per_cpu_s']:,.0f} |")
+    return lines + [""]
+
+
 def render_card(scorer_config: dict, metrics: dict, baselines: dict | None, info: dict,
-                prepare_manifest: dict | None = None, behaviour: dict | None = None) -> str:
+                prepare_manifest: dict | None = None, behaviour: dict | None = None,
+                sizes: dict | None = None) -> str:
     """Build the model card from the run's measured values (``behaviour``: the
-    folder's ``behaviour.json``, shown as a "Behavioural tests" section)."""
+    folder's ``behaviour.json``, shown as a "Behavioural tests" section; ``sizes``:
+    its ``sizes.json``, shown as a "Sizes" table)."""
     from training.behaviour import card_section
 
     version = scorer_config.get("model_version", "unknown")
@@ -127,6 +151,8 @@ def render_card(scorer_config: dict, metrics: dict, baselines: dict | None, info
     lines += ["Per-source figures and plots: `report.md` and `metrics.json` in this folder.", ""]
     if behaviour and behaviour.get("categories"):
         lines += [card_section(behaviour)]
+    if sizes and sizes.get("models"):
+        lines += sizes_section(sizes)
     lines += ["## Training data", ""]
     if prepare_manifest:
         rows = (prepare_manifest.get("counts") or {}).get("rows") or {}
@@ -203,7 +229,10 @@ def rerender_card(model_dir: str | Path, prepare_manifest: dict | None = None) -
     info = dict(metrics.get("training", {}))
     baselines = metrics.get("compare") or load_baselines(
         Path(__file__).resolve().parent / "results" / "baselines.json", metrics.get("split", "test"), sc["axes"])
-    card = render_card(sc, metrics, baselines, info, prepare_manifest, behaviour=behaviour)
+    sizes = None
+    if (d / "sizes.json").is_file():
+        sizes = json.loads((d / "sizes.json").read_text(encoding="utf-8"))
+    card = render_card(sc, metrics, baselines, info, prepare_manifest, behaviour=behaviour, sizes=sizes)
     if (d / "backends.json").is_file():
         section = backends_card_section(json.loads((d / "backends.json").read_text()))
         head, sep, rest = card.partition("## Intended use")

@@ -41,6 +41,7 @@ class FinetuneConfig:
     dropout: float = 0.1  # classifier and encoder dropout
     seed: int = 13
     num_threads: int = 0  # torch threads (0: library default)
+    num_layers: int = 0  # keep only the base's first N encoder layers, a smaller and faster model (0: all)
     extra_train: list[str] | None = None  # more labelled files (JSONL/CSV/Parquet/HF) for the train split
     skip_invalid: bool = False  # bad rows of extra_train files: drop and list them instead of stopping
     pseudo_teacher: str | None = None  # teacher(s) scoring unlabelled text for training: a fitted baseline (.joblib) or a scorer folder, several averaged when comma-separated; None: off
@@ -92,8 +93,12 @@ def spearman_metrics(pred_scores: np.ndarray, true_scores: np.ndarray) -> dict:
     return out
 
 
-def load_base(base: str, tokenizer_dir: str | None = None, dropout: float = 0.1):
-    """Model and tokenizer from an encoder dir, a zhenping model dir or a hub id."""
+def load_base(base: str, tokenizer_dir: str | None = None, dropout: float = 0.1, num_layers: int = 0):
+    """Model and tokenizer from an encoder dir, a zhenping model dir or a hub id.
+
+    ``num_layers`` > 0 keeps only the first ``num_layers`` encoder layers of the
+    base (its lower layers, embeddings and head load as they are).
+    """
     from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
     from training.export import set_label_names
@@ -107,6 +112,11 @@ def load_base(base: str, tokenizer_dir: str | None = None, dropout: float = 0.1)
     if hasattr(config, "hidden_dropout_prob"):
         config.hidden_dropout_prob = dropout
     config.classifier_dropout = dropout
+    if num_layers:
+        if not 0 < num_layers <= config.num_hidden_layers:
+            raise ValueError(f"num_layers must be between 1 and the base's {config.num_hidden_layers} "
+                             f"layers, got {num_layers}")
+        config.num_hidden_layers = num_layers
     model = AutoModelForSequenceClassification.from_pretrained(
         base, config=config, use_safetensors=True, ignore_mismatched_sizes=True
     )
@@ -281,7 +291,7 @@ def train(cfg: FinetuneConfig):
                                    **{a: lv / 3.0 for a, lv in zip(AXES, r.levels)}})
     if cfg.pseudo_teacher and cfg.pseudo_texts > 0:
         train_rows += pseudo_rows(cfg, {r["text"] for r in train_rows + val_rows})
-    model, tok = load_base(cfg.base, dropout=cfg.dropout)
+    model, tok = load_base(cfg.base, dropout=cfg.dropout, num_layers=cfg.num_layers)
     train_ds = _Dataset(train_rows, tok, cfg.max_length)
     val_ds = _Dataset(val_rows, tok, cfg.max_length)
     print(f"fine-tune: {len(train_ds):,} train, {len(val_ds):,} validation comments; "

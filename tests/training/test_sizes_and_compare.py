@@ -1,0 +1,92 @@
+"""A smaller model cut from a larger one, the comparison report and the card's sizes table."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from model.axes import AXES
+from training.card import rerender_card, sizes_section
+from training.compare_models import main as compare_main
+from training.finetune import FinetuneConfig, load_base
+from training.train import run_train
+from tests.training.test_train import _tiny_data, _tiny_encoder
+
+
+def test_num_layers_keeps_the_first_layers_of_the_base(tmp_path, tiny_model_dir):
+    full, _ = load_base(str(tiny_model_dir))
+    cut, _ = load_base(str(tiny_model_dir), num_layers=1)
+    assert full.config.num_hidden_layers == 2 and cut.config.num_hidden_layers == 1
+    base = full.base_model.encoder.layer[0].state_dict()
+    kept = cut.base_model.encoder.layer[0].state_dict()
+    assert base.keys() == kept.keys()
+    for k in base:
+        assert (base[k] == kept[k]).all(), k
+    # The head comes with the base; nothing else is re-initialised.
+    assert (full.classifier.weight == cut.classifier.weight).all()
+    with pytest.raises(ValueError, match="num_layers must be between 1 and the base's 2 layers, got 3"):
+        load_base(str(tiny_model_dir), num_layers=3)
+
+
+@pytest.fixture(scope="module")
+def two_models(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("cmp")
+    enc = _tiny_encoder(tmp / "enc")
+    data = _tiny_data(tmp / "data")
+    out = {}
+    for name, layers in (("full", 0), ("cut", 1)):
+        cfg = FinetuneConfig(data_dir=str(data), base=str(enc), out_dir=str(tmp / f"ft-{name}"), epochs=1,
+                             batch_size=8, max_length=32, patience=1, num_layers=layers)
+        run_train(cfg, tmp / name, model_version=f"tiny-{name}", baselines=tmp / "none.json")
+        out[name] = tmp / name
+    return out
+
+
+@pytest.mark.slow
+def test_the_cut_model_exports_with_fewer_layers(two_models):
+    cfg = json.loads((two_models["cut"] / "config.json").read_text())
+    assert cfg["num_hidden_layers"] == 1
+    sc = json.loads((two_models["cut"] / "scorer_config.json").read_text())
+    assert sc["training_config"]["num_layers"] == 1
+
+
+@pytest.mark.slow
+def test_compare_models_writes_both_files_and_marks_the_best_validation(two_models, tmp_path):
+    stem = tmp_path / "results" / "objectives"
+    rc = compare_main([f"full={two_models['full']}", f"cut={two_models['cut']}", "--out", str(stem),
+                       "--title", "Tiny"])
+    assert rc == 0
+    data = json.loads(stem.with_suffix(".json").read_text())
+    rows = {r["name"]: r for r in data["runs"]}
+    assert set(rows) == {"full", "cut"}
+    for r in rows.values():
+        metrics = json.loads((__import__("pathlib").Path(r["model"]) / "metrics.json").read_text())
+        assert r["test_spearman"] == {a: metrics["overall"][a]["spearman"] for a in AXES}
+        assert r["validation_mean_spearman"] == metrics["training"]["finetune"]["best_validation_mean_spearman"]
+    best = max(rows.values(), key=lambda r: r["validation_mean_spearman"])["name"]
+    md = stem.with_suffix(".md").read_text()
+    assert f"| {best} (chosen) |" in md and md.count("(chosen)") == 1
+
+
+def test_compare_models_rejects_a_folder_without_metrics(tmp_path, capsys):
+    assert compare_main([f"x={tmp_path}", "--out", str(tmp_path / "o")]) == 2
+    assert "metrics.json not found" in capsys.readouterr().err
+    assert compare_main(["no-equals-sign", "--out", str(tmp_path / "o")]) == 2
+    assert "expected NAME=MODEL_DIR" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_sizes_json_becomes_a_table_in_the_card(two_models):
+    d = two_models["full"]
+    sizes = {"measured": "2026-01-01 00:00 UTC", "comments": 100, "sample": "synthetic",
+             "path": "ONNX int8, batch 128, max_tokens 2048", "rounds": 2,
+             "models": [{"version": "tiny-full", "layers": 2, "hidden": 32, "parameters": 123456,
+                         "spearman": {"warmth": 0.5, "substance": 0.6, "template": 0.7},
+                         "template_auroc": 0.8, "hostile_auroc": 0.9, "comments_per_s": 1234.0,
+                         "comments_per_cpu_s": 700.0}]}
+    (d / "sizes.json").write_text(json.dumps(sizes))
+    card = rerender_card(d)
+    assert "## Sizes" in card
+    assert "| tiny-full | 2 × 32 | 0.1M | 0.500 | 0.600 | 0.700 | 0.800 | 0.900 | 1,234 | 700 |" in card
+    assert sizes_section(sizes)[0] == "## Sizes"
