@@ -380,7 +380,9 @@ def score_dataset_cmd(
     model: Optional[Path] = typer.Option(None, "--model", help="Model folder or model store (default: the "
                                          "shipped model)."),
     batch_size: int = typer.Option(64, "--batch-size", min=1, help="Texts per forward pass (and per Ray batch)."),
-    num_actors: int = typer.Option(2, "--num-actors", min=1, help="Scorer actors (ray engine)."),
+    num_actors: Optional[int] = typer.Option(None, "--num-actors", min=1, help="Scorer actors (ray engine), a fixed "
+                                             "pool; default: autoscaling from 1 to what the cluster's CPUs hold with "
+                                             "one CPU left for reading."),
     ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Ray cluster to join, e.g. "
                                               "ray://head:10001 (default: $RAY_ADDRESS, else a local Ray)."),
     cpus_per_actor: float = typer.Option(1.0, "--cpus-per-actor", min=0.1, help="CPUs each scorer actor reserves "

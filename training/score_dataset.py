@@ -493,13 +493,17 @@ def score_ray(
     axes: Sequence[str],
     text_column: str = "text",
     batch_size: int = 64,
-    num_actors: int = 2,
+    num_actors: int | None = None,
     cpus_per_actor: float = 1.0,
     stage_factories: Sequence = (),
     ray_address: str | None = None,
     progress: bool = True,
 ) -> int:
-    """Score with Ray Data: a pool of ``num_actors`` scorer actors, then ordered stages in one actor.
+    """Score with Ray Data: a pool of scorer actors, then ordered stages in one actor.
+
+    ``num_actors=None`` sizes the pool to the cluster it finds: it autoscales from one
+    actor up to as many as the cluster's CPUs hold with one CPU left for reading
+    (``(CPUs - 1) // cpus_per_actor``). A number fixes the pool at that size.
 
     Joins a running Ray (``ray_address``, ``RAY_ADDRESS``, or one this process
     already started), else starts a local one and shuts it down afterwards.
@@ -523,8 +527,21 @@ def score_ray(
         started = True
     try:
         total = float(ray.cluster_resources().get("CPU", 0))
-        need = num_actors * cpus_per_actor
-        if len(ray.nodes()) == 1 and need + 1 > total + 1e-9:
+        if num_actors is None:
+            # Actors hold their CPUs for the whole run: leave one for the read tasks.
+            most = int((total - 1) / cpus_per_actor + 1e-9)
+            if most < 1:
+                raise DatasetError(
+                    f"this Ray has {total:g} CPUs: one scorer actor of {cpus_per_actor:g} CPUs and reading need "
+                    f"{cpus_per_actor + 1:g}; lower --cpus-per-actor (e.g. {max(0.1, total - 1) / 2:g}) or use "
+                    "--engine local")
+            pool = ray.data.ActorPoolStrategy(min_size=1, max_size=most)
+            print(f"ray: {total:g} CPUs; scorer actors: 1 to {most} ({cpus_per_actor:g} CPU each), "
+                  "one CPU left for reading", file=sys.stderr)
+        else:
+            pool = ray.data.ActorPoolStrategy(size=num_actors)
+        need = (num_actors or 0) * cpus_per_actor
+        if num_actors is not None and len(ray.nodes()) == 1 and need + 1 > total + 1e-9:
             # Actors hold their CPUs for the whole run; with none left, the read tasks never start.
             raise DatasetError(
                 f"{num_actors} scorer actors x {cpus_per_actor:g} CPUs = {need:g} CPUs, and reading needs 1 more, "
@@ -545,7 +562,7 @@ def score_ray(
                                    "num_threads": threads, "added": added, "source": src},
             batch_size=batch_size * 4,
             batch_format="pyarrow",
-            compute=ray.data.ActorPoolStrategy(size=num_actors),
+            compute=pool,
             num_cpus=cpus_per_actor,
         )
         if stage_factories:
@@ -614,7 +631,7 @@ def score_dataset(
     engine: str = "local",
     model_dir: str | os.PathLike | None = None,
     batch_size: int = 64,
-    num_actors: int = 2,
+    num_actors: int | None = None,
     ray_address: str | None = None,
     cpus_per_actor: float = 1.0,
     text_column: str = "text",
@@ -631,7 +648,8 @@ def score_dataset(
         engine: ``"local"`` or ``"ray"``.
         model_dir: model folder or model store; ``None`` for the shipped model.
         batch_size: texts per forward pass.
-        num_actors: scorer actors (ray).
+        num_actors: scorer actors (ray); ``None``: an autoscaling pool from 1 to what
+            the cluster's CPUs hold beside reading.
         ray_address: Ray cluster address (ray); default ``RAY_ADDRESS`` or a local Ray.
         cpus_per_actor: CPUs each scorer actor reserves; its torch threads follow (ray).
         text_column: the column holding the comments.

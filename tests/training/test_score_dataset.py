@@ -60,6 +60,7 @@ def test_local_engine_keeps_rows_and_columns_and_adds_scores(local_out, tiny_mod
     assert table.schema.field("warmth_level").type == pa.int8()
     assert table.schema.field("exact_copies").type == pa.int32()
     assert table.schema.field("truncated").type == pa.bool_()
+    assert table.schema.field("truncated").type == pa.bool_()
 
     expected = Scorer.from_pretrained(tiny_model_dir).score([t for t in TEXTS if t is not None])
     got = table.to_pylist()
@@ -68,6 +69,8 @@ def test_local_engine_keeps_rows_and_columns_and_adds_scores(local_out, tiny_mod
         for axis in AXES:
             assert row[axis] == pytest.approx(getattr(ref, axis), abs=BATCHING_TOL)
             assert row[f"{axis}_level"] == ref.levels[axis]
+    assert [r["truncated"] for r in present] == [s.truncated for s in expected]
+    assert present[TEXTS.index(LONG)]["truncated"] is True and not present[0]["truncated"]
     assert [r["truncated"] for r in present] == [s.truncated for s in expected]
     assert present[TEXTS.index(LONG)]["truncated"] is True and not present[0]["truncated"]
     null_row = got[TEXTS.index(None)]
@@ -160,6 +163,25 @@ def test_ray_engine_gives_the_local_engines_rows(local_ray, inputs, local_out, t
         else:
             assert got == want, name
 
+    # An explicit pool that leaves reading no CPU is refused, naming the fix.
     with pytest.raises(DatasetError, match="lower --num-actors or --cpus-per-actor"):
         score_dataset(str(inputs / "in.parquet"), str(tmp_path / "x.parquet"), engine="ray",
                       model_dir=tiny_model_dir, num_actors=2, cpus_per_actor=1.0, progress=False)
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_ray_engine_defaults_fit_a_two_cpu_ray(local_ray, inputs, local_out, tiny_model_dir, tmp_path):
+    # The plain command on a 2-CPU Ray: the scorer pool sizes itself (1 actor, 1 CPU left for reading).
+    from training.cli import app
+
+    out = tmp_path / "out.parquet"
+    result = CliRunner().invoke(app, ["score-dataset", str(inputs / "in.parquet"), str(out), "--engine", "ray",
+                                      "--model", str(tiny_model_dir), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert "ray: 2 CPUs; scorer actors: 1 to 1 (1 CPU each), one CPU left for reading" in result.stderr
+    got, want = pq.read_table(out).to_pylist(), pq.read_table(local_out[0]).to_pylist()
+    assert [r["text"] for r in got] == [r["text"] for r in want]
+    for row, ref in zip(got, want):
+        for axis in AXES:
+            assert row[axis] == (None if ref[axis] is None else pytest.approx(ref[axis], abs=BATCHING_TOL))
