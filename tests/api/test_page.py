@@ -98,3 +98,77 @@ def test_api_docs_render_offline(browser, api_server):
     summaries = page.locator(".opblock-summary-path").all_inner_texts()
     assert "/v1/score" in [s.strip() for s in summaries]
     context.close()
+
+
+@pytest.fixture(scope="module")
+def campaign_server(tiny_model_dir, tmp_path_factory):
+    """A server with campaign detection on (actions, evidence, duplicate clusters), no API key."""
+    from tests.api.conftest import MAIN_SETTINGS, start_server
+
+    settings = {k: v for k, v in MAIN_SETTINGS.items() if k not in ("ZHENPING_CAMPAIGN", "ZHENPING_API_KEYS")}
+    server = start_server(tiny_model_dir, tmp_path_factory.mktemp("page") / "server.log",
+                          {**settings, "ZHENPING_MAX_COMMENTS": "4"})
+    yield server
+    server.stop()
+
+
+def test_uploaded_csv_gets_verdicts_and_a_csv_download(browser, campaign_server, tmp_path):
+    # Six comments in a CSV (one with a quoted comma and line break, two copies of an ad, one
+    # longer than this server's MAX_CHARS): more than one request's worth (MAX_COMMENTS 4).
+    long = "房间干净,早餐一般,隔音差。" * 10
+    upload = tmp_path / "comments.csv"
+    upload.write_text(
+        "id,text\n"
+        "1,谢谢分享，挺有用的\n"
+        "2,兼职日结加微信 abc123 手机就能做\n"
+        "3,兼职日结加微信 abc123 手机就能做\n"
+        '4,"住了两晚,房间干净\n但隔音差"\n'
+        f'5,"{long}"\n'
+        "6,默认好评\n",
+        encoding="utf-8",
+    )
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, locale="zh-CN", accept_downloads=True)
+    page = context.new_page()
+    page.goto(campaign_server.base_url + "/")
+    page.wait_for_function("document.getElementById('model').textContent.includes('tiny-test')")
+    page.set_input_files("#file", str(upload))
+    page.wait_for_function("document.getElementById('file-note').textContent.includes('6')")
+    assert page.locator("#comments").input_value().splitlines()[3] == "住了两晚,房间干净 但隔音差"
+    page.click("#score")
+    page.wait_for_selector("#results tbody tr.result")
+
+    headers = page.locator("#head-row th").all_inner_texts()
+    assert headers[-4:] == ["处理 action", "证据 evidence", "重复 duplicates", "截断 truncated"]
+    rows = page.locator("#results tbody tr.result")
+    assert rows.count() == 6
+    actions = [rows.nth(i).locator(".action-badge").get_attribute("data-action") for i in range(6)]
+    assert set(actions) <= {"pass", "review", "fold"}
+    clusters = [rows.nth(i).locator("td.cluster").get_attribute("data-cluster") for i in range(6)]
+    assert clusters[1] == clusters[2] and len(set(clusters)) == 5  # the two copies share a cluster
+    assert "×2" in rows.nth(2).locator("td.cluster").inner_text()
+    assert "exact copy" in rows.nth(2).locator("td.evidence").inner_text()
+    truncated = [rows.nth(i).locator("td.truncated").inner_text() for i in range(6)]
+    assert truncated == ["", "", "", "", "截断 yes", ""]
+    # Level definitions on hover.
+    assert "0: hostile" in page.locator("#head-row th.axis-warmth").get_attribute("title")
+    assert "3: filler, copy-paste, ads, bot text" in page.locator("#head-row th.axis-template").get_attribute("title")
+
+    with page.expect_download() as info:
+        page.click("#download")
+    saved = tmp_path / "scores.csv"
+    info.value.save_as(saved)
+    import csv
+
+    with open(saved, encoding="utf-8-sig", newline="") as fh:
+        got = list(csv.DictReader(fh))
+    assert [r["text"] for r in got][:3] == ["谢谢分享，挺有用的", "兼职日结加微信 abc123 手机就能做",
+                                             "兼职日结加微信 abc123 手机就能做"]
+    assert [r["action"] for r in got] == actions
+    assert [r["truncated"] for r in got] == ["false"] * 4 + ["true", "false"]
+    assert got[1]["duplicate_cluster"] == got[2]["duplicate_cluster"] == clusters[1]
+    assert all(0 <= float(r["warmth"]) <= 1 and r["warmth_level"] in "0123" for r in got)
+
+    shot = tmp_path / "verdicts.png"
+    page.screenshot(path=str(shot), full_page=True)
+    assert shot.stat().st_size > 10_000
+    context.close()
