@@ -29,25 +29,31 @@ def redis_url(tmp_path_factory):
         pytest.skip("redis-server is not installed")
     import redis
 
-    port = _free_port()
     workdir = tmp_path_factory.mktemp("redis")
-    process = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--dir", str(workdir)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    url = f"redis://127.0.0.1:{port}/0"
-    client = redis.Redis.from_url(url, socket_timeout=1)
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            client.ping()
+    # The free port is found before redis binds it, so another process can take it in
+    # between: a server that exits at once is started again on another port.
+    for _ in range(4):
+        port = _free_port()
+        process = subprocess.Popen(
+            [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--dir", str(workdir)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        url = f"redis://127.0.0.1:{port}/0"
+        client = redis.Redis.from_url(url, socket_timeout=1)
+        deadline = time.monotonic() + 60  # generous: a busy shared machine starts it slowly
+        ready = False
+        while not ready and process.poll() is None and time.monotonic() < deadline:
+            try:
+                ready = bool(client.ping())
+            except redis.exceptions.ConnectionError:
+                time.sleep(0.05)
+        if ready:
             break
-        except redis.exceptions.ConnectionError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                process.kill()
-                pytest.skip(f"redis-server did not start on port {port}")
-            time.sleep(0.05)
+        process.kill()
+        process.wait(timeout=10)
+    else:
+        pytest.skip("redis-server did not start on a free loopback port after 4 tries")
     yield url
     process.terminate()
     try:
