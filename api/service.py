@@ -17,7 +17,7 @@ from api.batcher import Batcher
 from api.cache import LRUCache
 from model.axes import AXES
 from model.normalize import normalize_text
-from training.store import StoreError, is_store, resolve_model_dir
+from model.store import StoreError, is_store, resolve_model_dir
 
 logger = logging.getLogger("zhenping.api")
 

@@ -39,13 +39,24 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-STORE_ENV = "ZHENPING_MODEL_STORE"
-DEFAULT_STORE = Path("runs/store")
-VERSIONS = "versions"
-CURRENT = "current"
+# The read side (which version is current, the folder to serve) is model.store's;
+# this module adds versions, promotes and rolls back.
+from model.store import (  # noqa: F401  (re-exported: callers import them from here too)
+    CURRENT,
+    DEFAULT_STORE,
+    SCORER_CONFIG,
+    STORE_ENV,
+    VERSIONS,
+    StoreError,
+    current_dir,
+    current_version,
+    is_store,
+    resolve_model_dir,
+    store_root,
+)
+
 HISTORY = "history.jsonl"
 LOCK = ".lock"
-SCORER_CONFIG = "scorer_config.json"
 
 TOLERANCE = 0.005  # mean Spearman ρ the candidate may lose against the current model
 MAX_AXIS_DROP = 0.02  # Spearman ρ any one axis may lose
@@ -53,42 +64,11 @@ MAX_AXIS_DROP = 0.02  # Spearman ρ any one axis may lose
 _VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
 
-class StoreError(ValueError):
-    """The store cannot do what was asked; the message says why and what to do."""
-
-
 def shipped_model_dir() -> Path | None:
     """The shipped model (``model/default``), version 0 of every new store; ``None`` if not installed."""
     from model.scorer import DEFAULT_MODEL_DIR
 
     return DEFAULT_MODEL_DIR if (DEFAULT_MODEL_DIR / SCORER_CONFIG).is_file() else None
-
-
-def store_root(path: str | os.PathLike | None = None) -> Path:
-    """The store folder: ``path``, else ``$ZHENPING_MODEL_STORE``, else ``runs/store``."""
-    return Path(path or os.environ.get(STORE_ENV) or DEFAULT_STORE).expanduser()
-
-
-def is_store(path: str | os.PathLike) -> bool:
-    """Whether ``path`` is a model store (it has a ``versions`` folder) rather than a model folder."""
-    p = Path(path)
-    return (p / VERSIONS).is_dir() and not (p / SCORER_CONFIG).exists()
-
-
-def resolve_model_dir(path: str | os.PathLike) -> Path:
-    """A model folder for ``path``: the current version when ``path`` is a store, else ``path`` itself.
-
-    Raises:
-        StoreError: ``path`` is a store without a current version.
-
-    Example:
-        >>> resolve_model_dir("model/default")
-        PosixPath('model/default')
-    """
-    p = Path(path)
-    if not is_store(p):
-        return p
-    return ModelStore(p).current_dir()
 
 
 def check_version_name(version: str) -> str:
@@ -151,11 +131,7 @@ class ModelStore:
 
     def current(self) -> str | None:
         """The current version's name, or ``None`` before the first promotion."""
-        link = self.root / CURRENT
-        if not link.is_symlink() and not link.exists():
-            return None
-        target = Path(os.readlink(link)) if link.is_symlink() else link.resolve()
-        return target.name
+        return current_version(self.root)
 
     def current_dir(self) -> Path:
         """The current version's folder.
@@ -163,16 +139,7 @@ class ModelStore:
         Raises:
             StoreError: no version is current, or the link points at a missing folder.
         """
-        name = self.current()
-        if name is None:
-            raise StoreError(
-                f"model store {self.root} has no current version; promote one with "
-                f"`zhenping promote MODEL_DIR --store {self.root}`"
-            )
-        path = self.versions_dir / name
-        if not path.is_dir():
-            raise StoreError(f"model store {self.root}: current points at {name!r}, which is not in {self.versions_dir}")
-        return path
+        return current_dir(self.root)
 
     def version_dir(self, version: str) -> Path:
         """The folder of ``version``; raises :class:`StoreError` naming the stored versions if absent."""
