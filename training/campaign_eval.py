@@ -23,8 +23,10 @@ the TF-IDF baseline). It:
    ≥ 0.5 when reachable), and reports precision and recall of fold and review on
    the test split;
 4. writes ``training/results/campaign.json`` and ``campaign.md`` and, with
-   ``--write-calibration``, the fitted numbers to
-   ``model/campaign/calibration.json``, which the service's defaults read.
+   ``--write-calibration``, the fitted fusion weights to
+   ``model/campaign/calibration.json``, which the service's defaults read (the
+   action thresholds there come from ``training/campaign_bench.py``; the ones
+   chosen here are reported only).
 
 No comment text is written: only counts, ids and metrics.
 """
@@ -574,12 +576,15 @@ def run(data_dir: str | os.PathLike = "runs/data", model_dir: str | None = None,
     (out / "campaign.md").write_text(markdown(results), encoding="utf-8")
     echo(f"wrote {out / 'campaign.json'}, {out / 'campaign.md'}")
     if write_calibration:
-        doc = {"fusion": {"exact_weight": fusion.exact_weight, "near_weight": fusion.near_weight},
-               "actions": thresholds,
-               "fitted": {"by": "training/campaign_eval.py", "model": model_name,
-                          "label_files": manifest.get("label_files", {}),
-                          "results": "training/results/campaign.md"}}
-        Path(calibration_path).write_text(json.dumps(doc, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+        # Only the fusion weights: the campaign model, the action thresholds and the likes model are
+        # fitted by training/campaign_bench.py, on ground truth that knows which copies are campaigns.
+        target = Path(calibration_path)
+        doc = json.loads((target if target.is_file() else Path(CALIBRATION_FILE)).read_text(encoding="utf-8"))
+        doc["fusion"] = {"exact_weight": fusion.exact_weight, "near_weight": fusion.near_weight}
+        doc.setdefault("fitted", {})["fusion"] = {"by": "training/campaign_eval.py", "model": model_name,
+                                                  "label_files": manifest.get("label_files", {}),
+                                                  "results": "training/results/campaign.md"}
+        target.write_text(json.dumps(doc, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
         echo(f"wrote {calibration_path}")
     return results
 

@@ -150,6 +150,9 @@ def test_stage_writes_results_and_calibration(tmp_path):
     doc = load_calibration(calibration)
     assert doc["fusion"] == {"exact_weight": results["fusion"]["exact_weight"],
                              "near_weight": results["fusion"]["near_weight"]}
+    # The action thresholds, campaign and likes models stay the benchmark's (training/campaign_bench.py).
+    shipped = load_calibration()
+    assert {k: doc[k] for k in ("actions", "campaign", "likes")} == {k: shipped[k] for k in ("actions", "campaign", "likes")}
     assert "兼职" not in (out / "campaign.md").read_text(encoding="utf-8")  # no comment text in the results
     assert any(line.startswith("streamed netease_music_comments/latest_comments_zms.csv.gz") for line in lines)
     # A rerun reuses the streamed counts.
