@@ -22,6 +22,10 @@ its product with the template mean, and lexicon evidence), fitted on the injecte
 seeds by ``training/campaign_bench.py``; a comment whose cluster is smaller than
 ``min_size`` scores 0. Observations leave with the duplicate window's size and
 time limits, so memory stays bounded. Author ids are kept as 64-bit hashes.
+
+The sums live in the process. With the Redis window (``ZHENPING_DUP_BACKEND=
+redis``) replicas share cluster ids and copy counts, but each replica's cluster
+evidence covers only the comments it saw itself.
 """
 
 from __future__ import annotations
