@@ -68,19 +68,30 @@ def detect_format(name: str) -> str:
 
 
 def iter_chunks(
-    source: str, fmt: str | None = None, text_field: str = "text", chunk_size: int = DEFAULT_CHUNK
+    source: str, fmt: str | None = None, text_field: str = "text", chunk_size: int = DEFAULT_CHUNK,
+    reader: "ReadProgress | None" = None,
 ) -> Iterator[list[dict]]:
-    """Read records in chunks of ``chunk_size``; each record has ``text_field`` as a str.
+    """Read records in chunks of ``chunk_size``; each record has ``text_field`` as a str, or ``None``.
+
+    The input contract (README: "What counts as a comment"): a line of ``.txt`` is
+    one comment and blank lines are skipped (counted in ``reader``); in ``.jsonl``,
+    ``.csv`` and ``.parquet`` every row is kept, and a row whose text is null,
+    missing, empty or white space only comes back with that text (``None`` when
+    absent) for the caller to leave unscored. Lines end at ``\\n`` (or
+    ``\\r\\n``) only: a bare ``\\r`` is part of its line or CSV field.
 
     Args:
         source: a file path, or ``-`` for standard input (plain text unless ``fmt``).
         fmt: ``txt``, ``jsonl``, ``csv`` or ``parquet``; default from the file name.
         text_field: the column or field holding the comment.
         chunk_size: records per chunk.
+        reader: optional :class:`ReadProgress`, updated as the input is read
+            (bytes or rows read, the total where known, blank lines skipped).
 
     Raises:
         InputError: naming the file, the line or row, and what is wrong.
     """
+    reader = reader if reader is not None else ReadProgress()
     if chunk_size < 1:
         raise InputError(f"chunk size must be > 0, got {chunk_size}")
     name = "<stdin>" if source == "-" else source
@@ -89,11 +100,12 @@ def iter_chunks(
     if source != "-" and not Path(source).is_file():
         raise InputError(f"{source}: no such file")
     if fmt == "parquet":
-        yield from _parquet_chunks(source, name, text_field, chunk_size)
+        yield from _parquet_chunks(source, name, text_field, chunk_size, reader)
         return
-    with _open_text(source) as fh:
+    with _open_binary(source) as raw:
+        fh = _Lines(raw, name, protect_cr=fmt == "csv", reader=reader)
         if fmt == "txt":
-            rows = ({text_field: line.rstrip("\r\n")} for line in fh)
+            rows = _txt_rows(fh, text_field, reader)
         elif fmt == "jsonl":
             rows = _jsonl_rows(fh, name, text_field)
         elif fmt == "csv":
@@ -110,17 +122,87 @@ def iter_chunks(
             yield chunk
 
 
+class ReadProgress:
+    """How far a reader got: ``done`` of ``total`` (``None``: unknown) in ``unit``, and blank lines skipped."""
+
+    def __init__(self) -> None:
+        self.done = 0
+        self.total: int | None = None
+        self.unit = "B"  # bytes of a text file, or " rows" of a Parquet file
+        self.blank_lines: list[int] = []  # .txt line numbers skipped as blank
+
+
+# Stands in for a bare carriage return inside a CSV field while the csv module
+# parses (it would end the row there); put back in the values afterwards.
+_CR_MARK = "\ue000"
+
+
 @contextlib.contextmanager
-def _open_text(source: str):
+def _open_binary(source: str):
     if source == "-":
-        # Read stdin as UTF-8 whatever the locale says.
-        yield io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", newline="")
+        yield sys.stdin.buffer
     elif source.endswith(".gz"):
-        with gzip.open(source, "rt", encoding="utf-8", newline="") as fh:
+        with gzip.open(source, "rb") as fh:
             yield fh
     else:
-        with open(source, encoding="utf-8", newline="") as fh:
+        with open(source, "rb") as fh:
             yield fh
+
+
+class _Lines:
+    """UTF-8 lines of a byte stream, split at ``\\n`` only (a bare ``\\r`` stays in its line)."""
+
+    def __init__(self, raw, name: str, protect_cr: bool, reader: ReadProgress):
+        self.raw, self.name, self.protect_cr, self.reader = raw, name, protect_cr, reader
+        if raw is not sys.stdin.buffer and not name.endswith(".gz"):
+            with contextlib.suppress(OSError):
+                reader.total = os.fstat(raw.fileno()).st_size
+
+    def __iter__(self) -> Iterator[str]:
+        import codecs
+
+        decoder = codecs.getincrementaldecoder("utf-8")()
+        pending = ""
+        lineno = 0
+        while True:
+            block = self.raw.read(1 << 16)
+            try:
+                pending += decoder.decode(block, final=not block)
+            except UnicodeDecodeError as err:
+                raise InputError(f"{self.name} near line {lineno + pending.count(chr(10)) + 1}: not valid UTF-8 "
+                                 f"({err.reason})") from None
+            self.reader.done += len(block)
+            parts = pending.split("\n")
+            pending = parts.pop()
+            for part in parts:
+                lineno += 1
+                yield self._mark(part + "\n")
+            if not block:
+                if pending:
+                    yield self._mark(pending)
+                return
+
+    def _mark(self, line: str) -> str:
+        if not self.protect_cr or "\r" not in line:
+            return line
+        end = "\r\n" if line.endswith("\r\n") else ("\n" if line.endswith("\n") else "")
+        return line[: len(line) - len(end)].replace("\r", _CR_MARK) + end
+
+
+def _txt_rows(lines, text_field: str, reader: ReadProgress) -> Iterator[dict]:
+    for lineno, line in enumerate(lines, start=1):
+        text = line[:-1] if line.endswith("\n") else line
+        if text.endswith("\r"):
+            text = text[:-1]
+        if not text.strip():
+            reader.blank_lines.append(lineno)
+            continue
+        yield {text_field: text}
+
+
+def is_blank(text) -> bool:
+    """Whether a comment has no text to score: ``None``, empty, or white space only."""
+    return text is None or (isinstance(text, str) and not text.strip())
 
 
 def _jsonl_rows(fh, name: str, text_field: str) -> Iterator[dict]:
@@ -133,10 +215,7 @@ def _jsonl_rows(fh, name: str, text_field: str) -> Iterator[dict]:
             raise InputError(f"{name} line {lineno}: not valid JSON ({err.msg}, column {err.colno})") from err
         if not isinstance(rec, dict):
             raise InputError(f"{name} line {lineno}: expected a JSON object, got {type(rec).__name__}")
-        if text_field not in rec:
-            raise InputError(
-                f"{name} line {lineno}: no {text_field!r} field; found {sorted(rec)} (use --text-field)"
-            )
+        rec.setdefault(text_field, None)  # no text: kept, not scored (the same as null)
         _check_text(rec[text_field], name, f"line {lineno}", text_field)
         yield rec
 
@@ -151,10 +230,14 @@ def _csv_rows(fh, name: str, text_field: str) -> Iterator[dict]:
         if rec.get(text_field) is None:
             raise InputError(f"{name} line {reader.line_num}: row has fewer fields than the header")
         rec.pop(None, None)  # cells beyond the header
+        for key, value in rec.items():
+            if isinstance(value, str) and _CR_MARK in value:
+                rec[key] = value.replace(_CR_MARK, "\r")
         yield rec
 
 
-def _parquet_chunks(source: str, name: str, text_field: str, chunk_size: int) -> Iterator[list[dict]]:
+def _parquet_chunks(source: str, name: str, text_field: str, chunk_size: int,
+                    reader: ReadProgress) -> Iterator[list[dict]]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -165,17 +248,19 @@ def _parquet_chunks(source: str, name: str, text_field: str, chunk_size: int) ->
     columns = pf.schema_arrow.names
     if text_field not in columns:
         raise InputError(f"{name}: expected a {text_field!r} column, found {columns} (use --text-field)")
+    reader.total, reader.unit = pf.metadata.num_rows, " rows"
     row = 0
     for batch in pf.iter_batches(batch_size=chunk_size):
         recs = batch.to_pylist()
         for i, rec in enumerate(recs):
             _check_text(rec[text_field], name, f"row {row + i}", text_field)
         row += len(recs)
+        reader.done = row
         yield recs
 
 
 def _check_text(value, name: str, where: str, text_field: str) -> None:
-    if not isinstance(value, str):
+    if value is not None and not isinstance(value, str):
         got = "null" if value is None else type(value).__name__
         raise InputError(f"{name} {where}: {text_field!r} must be a string, got {got}")
 
@@ -280,29 +365,66 @@ def score_file(
     batch_size: int = 32,
     chunk_size: int = DEFAULT_CHUNK,
     progress: bool = True,
+    summary: dict | None = None,
 ) -> int:
-    """Score every row of ``source`` and write one record per row; returns the row count.
+    """Score every row of ``source`` and write one record per row; returns the rows written.
 
     Output goes to ``out`` (JSONL, or Parquet when it ends in ``.parquet``) or to
     standard output as JSONL. The input is streamed in chunks of ``chunk_size``.
+    Blank ``.txt`` lines are skipped; a structured row without text is written
+    with null scores and levels (see :func:`iter_chunks`). ``summary``, when
+    given, receives ``blank_lines`` (skipped .txt line numbers) and ``unscored``
+    (1-based numbers of the rows written without scores).
     """
     from tqdm import tqdm
 
     sink = ParquetSink(out) if out is not None and out.suffix == ".parquet" else JsonlSink(out)
     n = 0
     ok = False
-    bar = tqdm(unit=" comments", file=sys.stderr, disable=not progress, dynamic_ncols=True, mininterval=0.5)
+    unscored: list[int] = []
+    reader = ReadProgress()
+    bar = tqdm(file=sys.stderr, disable=not progress, dynamic_ncols=True, mininterval=0.5, unit_scale=True)
     try:
-        for chunk in iter_chunks(source, fmt, text_field, chunk_size):
-            scores = scorer.score([r[text_field] for r in chunk], batch_size=batch_size)
-            sink.write([output_record(r, text_field, scorer.axes, s) for r, s in zip(chunk, scores)])
+        for chunk in iter_chunks(source, fmt, text_field, chunk_size, reader):
+            keep = [i for i, r in enumerate(chunk) if not is_blank(r[text_field])]
+            scored = scorer.score([chunk[i][text_field] for i in keep], batch_size=batch_size)
+            scores: list = [_NO_SCORES] * len(chunk)
+            for i, sc in zip(keep, scored):
+                scores[i] = sc
+            unscored.extend(n + i + 1 for i, sc in enumerate(scores) if sc is _NO_SCORES)
+            sink.write([output_record(r, text_field, scorer.axes, sc) for r, sc in zip(chunk, scores)])
             n += len(chunk)
-            bar.update(len(chunk))
+            if bar.total is None and reader.total is not None:  # known once the file is open
+                bar.unit, bar.total = reader.unit, reader.total
+            bar.update(reader.done - bar.n)
+            bar.set_postfix(comments=n, refresh=False)
         ok = True
     finally:
         bar.close()
         sink.close(ok)
+    if summary is not None:
+        summary.update(blank_lines=list(reader.blank_lines), unscored=unscored)
     return n
+
+
+class _NoScores:
+    """The scores of a row without text: null scores and levels."""
+
+    truncated = False
+    levels = None
+
+    def as_dict(self) -> dict:
+        from collections import defaultdict
+
+        return defaultdict(lambda: None)
+
+
+_NO_SCORES = _NoScores()
+
+
+def _numbers(values: list[int], limit: int = 10) -> str:
+    shown = ", ".join(str(v) for v in values[:limit])
+    return shown + (f" and {len(values) - limit:,} more" if len(values) > limit else "")
 
 
 # ------------------------------------------------------------------ commands
@@ -350,10 +472,17 @@ def score_command(
         scorer = Scorer.from_pretrained(model, backend=backend.value, num_threads=threads)
     except ModelLoadError as err:
         raise _fail(str(err), EXIT_MODEL) from None
+    summary: dict = {}
     try:
-        n = score_file(scorer, file, out, fmt_name, text_field, batch_size, chunk_size, progress)
+        n = score_file(scorer, file, out, fmt_name, text_field, batch_size, chunk_size, progress, summary)
     except InputError as err:
         raise _fail(str(err), EXIT_BAD_INPUT) from None
+    if summary["blank_lines"]:
+        typer.echo(f"skipped {len(summary['blank_lines']):,} blank lines (lines "
+                   f"{_numbers(summary['blank_lines'])})", err=True)
+    if summary["unscored"]:
+        typer.echo(f"{len(summary['unscored']):,} rows have no text (null, missing, empty or white space): "
+                   f"written with null scores (rows {_numbers(summary['unscored'])})", err=True)
     if out is not None:
         typer.echo(f"scored {n} comments with {scorer.model_id} ({scorer.backend}) -> {out}", err=True)
 

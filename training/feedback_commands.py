@@ -410,3 +410,6 @@ def score_dataset_cmd(
         f"scored {summary['rows']:,} comments with {summary['model']} ({summary['engine']} engine) in "
         f"{summary['seconds']:.1f} s ({summary['comments_per_second']:,.0f}/s) -> {dst}", err=True
     )
+    if summary.get("unscored"):
+        typer.echo(f"{summary['unscored']:,} rows have no text (null, empty or white space): written with null "
+                   "scores", err=True)

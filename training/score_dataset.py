@@ -49,6 +49,7 @@ import gzip
 import io
 import json
 import os
+import re
 import sys
 import tempfile
 import time
@@ -159,14 +160,61 @@ def _text_as_string(table, text_column: str, path: str):
 
 
 def _open_csv(path: str, text_column: str):
+    """Record batches of a CSV file. Quoted fields may hold line breaks; a bare ``\\r``
+    (not followed by ``\\n``) is part of its field, as in ``zhenping score``, never a row end."""
     import pyarrow as pa
+    import pyarrow.compute as pc
     import pyarrow.csv as pacsv
 
-    return pacsv.open_csv(
-        path,
+    raw = gzip.open(path, "rb") if str(path).endswith(".gz") else open(path, "rb")
+    reader = pacsv.open_csv(
+        pa.PythonFile(_BareCR(raw), mode="r"),
         read_options=pacsv.ReadOptions(block_size=CSV_BLOCK_BYTES),
+        parse_options=pacsv.ParseOptions(newlines_in_values=True),
         convert_options=pacsv.ConvertOptions(column_types={text_column: pa.string()}, strings_can_be_null=False),
     )
+    mark = _BareCR.MARK.decode("utf-8")
+    try:
+        for batch in reader:
+            cols = [pc.replace_substring(c, mark, "\r") if pa.types.is_string(c.type) else c for c in batch.columns]
+            yield pa.RecordBatch.from_arrays(cols, schema=batch.schema)
+    finally:
+        raw.close()
+
+
+class _BareCR(io.RawIOBase):
+    """A byte stream with each bare ``\\r`` (one not followed by ``\\n``) replaced by :attr:`MARK`,
+    so that a CSV parser does not end a row there; the mark is turned back into ``\\r`` after parsing."""
+
+    MARK = "\ue000".encode("utf-8")
+
+    def __init__(self, raw):
+        super().__init__()
+        self._raw = raw
+        self._out = b""
+        self._held_cr = False  # a \r at the end of the last block: its meaning depends on the next byte
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        while not self._out:
+            block = self._raw.read(1 << 16)
+            end = not block
+            if self._held_cr:
+                block = b"\r" + block
+                self._held_cr = False
+            if not block:
+                return 0
+            if block.endswith(b"\r") and not end:
+                block, self._held_cr = block[:-1], True
+                if not block:
+                    continue
+            self._out = re.sub(rb"\r(?!\n)", self.MARK, block)
+        n = min(len(buffer), len(self._out))
+        buffer[:n] = self._out[:n]
+        self._out = self._out[n:]
+        return n
 
 
 def _open_jsonl(path: str, text_column: str):
@@ -193,6 +241,7 @@ class TableWriter:
         self._writer = None
         self.schema = None
         self.rows = 0
+        self.unscored = 0  # rows written without scores (no text)
 
     def write(self, table) -> None:
         import pyarrow as pa
@@ -339,12 +388,12 @@ def score_table(scorer, table, text_column: str = "text", batch_size: int = 64,
                 stages: Sequence[ColumnStage] = ()) -> Any:
     """The table with score and level columns (and the stages' columns) appended.
 
-    Null texts are not scored; their added columns are null.
+    A row without text (null, empty or white space only) is not scored; its added columns are null.
     """
     import pyarrow as pa
 
     texts = table[text_column].to_pylist()
-    present = [i for i, t in enumerate(texts) if t is not None]
+    present = [i for i, t in enumerate(texts) if t is not None and t.strip()]
     scored = scorer.score([texts[i] for i in present], batch_size=batch_size) if present else []
     full: list = [None] * len(texts)
     for i, s in zip(present, scored):
@@ -394,28 +443,48 @@ def load_model(model_dir: str | os.PathLike | None, num_threads: int | None = No
     return Scorer.from_pretrained(path, num_threads=num_threads)
 
 
+def _known_rows(src: str) -> int | None:
+    """Rows of the input where its metadata says (Parquet), for the progress bar's total and ETA."""
+    if detect_format(src) != "parquet":
+        return None
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.ParquetFile(src).metadata.num_rows
+    except Exception:  # noqa: BLE001 - an unreadable file is reported by the reader
+        return None
+
+
 def score_local(src: str, dst: str, scorer, text_column: str = "text", batch_size: int = 64,
-                chunk_size: int = DEFAULT_CHUNK, stages: Sequence[ColumnStage] = (), progress: bool = True) -> int:
-    """Score ``src`` into ``dst`` chunk by chunk in this process; returns the rows written."""
+                chunk_size: int = DEFAULT_CHUNK, stages: Sequence[ColumnStage] = (), progress: bool = True,
+                summary: dict | None = None) -> int:
+    """Score ``src`` into ``dst`` chunk by chunk in this process; returns the rows written.
+
+    ``summary``, when given, receives ``unscored``: rows written without scores (no text).
+    """
     from tqdm import tqdm
 
     added = output_columns(scorer.axes, stages)
     writer = TableWriter(dst)
     ok = False
     bar = tqdm(unit=" comments", desc="scoring", file=sys.stderr, disable=not progress, dynamic_ncols=True,
-               mininterval=0.5)
+               mininterval=0.5, total=_known_rows(src))
     try:
         first = True
         for chunk in read_chunks(src, text_column, chunk_size):
             if first:
                 _check_columns(chunk.column_names, text_column, added, src)
                 first = False
-            writer.write(score_table(scorer, chunk, text_column, batch_size, stages))
+            done = score_table(scorer, chunk, text_column, batch_size, stages)
+            writer.unscored += done[scorer.axes[0]].null_count
+            writer.write(done)
             bar.update(chunk.num_rows)
         ok = True
     finally:
         bar.close()
         writer.close(ok)
+    if summary is not None:
+        summary["unscored"] = writer.unscored
     return writer.rows
 
 
@@ -657,7 +726,8 @@ def score_dataset(
         campaign: add copy-detection and action columns when :mod:`model.campaign` is installed.
 
     Returns:
-        ``{"rows", "seconds", "comments_per_second", "engine", "model", "columns"}``.
+        ``{"rows", "unscored", "seconds", "comments_per_second", "engine", "model", "columns"}``;
+        ``unscored``: rows written without scores because they have no text (local engine; ``None`` on Ray).
 
     Raises:
         DatasetError: a bad file, format or column, naming it.
@@ -677,10 +747,11 @@ def score_dataset(
     if not (engine == "ray" and dst.endswith("/")):
         detect_format(dst)
     started = time.perf_counter()
+    local: dict = {}
     if engine == "local":
         scorer = load_model(model_dir)
         stages = default_stages(campaign)
-        rows = score_local(src, dst, scorer, text_column, batch_size, chunk_size, stages, progress)
+        rows = score_local(src, dst, scorer, text_column, batch_size, chunk_size, stages, progress, local)
         axes, model = list(scorer.axes), f"{scorer.model_id}@{scorer.model_version}"
     else:
         try:
@@ -699,5 +770,5 @@ def score_dataset(
                          ray_address, progress)
     seconds = time.perf_counter() - started
     stages_cols = list(CampaignStage.columns) if campaign and campaign_available() else []
-    return {"rows": rows, "seconds": seconds, "comments_per_second": rows / seconds if seconds > 0 and rows > 0 else 0.0,
+    return {"rows": rows, "unscored": local.get("unscored"), "seconds": seconds, "comments_per_second": rows / seconds if seconds > 0 and rows > 0 else 0.0,
             "engine": engine, "model": model, "columns": output_columns(axes) + stages_cols}

@@ -13,7 +13,8 @@ from model.commands import iter_chunks
 from tests.helpers import BATCHING_TOL, TINY_TEXTS
 from training.cli import app
 
-TEXTS = TINY_TEXTS[:6] + ["", "第二行\t有制表符"]
+# Rows without text follow the input contract, tested in tests/model/test_input_contract.py.
+TEXTS = TINY_TEXTS[:6] + ["第二行\t有制表符"]
 
 
 @pytest.fixture(scope="module")
@@ -143,14 +144,13 @@ def test_missing_text_column_is_named(tmp_path, spread_model_dir):
     assert result.exit_code == 2
     assert result.stderr == f"error: {pq_src}: expected a 'text' column, found ['id', 'body'] (use --text-field)\n"
 
+    # A JSONL record without the field has no text: kept with null scores, and said so
+    # (tests/model/test_input_contract.py); a wrong field name shows as every row unscored.
     js = tmp_path / "c.jsonl"
     js.write_text('{"text": "好评"}\n{"id": 2, "body": "差评"}\n', encoding="utf-8")
-    out = tmp_path / "out.jsonl"
-    result = run(js, "-o", out, "--model", spread_model_dir)
-    assert result.exit_code == 2
-    assert result.stderr == f"error: {js} line 2: no 'text' field; found ['body', 'id'] (use --text-field)\n"
-    assert not out.exists()  # no half-written output
-    assert list(tmp_path.glob(".out.jsonl.tmp-*")) == []
+    result = run(js, "--model", spread_model_dir)
+    assert result.exit_code == 0
+    assert "1 rows have no text (null, missing, empty or white space): written with null scores (rows 2)" in result.stderr
 
 
 def test_bad_rows_are_named(tmp_path, spread_model_dir):
@@ -159,9 +159,12 @@ def test_bad_rows_are_named(tmp_path, spread_model_dir):
     result = run(js, "--model", spread_model_dir)
     assert result.exit_code == 2
     assert result.stderr.startswith(f"error: {js} line 2: not valid JSON (")
-    js.write_text('{"text": "好评"}\n{"text": null}\n', encoding="utf-8")
-    result = run(js, "--model", spread_model_dir)
-    assert result.stderr == f"error: {js} line 2: 'text' must be a string, got null\n"
+    js.write_text('{"text": "好评"}\n{"text": 7}\n', encoding="utf-8")
+    out = tmp_path / "out.jsonl"
+    result = run(js, "-o", out, "--model", spread_model_dir)
+    assert result.stderr == f"error: {js} line 2: 'text' must be a string, got int\n"
+    assert not out.exists()  # no half-written output
+    assert list(tmp_path.glob(".out.jsonl.tmp-*")) == []
     js.write_text('["好评"]\n', encoding="utf-8")
     result = run(js, "--model", spread_model_dir)
     assert result.stderr == f"error: {js} line 1: expected a JSON object, got list\n"
