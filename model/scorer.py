@@ -17,6 +17,7 @@ import os
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import astuple, dataclass, fields
+from enum import Enum
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -34,7 +35,17 @@ SCORER_CONFIG_FILE = "scorer_config.json"
 SAFE_WEIGHTS = ("model.safetensors", "model.safetensors.index.json")
 PICKLE_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json")
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt")
-BACKENDS = ("torch", "onnx", "auto")
+
+
+class Backend(str, Enum):
+    """Inference runtime: PyTorch, ONNX Runtime, or ``auto`` (ONNX Runtime when the model ships an ONNX file, on CPU)."""
+
+    torch = "torch"
+    onnx = "onnx"
+    auto = "auto"
+
+
+BACKENDS = tuple(b.value for b in Backend)  # ("torch", "onnx", "auto")
 
 # owner/name as the Hub spells repository ids; anything else that does not exist
 # on disk is reported as a missing directory.
