@@ -6,19 +6,15 @@ import os
 import shutil
 import signal
 import tempfile
-from enum import Enum
 from pathlib import Path
 from typing import Optional
 
 import typer
 
-from training.cli import app
+from model.scorer import Backend
 
-
-class Backend(str, Enum):
-    torch = "torch"
-    onnx = "onnx"
-    auto = "auto"
+# This module's subcommands; zhenping/cli.py adds them to the `zhenping` command.
+app = typer.Typer()
 
 
 def _settings_error(exc) -> str:

@@ -16,8 +16,10 @@ from typing import Optional
 
 import typer
 
-from model.scorer import DEFAULT_MODEL_DIR, ModelLoadError
-from training.cli import app
+from model.scorer import DEFAULT_MODEL_DIR, Backend, ModelLoadError
+
+# This module's subcommands; zhenping/cli.py adds them to the `zhenping` command.
+app = typer.Typer()
 
 FORMATS = ("txt", "jsonl", "csv", "parquet")
 DEFAULT_CHUNK = 2048  # rows read, scored and written at a time; bounds memory on big files
@@ -30,12 +32,6 @@ EXIT_MODEL = 1
 
 class InputError(ValueError):
     """An input file that cannot be scored (names the file, the row and the reason)."""
-
-
-class Backend(str, Enum):
-    torch = "torch"
-    onnx = "onnx"
-    auto = "auto"
 
 
 class Format(str, Enum):

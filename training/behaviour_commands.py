@@ -8,7 +8,8 @@ from typing import NoReturn, Optional
 
 import typer
 
-from training.cli import app
+# This module's subcommands; zhenping/cli.py adds them to the `zhenping` command.
+app = typer.Typer()
 
 
 def _fail(message: str, code: int = 1) -> NoReturn:

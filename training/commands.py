@@ -11,7 +11,8 @@ from typing import List, Optional
 
 import typer
 
-from training.cli import app
+# This module's subcommands; zhenping/cli.py adds them to the `zhenping` command.
+app = typer.Typer()
 
 corpora_app = typer.Typer(
     help="List the registered public corpora or download them.", no_args_is_help=True

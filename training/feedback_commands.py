@@ -34,7 +34,9 @@ from typing import Optional
 import typer
 
 from model.axes import AXES
-from training.cli import app
+
+# This module's subcommands; zhenping/cli.py adds them to the `zhenping` command.
+app = typer.Typer()
 
 EXIT_BAD_INPUT = 2  # something the user can fix: a file, an option, the store
 EXIT_MODEL = 1  # a model that cannot be loaded; also: a candidate that was not promoted

@@ -7,7 +7,8 @@ from typing import Optional
 
 import typer
 
-from training.cli import app
+# This module's subcommands; zhenping/cli.py adds them to the `zhenping` command.
+app = typer.Typer()
 
 EXTRA_ARGS = {"allow_extra_args": True, "ignore_unknown_options": True}
 
