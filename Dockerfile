@@ -24,6 +24,7 @@ RUN pip install -r requirements.lock
 # The package, with the shipped model (model/default is package data), on the locked
 # dependencies only: --no-deps, then pip check fails the build if the lock misses one.
 COPY pyproject.toml README.md ./
+COPY zhenping ./zhenping
 COPY model ./model
 COPY api ./api
 COPY training ./training
