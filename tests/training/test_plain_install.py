@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-SOURCES = ("pyproject.toml", "README.md", "model", "api", "training")
+SOURCES = ("pyproject.toml", "README.md", "zhenping", "model", "api", "training")
 
 WORDS = ["物流很快", "质量不错", "客服态度差", "谢谢分享", "房间干净", "早餐一般", "隔音差", "会回购",
          "包装破了", "性价比高", "味道偏咸", "送货准时"]
