@@ -163,14 +163,23 @@ def reproduce_default_cmd(
                    "0 skips the stage)."),
     multitask_steps: int = typer.Option(2000, help="Multi-task steps (the shipped model used 2000)."),
     corpora: Optional[str] = typer.Option(None, help="Corpora root (default: $ZHENPING_CORPORA or ../shared)."),
-    model_version: str = typer.Option("zhenping-small-v2", help="Version the export is named with."),
+    model_version: str = typer.Option("zhenping-small-v3", help="Version the export is named with."),
 ) -> None:
-    """Rebuild the shipped default model from the corpora and gold labels, end to end:
-    pretrain (two stages) → prepare → baselines → multi-task → fine-tune → evaluate → export.
-    Every stage resumes or reuses its output under runs/ when rerun."""
+    """Rebuild the shipped default model from the corpora and gold labels, end to end.
+
+    v2 stage (gold v1-v3, as v2 was built): pretrain (two stages) → prepare → baselines →
+    multi-task → fine-tune (finetune_shipped.toml) → runs/model_v2. v3 stage (all gold
+    labels): prepare → baselines → fine-tune v2 (finetune_v3.toml) → self-training with
+    the TF-IDF + stage-1 ensemble as teacher (finetune_v3_distill.toml) → levels,
+    behavioural tests → ONNX int8 check. All on the CPU; where a GPU teacher was run
+    (training/gpu_teacher.py), its model folder can replace the stage-1 model as
+    `pseudo_teacher`. Every stage resumes or reuses its output under runs/ when rerun."""
+    import shutil
+
     from training.baselines import run_baselines
     from training.config import load_config
     from training.finetune import FinetuneConfig
+    from training.labels import gold_files
     from training.multitask import MultitaskConfig
     from training.multitask import run as run_multitask
     from training.prepare import prepare
@@ -184,14 +193,39 @@ def reproduce_default_cmd(
         pre2 = load_config(PretrainConfig, "pretrain_cpu_stage2.toml",
                            {"max_steps": continue_steps, "corpora": corpora})
         encoder = run_pretrain(pre2)
+
+    # v2 stage: the label files v2 was trained on, its own baselines as teacher.
+    v2_gold = Path("runs/gold_v2")
+    v2_gold.mkdir(parents=True, exist_ok=True)
+    for f in gold_files():
+        if f.name in V2_LABEL_FILES:
+            shutil.copyfile(f, v2_gold / f.name)
+    prepare(corpora=corpora, gold=v2_gold, out="runs/data_v2")
+    run_baselines(data_dir="runs/data_v2", out="runs/results_v2", models_dir="runs/baselines_v2")
+    teacher_v2 = "runs/baselines_v2/tfidf_ridge.joblib"
+    mt = load_config(MultitaskConfig, "multitask.toml",
+                     {"base": str(encoder), "steps": multitask_steps, "corpora": corpora,
+                      "distill_teacher": teacher_v2})
+    mt_encoder = run_multitask(mt)
+    ft = load_config(FinetuneConfig, "finetune_shipped.toml",
+                     {"base": str(mt_encoder), "data_dir": "runs/data_v2", "pseudo_teacher": teacher_v2,
+                      "out_dir": "runs/finetune_v2"})
+    run_train(ft, "runs/model_v2", model_version="zhenping-small-v2")
+
+    # v3 stage: all gold labels.
     prepare(corpora=corpora, out="runs/data")
     run_baselines(data_dir="runs/data")
-    mt = load_config(MultitaskConfig, "multitask.toml",
-                     {"base": str(encoder), "steps": multitask_steps, "corpora": corpora})
-    mt_encoder = run_multitask(mt)
-    ft = load_config(FinetuneConfig, "finetune_shipped.toml", {"base": str(mt_encoder)})
-    run_train(ft, out, model_version=model_version)
+    stage1 = load_config(FinetuneConfig, "finetune_v3.toml", {})
+    stage1_out = "runs/model_v3a"
+    run_train(stage1, stage1_out, model_version=f"{model_version}-stage1")
+    distill = load_config(FinetuneConfig, "finetune_v3_distill.toml",
+                          {"base": stage1_out,
+                           "pseudo_teacher": f"runs/baselines/tfidf_ridge.joblib,{stage1_out}"})
+    run_train(distill, out, model_version=model_version)
     check_backends_cmd(model=out, data="runs/data", split="test", keep_fp32=False)
+
+
+V2_LABEL_FILES = ("gold_v1.jsonl", "gold_v2.jsonl", "gold_v3.jsonl")  # what zhenping-small-v2 was trained on
 
 
 @app.command("check-backends")

@@ -1,0 +1,70 @@
+"""`zhenping reproduce-default` runs the shipped recipe's stages in order, with the right inputs.
+
+The stages themselves are tested elsewhere; here each is replaced by a recorder, so
+the test checks the plan: which labels each stage sees, which model each stage
+starts from and which teacher scores the unlabelled text.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+import training.backends
+import training.baselines
+import training.multitask
+import training.prepare
+import training.pretrain
+import training.train
+from training.cli import app
+
+
+def test_reproduce_default_runs_the_v2_then_v3_stages(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    calls: list[tuple] = []
+
+    def pretrain(cfg):
+        calls.append(("pretrain", cfg.max_steps))
+        return Path("runs/pretrain/encoder")
+
+    def prepare(corpora=None, gold=None, out=None, **_):
+        files = sorted(p.name for p in Path(gold).glob("gold_v*.jsonl")) if gold else "all"
+        calls.append(("prepare", out, files))
+
+    def baselines(data_dir="runs/data", out=None, models_dir=None, **_):
+        calls.append(("baselines", data_dir, str(out) if out else None, str(models_dir) if models_dir else None))
+
+    def multitask(cfg):
+        calls.append(("multitask", cfg.base, cfg.distill_teacher))
+        return Path("runs/multitask/encoder")
+
+    def train(cfg, out, model_version=None, **_):
+        calls.append(("train", cfg.base, cfg.data_dir, cfg.pseudo_teacher, cfg.pseudo_texts, out, model_version))
+        return {}
+
+    monkeypatch.setattr(training.pretrain, "run", pretrain)
+    monkeypatch.setattr(training.prepare, "prepare", prepare)
+    monkeypatch.setattr(training.baselines, "run_baselines", baselines)
+    monkeypatch.setattr(training.multitask, "run", multitask)
+    monkeypatch.setattr(training.train, "run_train", train)
+    monkeypatch.setattr(training.backends, "check_backends", lambda *a, **k: calls.append(("check-backends", a[0])))
+
+    result = CliRunner().invoke(app, ["reproduce-default", "--out", "out-model"])
+    assert result.exit_code == 0, result.output
+
+    assert calls[0] == ("pretrain", 1300) and calls[1] == ("pretrain", 8800)
+    # v2 stage: only the label files v2 was trained on, its own baselines as teacher
+    assert calls[2] == ("prepare", "runs/data_v2", ["gold_v1.jsonl", "gold_v2.jsonl", "gold_v3.jsonl"])
+    assert calls[3] == ("baselines", "runs/data_v2", "runs/results_v2", "runs/baselines_v2")
+    assert calls[4] == ("multitask", "runs/pretrain/encoder", "runs/baselines_v2/tfidf_ridge.joblib")
+    assert calls[5] == ("train", "runs/multitask/encoder", "runs/data_v2", "runs/baselines_v2/tfidf_ridge.joblib",
+                        12000, "runs/model_v2", "zhenping-small-v2")
+    # v3 stage: all labels, committed baselines, v2 fine-tuned, then the ensemble teacher
+    assert calls[6] == ("prepare", "runs/data", "all")
+    assert calls[7] == ("baselines", "runs/data", None, None)
+    assert calls[8] == ("train", "runs/model_v2", "runs/data", None, 0, "runs/model_v3a", "zhenping-small-v3-stage1")
+    assert calls[9] == ("train", "runs/model_v3a", "runs/data", "runs/baselines/tfidf_ridge.joblib,runs/model_v3a",
+                        10000, "out-model", "zhenping-small-v3")
+    assert calls[10] == ("check-backends", "out-model")
+    assert len(calls) == 11
