@@ -46,7 +46,8 @@ class FinetuneConfig:
     skip_invalid: bool = False  # bad rows of extra_train files: drop and list them instead of stopping
     pseudo_teacher: str | None = None  # teacher(s) scoring unlabelled text for training: a fitted baseline (.joblib) or a scorer folder, several averaged when comma-separated; None: off
     pseudo_corpus: str = "runs/pretrain/corpus.txt"  # unlabelled texts (labelled validation/test texts left out)
-    pseudo_texts: int = 0  # unlabelled texts scored by the teacher and added to the training rows
+    pseudo_texts: int = 0  # unlabelled texts scored by the teacher and added to the training rows (0: off; -1: all the teacher can score)
+    pseudo_pack: str | None = None  # pack a GPU teacher's scores.npz belongs to (None: the one its log.json names)
 
 
 def seed_everything(seed: int) -> None:
@@ -149,6 +150,8 @@ def last_complete_checkpoint(out_dir: str | os.PathLike) -> Path | None:
 RUN_FILE = "zhenping_run.json"  # in the checkpoint folder: which run its checkpoints belong to
 # Config fields that do not change what a run computes: a different value may resume.
 _NOT_IN_FINGERPRINT = ("out_dir", "num_threads")
+# Fields added later, left out while unset: runs from before them keep their fingerprint.
+_UNSET_NOT_IN_FINGERPRINT = ("pseudo_pack",)
 
 
 def _sha1_path(path: Path) -> str:
@@ -186,12 +189,13 @@ def run_fingerprint(cfg: FinetuneConfig) -> dict:
     checkpoint folder and thread count), the SHA-1 of every data file it reads and of
     its base model. Checkpoints are resumed only by a run with the same ``id``.
     """
-    config = {k: v for k, v in config_to_dict(cfg).items() if k not in _NOT_IN_FINGERPRINT}
+    config = {k: v for k, v in config_to_dict(cfg).items() if k not in _NOT_IN_FINGERPRINT
+              and not (k in _UNSET_NOT_IN_FINGERPRINT and v is None)}
     data = {f"{split}.jsonl": _source_sha1(str(Path(cfg.data_dir) / f"{split}.jsonl"))
             for split in ("train", "validation")}
     for spec in cfg.extra_train or []:
         data[f"extra:{spec}"] = _source_sha1(spec)
-    if cfg.pseudo_teacher and cfg.pseudo_texts > 0:
+    if cfg.pseudo_teacher and cfg.pseudo_texts != 0:
         for spec in cfg.pseudo_teacher.split(","):
             data[f"teacher:{spec.strip()}"] = _source_sha1(spec.strip())
         data["pseudo_corpus"] = _source_sha1(cfg.pseudo_corpus)
@@ -258,13 +262,15 @@ def pseudo_rows(cfg: FinetuneConfig, exclude: set[str]) -> list[dict]:
 
     The teacher (the TF-IDF baseline) was fitted on the gold training split only,
     and the corpus file already leaves out the labelled validation and test texts,
-    so nothing of the held-out splits reaches training.
+    so nothing of the held-out splits reaches training. A GPU teacher's output folder
+    (or its ``scores.npz``) gives its scores of the pack documents, looked up by text
+    (see :mod:`training.pack_scores`); ``pseudo_texts = -1`` takes every text it scored.
     """
     from training.multitask import MultitaskConfig, load_distill_data
 
     texts, scores = load_distill_data(MultitaskConfig(
         distill_teacher=cfg.pseudo_teacher, distill_corpus=cfg.pseudo_corpus,
-        distill_texts=cfg.pseudo_texts, seed=cfg.seed + 1))
+        distill_texts=cfg.pseudo_texts, distill_pack=cfg.pseudo_pack, seed=cfg.seed + 1))
     rows = [{"id": f"pseudo:{i}", "source": "pseudo", "text": t, **{a: float(v) for a, v in zip(AXES, s)}}
             for i, (t, s) in enumerate(zip(texts, scores)) if t not in exclude]
     print(f"fine-tune: {len(rows):,} teacher-scored unlabelled texts join the training rows", file=sys.stderr)
@@ -289,7 +295,7 @@ def train(cfg: FinetuneConfig):
             for r in load_labelled(f, skip_invalid=cfg.skip_invalid):
                 train_rows.append({"id": r.id, "source": r.source, "text": r.text,
                                    **{a: lv / 3.0 for a, lv in zip(AXES, r.levels)}})
-    if cfg.pseudo_teacher and cfg.pseudo_texts > 0:
+    if cfg.pseudo_teacher and cfg.pseudo_texts != 0:
         train_rows += pseudo_rows(cfg, {r["text"] for r in train_rows + val_rows})
     model, tok = load_base(cfg.base, dropout=cfg.dropout, num_layers=cfg.num_layers)
     train_ds = _Dataset(train_rows, tok, cfg.max_length)

@@ -17,7 +17,8 @@ In one run bounded by ``total_minutes`` (9 by default) it
    their ``model.safetensors.index.json`` (a standard
    ``RobertaPreLayerNormForSequenceClassification`` folder: ``from_pretrained``
    loads it), ``scores.npz`` (``scores``: float16 ``[documents, 3]`` in pack
-   order, warmth/substance/template in [0, 1]) and ``log.json`` (versions,
+   order, warmth/substance/template in [0, 1], with the pack's corpus mapping so
+   that :mod:`training.pack_scores` maps them to corpus texts) and ``log.json`` (versions,
    tokens/s, held-out accuracy, validation ρ per axis, seconds per phase). At
    most 8 files and ``max_output_mib`` MiB; the run checks both before training.
 
@@ -503,7 +504,8 @@ def run(cfg: TeacherConfig, resume: str | None = None) -> Path:
     log["data"] = {"documents": pk.n_docs, "tokens": int(pk.header["tokens"]), "train_sequences": len(train_seqs),
                    "heldout_sequences": len(heldout), "train_rows": len(labels["train"][0]),
                    "validation_rows": len(labels["validation"][0]),
-                   "tokenizer_sha1": pk.header["tokenizer_sha1"]}
+                   "tokenizer_sha1": pk.header["tokenizer_sha1"], "pack": str(cfg.pack),
+                   "tokens_sha1": pk.header["tokens_sha1"], "corpus_sha1": pk.header.get("corpus_sha1")}
 
     chosen_cache = None
     if cfg.use_cached_encoder:
@@ -559,8 +561,14 @@ def run(cfg: TeacherConfig, resume: str | None = None) -> Path:
 
     t = time.time()
     written = save_sharded_fp16(classifier.to("cpu"), out, cfg.shard_mib)
+    # With the pack's corpus mapping (document k is corpus line doc_lines(header)[k]), so the
+    # scores map back to corpus texts without the pack (training/pack_scores.py).
+    h = pk.header
     np.savez_compressed(out / "scores.npz", scores=scores.astype(np.float16),
-                        axes=np.asarray(labels["axes"]), tokens_sha1=np.asarray(pk.header["tokens_sha1"]))
+                        axes=np.asarray(labels["axes"]), tokens_sha1=np.asarray(h["tokens_sha1"]),
+                        corpus_sha1=np.asarray(h["corpus_sha1"]), corpus_lines=np.asarray(h["corpus_lines"]),
+                        seed=np.asarray(h["seed"]), documents=np.asarray(pk.n_docs),
+                        corpus_file=np.asarray(str(h.get("corpus_file") or "")))
     written.append("scores.npz")
     log["phases"]["write_seconds"] = round(time.time() - t, 1)
     log["phases"]["total_seconds"] = round(time.time() - t_start, 1)

@@ -71,7 +71,8 @@ class MultitaskConfig:
     per_task_cap: int = 30000  # texts kept per task (a random sample above that)
     distill_teacher: str | None = None  # teacher(s) to distil: a fitted baseline (.joblib) or a scorer folder, comma-separated ones averaged; None: off
     distill_corpus: str = "runs/pretrain/corpus.txt"  # unlabelled texts (validation/test texts already left out)
-    distill_texts: int = 60000  # unlabelled texts scored by the teacher
+    distill_texts: int = 60000  # unlabelled texts scored by the teacher (-1: all it can score)
+    distill_pack: str | None = None  # pack a GPU teacher's scores.npz belongs to (None: the one its log.json names)
     distill_share: float = 0.5  # share of steps spent on the distillation task
     seed: int = 13
     num_threads: int = 0
@@ -116,34 +117,66 @@ DISTILL = "distill"
 
 
 def load_distill_data(cfg: MultitaskConfig) -> tuple[list[str], np.ndarray]:
-    """Unlabelled texts and the teacher's three axis scores for them."""
-    from training.baselines import TfidfRidgeBaseline
+    """Unlabelled texts and the teacher's three axis scores for them.
+
+    ``distill_texts`` texts are drawn from the corpus (-1: all of them). A GPU teacher's
+    scores (its output folder or ``scores.npz``, see :mod:`training.pack_scores`) cover
+    only its pack's documents: with one among the teachers, the texts are drawn from
+    those it has scores for (unless its folder is a complete scorer folder).
+    """
+    from training.pack_scores import load_pack_scores, scores_path
 
     path = Path(cfg.distill_corpus)
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found; run `zhenping pretrain` first (it writes the corpus)")
+    tables = {part: load_pack_scores(part, path, cfg.distill_pack) for part in _teacher_parts(cfg.distill_teacher)
+              if scores_path(part) is not None}
     with open(path, encoding="utf-8") as fh:
         lines = [line.rstrip("\n") for line in fh if line.strip()]
-    rng = random.Random(cfg.seed)
-    texts = rng.sample(lines, min(cfg.distill_texts, len(lines)))
-    return texts, teacher_scores(cfg.distill_teacher, texts)
+    limited = [t for t in tables.values() if not t.can_score_new_texts]
+    if limited:
+        covered = set(limited[0].texts).intersection(*(t.texts for t in limited[1:]))
+        lines = [line for line in lines if line in covered]
+        print(f"distillation: {len(lines):,} corpus texts have scores from every scores-file teacher",
+              file=sys.stderr)
+    if cfg.distill_texts < 0:
+        texts = lines
+    else:
+        rng = random.Random(cfg.seed)
+        texts = rng.sample(lines, min(cfg.distill_texts, len(lines)))
+    return texts, teacher_scores(cfg.distill_teacher, texts, tables=tables)
 
 
-def teacher_scores(spec: str, texts: list[str]) -> np.ndarray:
+def _teacher_parts(spec: str | None) -> list[str]:
+    return [part.strip() for part in str(spec or "").split(",") if part.strip()]
+
+
+def teacher_scores(spec: str, texts: list[str], tables: dict | None = None, corpus: str | None = None,
+                   pack: str | None = None) -> np.ndarray:
     """The three axis scores of ``texts`` (already normalised) by a teacher, as float32.
 
     ``spec`` names one teacher or several separated by commas, whose scores are
-    averaged: a fitted baseline (``.joblib``, e.g. ``runs/baselines/tfidf_ridge.joblib``)
-    or an exported scorer folder (e.g. an earlier fine-tuned model).
+    averaged: a fitted baseline (``.joblib``, e.g. ``runs/baselines/tfidf_ridge.joblib``),
+    an exported scorer folder (e.g. an earlier fine-tuned model), or a GPU teacher's
+    output folder or ``scores.npz`` (scores looked up by text: ``tables`` holds them
+    loaded, else they are read with ``corpus`` and ``pack``, see
+    :func:`training.pack_scores.load_pack_scores`).
     """
     from training.baselines import TfidfRidgeBaseline
+    from training.pack_scores import load_pack_scores, lookup, scores_path
 
-    parts = [part.strip() for part in str(spec).split(",") if part.strip()]
+    parts = _teacher_parts(spec)
     if not parts:
         raise ValueError("no teacher given")
+    tables = dict(tables or {})
     total = np.zeros((len(texts), len(AXES)), dtype=np.float64)
     for part in parts:
         path = Path(part)
+        if scores_path(part) is not None:
+            if part not in tables:
+                tables[part] = load_pack_scores(part, corpus or "runs/pretrain/corpus.txt", pack)
+            total += lookup(tables[part], texts)
+            continue
         if path.is_dir():
             from model.scorer import Scorer
 

@@ -12,7 +12,7 @@ folder small enough to travel with the code to a machine without the corpora:
 * ``tokenizer/`` — the tokenizer the ids belong to;
 * ``header.json`` — format version, vocabulary size, counts (documents, tokens,
   held-out documents and tokens, bytes), the SHA-1 of the tokenizer vocabulary,
-  the normalisation version, the SHA-1 of the corpus file and of the token bytes,
+  the normalisation version, the corpus file and its SHA-1, the SHA-1 of the token bytes,
   and the seed of the document order.
 
 Documents are stored in a seeded random order of the corpus lines (pack document
@@ -233,7 +233,7 @@ def build_pack(out: str | Path, tokenizer_dir: str | Path, work_dir: str | Path 
     with open(corpus, encoding="utf-8") as fh:
         lines = [line.rstrip("\n") for line in fh]
     header = {"format": PACK_FORMAT, "seed": seed, "corpus_lines": len(lines),
-              "corpus_sha1": file_sha1(corpus), "documents": len(lines)}
+              "corpus_sha1": file_sha1(corpus), "corpus_file": str(corpus), "documents": len(lines)}
     order = doc_lines(header)
     heldout_docs = min(heldout_docs, len(lines) // 10)
     lengths: list[int] = []
