@@ -77,9 +77,11 @@ def multitask_cmd(
         _input_error("no corpora folder found, and the multi-task stage trains on the corpora's own labels; "
                      "pass --corpora=DIR or set ZHENPING_CORPORA=DIR (`zhenping corpora download DIR` "
                      "fetches the public files)")
+    from training.pack_scores import TeacherDataError
+
     try:
         run(cfg)
-    except FileNotFoundError as exc:
+    except (FileNotFoundError, TeacherDataError) as exc:
         _input_error(str(exc).splitlines()[0])
 
 
@@ -111,6 +113,7 @@ def train_cmd(
     the newest checkpoint; a different run (config, data or base) never does.
     """
     from training.finetune import FinetuneConfig
+    from training.pack_scores import TeacherDataError
     from training.prepare import PrepareError
     from training.train import TrainInputError, run_train
     from training.userdata import LabelFileError, error_line
@@ -126,7 +129,7 @@ def train_cmd(
         metrics = run_train(cfg, out, model_version=version)
     except LabelFileError as exc:
         _input_error(error_line(exc, "--skip-invalid"))
-    except (TrainInputError, PrepareError) as exc:
+    except (TrainInputError, PrepareError, TeacherDataError) as exc:
         _input_error(str(exc))
     o = metrics["overall"]
     for a in metrics["axes"]:
