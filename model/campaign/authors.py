@@ -14,13 +14,15 @@ import time
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 from model.campaign.config import WindowConfig
 from model.campaign.window import hash64
 
 
+@lru_cache(maxsize=1 << 16)
 def author_key(author_id: str) -> int:
-    """The 64-bit key an author id is kept under."""
+    """The 64-bit key an author id is kept under (recent ids remembered)."""
     return hash64(f"author:{author_id}")
 
 

@@ -13,10 +13,10 @@ from model.campaign.actions import ActionPolicy
 from model.campaign.authors import AuthorObservation, AuthorSummary, AuthorWindow, author_key
 from model.campaign.clusters import SINGLE, CampaignModel, ClusterEvidence, ClusterWindow
 from model.campaign.config import CampaignConfig
-from model.campaign.evidence import Evidence, EvidenceFinder
+from model.campaign.evidence import Evidence, EvidenceFinder, duplicate_evidence
 from model.campaign.fusion import Fusion
 from model.campaign.likes import LikesModel, like_context
-from model.campaign.window import Duplicates, DuplicateWindow, WindowItem, caller_key, dedup_form, hash64
+from model.campaign.window import Duplicates, DuplicateWindow, WindowItem, caller_key
 
 TEMPLATED_LEVEL = 2  # fused template level from which an author's comment counts as templated
 
@@ -167,41 +167,49 @@ class CampaignDetector:
         if len(comments) != len(scores):
             raise ValueError(f"{len(comments)} comments but {len(scores)} scores")
         now = self.window.clock() if now is None else now
-        found = self.window.observe([WindowItem(c.text, caller_key(c.id)) for c in comments], now=now,
-                                    record=record)
-        forms = [dedup_form(c.text) for c in comments]
-        new = [(dup.cluster_id, author_key(c.author_id) if c.author_id is not None else None, hash64(form),
-                float(s.template))
-               for c, s, dup, form in zip(comments, scores, found, forms) if not dup.seen_before]
+        found, keys, lengths = self.window.observe_keyed([WindowItem(c.text, caller_key(c.id)) for c in comments],
+                                                         now=now, record=record)
+        author_keys = [None if c.author_id is None else author_key(c.author_id) for c in comments]
+        templates = [float(s.template) for s in scores]
+        new = [(dup.cluster_id, author, key, template)
+               for dup, author, key, template in zip(found, author_keys, keys, templates) if not dup.seen_before]
         clusters = self.clusters.observe_batch(new, [dup.cluster_id for dup in found], now, record=record)
         results = []
         observations = []
         context = like_context([c.likes for c in comments])
-        for comment, score, dup, form, cluster in zip(comments, scores, found, forms, clusters):
-            fused = self.fusion.fuse(float(score.template), dup.exact_count, dup.near_count)
-            evidence = list(self.evidence.find(comment.text))
+        fuse, find, decide = self.fusion.fuse, self.evidence.find_tuple, self.policy.decide
+        model, likes = self.campaign, self.likes
+        min_size = model.min_size
+        campaign_scores: dict[tuple, float] = {}  # one cluster's comments of one length and evidence score alike
+        for comment, score, template, dup, length, cluster, author in zip(comments, scores, templates, found, lengths,
+                                                                         clusters, author_keys):
+            fused = fuse(template, dup.exact_count, dup.near_count)
+            evidence = find(comment.text)
             campaign = 0.0
-            if cluster.size >= self.campaign.min_size:
-                campaign = self.campaign.score(cluster, len(form), any(e.category == "ad" for e in evidence),
-                                               any(e.kind == "ai_marker" for e in evidence))
+            if cluster.size >= min_size:
+                ad = any(e.category == "ad" for e in evidence)
+                ai = any(e.kind == "ai_marker" for e in evidence)
+                memo = (dup.cluster_id, length, ad, ai)
+                campaign = campaign_scores.get(memo)
+                if campaign is None:
+                    campaign = campaign_scores[memo] = model.score(cluster, length, ad, ai)
             if dup.exact_count:
-                evidence.append(Evidence("duplicate", "exact", count=dup.exact_count))
+                evidence += (duplicate_evidence("exact", dup.exact_count),)
             if dup.near_count:
-                evidence.append(Evidence("duplicate", "near", count=dup.near_count))
-            action = self.policy.decide(fused, float(score.warmth), campaign)
+                evidence += (duplicate_evidence("near", dup.near_count),)
+            warmth = float(score.warmth)
+            action = decide(fused, warmth, campaign)
             fused = 1.0 - (1.0 - fused) * (1.0 - campaign)
             suspicious = expected = None
             if comment.likes is not None:
-                quality = float(score.warmth) + float(score.substance) - fused
-                age = self.likes.age_hours(comment.posted_at, now)
-                expected = self.likes.expected(quality, age, campaign, context)
-                suspicious = self.likes.suspicious(comment.likes, quality, age, campaign, context)
-            results.append(CampaignResult(dup, fused, tuple(evidence), action, campaign, cluster, suspicious,
-                                          expected))
-            if comment.author_id is not None and not dup.seen_before:
+                quality = warmth + float(score.substance) - fused
+                age = likes.age_hours(comment.posted_at, now)
+                expected, suspicious = likes.check(comment.likes, quality, age, campaign, context)
+            results.append(CampaignResult(dup, fused, evidence, action, campaign, cluster, suspicious, expected))
+            if author is not None and not dup.seen_before:
                 observations.append(AuthorObservation(
-                    author_key(comment.author_id), score_to_level(fused) >= TEMPLATED_LEVEL, dup.copies > 0,
-                    float(score.warmth), float(score.substance)))
+                    author, score_to_level(fused) >= TEMPLATED_LEVEL, dup.copies > 0, warmth,
+                    float(score.substance)))
         authors: list[AuthorSummary] = []
         author_ids = [c.author_id for c in comments if c.author_id is not None]
         if self.authors is not None and author_ids:

@@ -48,6 +48,12 @@ class Evidence:
         return {"kind": self.kind, "category": self.category, "match": self.match, "count": self.count}
 
 
+@lru_cache(maxsize=1024)
+def duplicate_evidence(category: str, count: int) -> Evidence:
+    """Evidence of ``count`` copies, ``"exact"`` or ``"near"`` (one shared instance per count)."""
+    return Evidence("duplicate", category, count=count)
+
+
 def _compile(phrases: Sequence[str]) -> re.Pattern | None:
     parts = [_GAP.join(re.escape(piece) for piece in p.split("*")) for p in phrases if len(p) > 1]
     return re.compile("|".join(parts)) if parts else None
@@ -74,12 +80,13 @@ class EvidenceFinder:
                 raise ValueError(f"lexicon file {path} does not exist")
             for category, phrases in load_lexicon(path).items():
                 merged.setdefault(category, set()).update(phrases)
-        self._patterns: list[tuple[str, str, re.Pattern | None, frozenset[str]]] = []
+        self._patterns: list[tuple[str, str, re.Pattern | None, frozenset[str], frozenset[str]]] = []
         for category, phrases in merged.items():
             ordered = sorted(phrases, key=lambda s: (-len(s), s))
             kind = "ai_marker" if category in AI_CATEGORIES else "stock_phrase"
             singles = frozenset(p for p in ordered if len(p) == 1)
-            self._patterns.append((kind, category, _compile(ordered), singles))
+            firsts = frozenset(p[0] for p in ordered if len(p) > 1)
+            self._patterns.append((kind, category, _compile(ordered), singles, firsts))
         self.phrases = sum(len(p) for p in merged.values())
         # Repeated comments (好听, pasted copies) are the common case: remember recent answers.
         self._cached = lru_cache(maxsize=FIND_CACHE)(self._find)
@@ -96,20 +103,33 @@ class EvidenceFinder:
             return list(self._cached(normalized))
         return list(self._find(normalized))
 
+    def find_tuple(self, normalized: str) -> tuple[Evidence, ...]:
+        """:meth:`find` as a tuple (shared between calls: evidence is immutable)."""
+        if len(normalized) <= FIND_CACHE_CHARS:
+            return self._cached(normalized)
+        return self._find(normalized)
+
     def _find(self, normalized: str) -> tuple[Evidence, ...]:
         text = normalized.lower()
-        core = "".join(ch for ch in text if ch.isalnum())
+        chars = set(text)
+        alnum = None  # the distinct letters and digits of the text, when a one-character phrase needs them
         found: dict[tuple[str, str], tuple[int, Evidence]] = {}
-        for kind, category, pattern, singles in self._patterns:
+        for kind, category, pattern, singles, firsts in self._patterns:
             matched = False
-            if pattern is not None:
+            # A phrase can only match where its first character occurs.
+            if pattern is not None and not firsts.isdisjoint(chars):
                 for m in pattern.finditer(text):
                     matched = True
                     key = (category, m.group())
                     if key not in found:
                         found[key] = (m.start(), Evidence(kind, category, m.group()))
-            if not matched and core and len(set(core)) == 1 and core[0] in singles:
-                key = (category, core[0])
-                found.setdefault(key, (text.find(core[0]), Evidence(kind, category, core[0])))
+            if not matched and singles and not singles.isdisjoint(chars):
+                if alnum is None:
+                    alnum = [ch for ch in chars if ch.isalnum()]
+                if len(alnum) == 1 and alnum[0] in singles:
+                    key = (category, alnum[0])
+                    found.setdefault(key, (text.find(alnum[0]), Evidence(kind, category, alnum[0])))
+        if not found:
+            return ()
         ranked = sorted(found.values(), key=lambda pair: (pair[0], -len(pair[1].match or "")))
         return tuple(ev for _, ev in ranked[:MAX_PHRASES])

@@ -97,6 +97,13 @@ class LikesModel:
         """``log(1 + likes)`` above its expectation."""
         return math.log1p(max(0, likes)) - self.expected_log(quality, age_hours, campaign, context)
 
+    def check(self, likes: int, quality: float, age_hours: float, campaign: float = 0.0,
+              context: float = 0.0) -> tuple[float, bool]:
+        """``(expected(...), suspicious(...))`` with the expectation computed once."""
+        expected_log = self.expected_log(quality, age_hours, campaign, context)
+        suspicious = likes >= self.min_likes and math.log1p(max(0, likes)) - expected_log >= self.margin
+        return math.expm1(expected_log), suspicious
+
     def suspicious(self, likes: int, quality: float, age_hours: float, campaign: float = 0.0,
                    context: float = 0.0) -> bool:
         """Whether ``likes`` is far above what quality, age, campaign score and context predict."""

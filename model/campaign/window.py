@@ -40,6 +40,7 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import NamedTuple
 
 import numpy as np
 
@@ -48,6 +49,11 @@ from model.campaign.config import WindowConfig
 # LSH banding weighs a missed pair (false negative) above a needless comparison
 # (false positive): every candidate is checked against the threshold anyway.
 _FP_WEIGHT, _FN_WEIGHT = 0.3, 0.7
+SIGN_CHUNK = 8192  # shingles signed in one array operation (rows of num_perm values)
+GRAM_CACHE = 1 << 16  # shingle hashes remembered by a signer (then forgotten all at once)
+TEXT_CACHE = 4096  # texts whose key, signature and band keys a window remembers (then forgets all at once)
+_MIX_MULTIPLIER = np.uint64(0x9E3779B97F4A7C15)  # local band keys: golden-ratio multiplier
+_MIX_FINAL = np.uint64(0xBF58476D1CE4E5B9)  # and splitmix64's finaliser constant
 
 
 # ------------------------------------------------------------------ text forms
@@ -63,9 +69,29 @@ def dedup_form(normalized: str) -> str:
     return "".join(normalized.lower().split())
 
 
+class _Punctuation(dict):
+    """``str.translate`` table that drops Unicode punctuation (categories P*),
+    filled in as characters are met (up to ``_PUNCT_TABLE`` of them)."""
+
+    def __missing__(self, code: int) -> int | None:
+        value = None if unicodedata.category(chr(code)).startswith("P") else code
+        if len(self) < _PUNCT_TABLE:
+            self[code] = value
+        return value
+
+
+_PUNCT_TABLE = 1 << 16
+_DROP_PUNCTUATION = _Punctuation()
+
+
 def shingle_form(form: str) -> str:
-    """The dedup form without punctuation: what near duplicates are compared on."""
-    return "".join(ch for ch in form if not unicodedata.category(ch).startswith("P"))
+    """The dedup form without punctuation: what near duplicates are compared on.
+
+    Example:
+        >>> shingle_form("好听!!!。")
+        '好听'
+    """
+    return form.translate(_DROP_PUNCTUATION)
 
 
 def hash64(value: str) -> int:
@@ -143,6 +169,9 @@ class Signer:
                 self._fast = (_fmix, np.asarray(a, dtype=np.uint32), np.asarray(b, dtype=np.uint32))
         except ImportError:  # another datasketch version: build MinHash objects
             self._fast = None
+        self._grams: dict[str, int] = {}
+        self._persons = [i.to_bytes(2, "big") for i in range(self.bands)]
+        self._band_seeds = np.array([hash64(f"band:{i}") for i in range(self.bands)], dtype=np.uint64)
 
     def signature(self, form: str) -> np.ndarray | None:
         """The signature of a shingle form, or ``None`` for an empty one.
@@ -150,32 +179,104 @@ class Signer:
         A form shorter than ``shingle`` characters gets a constant signature
         derived from the whole form: it is similar (1.0) only to itself.
         """
+        return self.signatures([form])[0]
+
+    def signatures(self, forms: Sequence[str]) -> list[np.ndarray | None]:
+        """:meth:`signature` of each form, signed together: the shingles of all
+        forms go through the permutations in one array operation, and each
+        shingle's hash is remembered (``GRAM_CACHE`` of them) for the next call."""
+        if self._fast is None:
+            return [self._signature_minhash(form) for form in forms]
+        k = self.shingle
+        out: list[np.ndarray | None] = [None] * len(forms)
+        rows: list[int] = []
+        long_forms: list[str] = []
+        for j, form in enumerate(forms):
+            if len(form) >= k:
+                rows.append(j)
+                long_forms.append(form)
+            elif form:
+                out[j] = np.full(self.num_perm, hash64(form) & 0xFFFFFFFF, dtype=np.uint32)
+        # Signed in groups of about SIGN_CHUNK shingles, so a request of long texts
+        # does not build one huge (shingles x permutations) array.
+        group: list[int] = []
+        size = 0
+        for r, form in enumerate(long_forms):
+            group.append(r)
+            size += len(form) - k + 1
+            if size >= SIGN_CHUNK or r == len(long_forms) - 1:
+                sigs = self._sign([long_forms[g] for g in group])
+                for g, sig in zip(group, sigs):
+                    out[rows[g]] = sig
+                group, size = [], 0
+        return out
+
+    def _sign(self, forms: list[str]) -> list[np.ndarray]:
+        """Signatures of forms of ``shingle`` characters or more, in one array operation."""
+        k = self.shingle
+        # Every shingle of every form, repeats included (they do not change a minimum).
+        grams = [form[i:i + k] for form in forms for i in range(len(form) - k + 1)]
+        cache = self._grams
+        values = list(map(cache.get, grams))
+        if None in values:
+            if len(cache) + len(grams) > GRAM_CACHE:
+                cache.clear()
+            sha1 = hashlib.sha1
+            for gram in {g for g, v in zip(grams, values) if v is None}:
+                # datasketch's sha1_hash32 of the UTF-8 bytes
+                cache[gram] = int.from_bytes(sha1(gram.encode("utf-8")).digest()[:4], "little")
+            values = list(map(cache.__getitem__, grams))
+        starts = np.cumsum([0] + [len(form) - k + 1 for form in forms[:-1]])
+        fmix, a, b = self._fast
+        with np.errstate(over="ignore"):
+            permuted = fmix(np.array(values, dtype=np.uint32), 32)[:, None] * a + b
+        mins = np.minimum.reduceat(permuted, starts, axis=0)
+        return [sig.copy() for sig in mins]  # not views: a cached signature must not keep the batch alive
+
+    def _signature_minhash(self, form: str) -> np.ndarray | None:
         if not form:
             return None
         if len(form) < self.shingle:
             return np.full(self.num_perm, hash64(form) & 0xFFFFFFFF, dtype=np.uint32)
         k = self.shingle
         grams = {form[i:i + k].encode("utf-8") for i in range(len(form) - k + 1)}
-        if self._fast is not None:
-            fmix, a, b = self._fast
-            sha1 = hashlib.sha1
-            hv = np.fromiter((int.from_bytes(sha1(g).digest()[:4], "little") for g in grams), dtype=np.uint32,
-                             count=len(grams)).reshape(-1, 1)
-            with np.errstate(over="ignore"):
-                return (fmix(hv, 32) * a + b).min(axis=0)
         m = self._minhash(num_perm=self.num_perm, permutations=self._permutations, scheme=self._scheme)
         m.update_batch(grams)
         return np.asarray(m.hashvalues, dtype=np.uint32)
 
     def band_keys(self, sig: np.ndarray) -> list[int]:
-        """One 64-bit key per band; two signatures share a band when a key is equal."""
+        """One 64-bit key per band; two signatures share a band when a key is equal.
+
+        BLAKE2b of the band's values: the same in every process, so replicas
+        sharing a Redis window (and windows written by earlier versions) agree.
+        """
         raw = sig.tobytes()
         width = 4 * self.rows
+        blake2b = hashlib.blake2b
         return [
-            int.from_bytes(hashlib.blake2b(raw[i * width:(i + 1) * width], digest_size=8,
-                                           person=i.to_bytes(2, "big")).digest(), "big")
-            for i in range(self.bands)
+            int.from_bytes(blake2b(raw[i * width:(i + 1) * width], digest_size=8, person=person).digest(), "big")
+            for i, person in enumerate(self._persons)
         ]
+
+    def local_band_keys(self, sigs: Sequence[np.ndarray]) -> list[tuple[int, ...]]:
+        """Band keys of many signatures at once, for a window that never leaves
+        this process (:class:`MemoryStore`): a 64-bit multiply-xorshift hash of
+        each band's values, in one array operation. Two signatures share a key
+        when their band values are equal (and, like any 64-bit hash, by a
+        negligible chance otherwise: a candidate is checked against the
+        threshold anyway). Not the keys of :meth:`band_keys`."""
+        if not len(sigs):
+            return []
+        v = np.stack(sigs)[:, :self.bands * self.rows].reshape(len(sigs), self.bands, self.rows).astype(np.uint64)
+        h = np.broadcast_to(self._band_seeds, (len(sigs), self.bands)).copy()
+        with np.errstate(over="ignore"):
+            for r in range(self.rows):
+                h ^= v[:, :, r]
+                h *= _MIX_MULTIPLIER
+                h ^= h >> np.uint64(29)
+            h *= _MIX_FINAL
+            h ^= h >> np.uint64(32)
+        return [tuple(row) for row in h.tolist()]
 
     @staticmethod
     def similarity(a: np.ndarray, b: np.ndarray) -> float:
@@ -247,8 +348,7 @@ class TextRecord:
     sig: np.ndarray | None
 
 
-@dataclass(frozen=True)
-class NewObservation:
+class NewObservation(NamedTuple):
     """One comment to add to the store."""
 
     caller: int | None
@@ -293,6 +393,7 @@ class MemoryStore:
     """
 
     backend = "memory"
+    local_bands = True  # band keys never leave the process: the window may use Signer.local_band_keys
 
     def __init__(self) -> None:
         self._order: deque[_Obs] = deque()
@@ -352,12 +453,12 @@ class MemoryStore:
         return out
 
     def band_members(self, bands: Sequence[int]) -> dict[int, set[int]]:
+        table = self._bands
         out = {}
-        for band in bands:
-            members = self._bands.get(band)
-            if members is None:
-                continue
-            out[band] = set(members) if isinstance(members, set) else {members}
+        for band in table.keys() & bands:  # most bands of a request are in no other text
+            members = table[band]
+            # The window's own set, not a copy: read under the window's lock, before anything is added.
+            out[band] = members if isinstance(members, set) else {members}
         return out
 
     def texts(self, keys: Sequence[int]) -> dict[int, TextRecord]:
@@ -417,6 +518,9 @@ class DuplicateWindow:
         self.signer = Signer(self.config)
         self.clock = clock
         self._lock = threading.Lock()
+        # A store that keeps its band keys in this process takes the fast local ones.
+        self._local_bands = bool(getattr(self.store, "local_bands", False))
+        self._cache: dict[str, tuple[int, int, np.ndarray | None, tuple[int, ...]]] = {}
 
     @property
     def backend(self) -> str:
@@ -458,78 +562,146 @@ class DuplicateWindow:
         Returns:
             One :class:`Duplicates` per item, in order.
         """
+        return self.observe_keyed(items, now, record)[0]
+
+    def observe_keyed(self, items: Sequence[WindowItem], now: float | None = None,
+                      record: bool = True) -> tuple[list[Duplicates], list[int], list[int]]:
+        """:meth:`observe`, also returning each item's text key (:func:`hash64` of
+        its dedup form) and the length of its dedup form."""
         if now is None:
             now = self.clock()
-        signer = self.signer
-        forms = [dedup_form(item.text) for item in items]
-        keys = [hash64(form) for form in forms]
-        # Signatures and band keys once per distinct text, outside the lock.
+        keys, lengths, sigs, bands = self._prepare([item.text for item in items])
+        with self._lock:
+            return self._observe(items, keys, sigs, bands, now, record), keys, lengths
+
+    def _prepare(self, texts: Sequence[str]):
+        """Keys, dedup-form lengths, and signatures and band keys once per distinct
+        text, outside the lock; recent texts come from a cache."""
+        cache = self._cache
+        keys: list[int] = []
+        lengths: list[int] = []
         sigs: dict[int, np.ndarray | None] = {}
         bands: dict[int, tuple[int, ...]] = {}
-        for form, key in zip(forms, keys):
-            if key not in sigs:
-                sig = signer.signature(shingle_form(form))
+        missing: dict[str, tuple[int, str]] = {}  # text -> (key, shingle form)
+        for text in texts:
+            hit = cache.get(text)
+            if hit is None:
+                pending = missing.get(text)
+                if pending is None:
+                    form = dedup_form(text)
+                    key = hash64(form)
+                    missing[text] = (key, form)
+                else:
+                    key, form = pending
+                keys.append(key)
+                lengths.append(len(form))
+            else:
+                key, length, sig, band = hit
+                keys.append(key)
+                lengths.append(length)
                 sigs[key] = sig
-                bands[key] = tuple(signer.band_keys(sig)) if sig is not None else ()
-        with self._lock:
-            return self._observe(items, keys, sigs, bands, now, record)
+                bands[key] = band
+        if missing:
+            signer = self.signer
+            todo = {}  # key -> shingle form, once per key not known yet
+            for key, form in missing.values():
+                if key not in bands and key not in todo:
+                    todo[key] = shingle_form(form)
+            signed = signer.signatures(list(todo.values()))
+            present = [(key, sig) for key, sig in zip(todo, signed) if sig is not None]
+            if self._local_bands:
+                band_list = signer.local_band_keys([sig for _, sig in present])
+            else:
+                band_list = [tuple(signer.band_keys(sig)) for _, sig in present]
+            for key, sig in zip(todo, signed):
+                sigs[key] = sig
+                bands[key] = ()
+            for (key, sig), band in zip(present, band_list):
+                bands[key] = band
+            if len(cache) + len(missing) > TEXT_CACHE:
+                cache.clear()
+            for text, (key, form) in missing.items():
+                cache[text] = (key, len(form), sigs[key], bands[key])
+        return keys, lengths, sigs, bands
 
     def _observe(self, items, keys, sigs, bands, now, record) -> list[Duplicates]:
         store = self.store
         self._evict(now)
         callers = [item.key for item in items if item.key is not None]
         in_window = store.callers(callers) if callers else {}
-        seen_before = [item.key is not None and in_window.get(item.key) == key for item, key in zip(items, keys)]
-        replaced = [item.key for item, key, seen in zip(items, keys, seen_before)
-                    if item.key is not None and item.key in in_window and not seen]
-        if record and replaced:
-            store.retire(replaced)
-            # The id's old text has left the window, so no comment of that id in
-            # this request is already there, even one repeating the old text.
-            gone = set(replaced)
-            seen_before = [seen and item.key not in gone for item, seen in zip(items, seen_before)]
+        if in_window:
+            seen_before = [item.key is not None and in_window.get(item.key) == key for item, key in zip(items, keys)]
+            replaced = [item.key for item, key, seen in zip(items, keys, seen_before)
+                        if item.key is not None and item.key in in_window and not seen]
+            if record and replaced:
+                store.retire(replaced)
+                # The id's old text has left the window, so no comment of that id in
+                # this request is already there, even one repeating the old text.
+                gone = set(replaced)
+                seen_before = [seen and item.key not in gone for item, seen in zip(items, seen_before)]
+        else:
+            seen_before = [False] * len(items)
 
         # Copies in this request, counting only comments not already in the window.
         request_count: dict[int, int] = {}
         for key, seen in zip(keys, seen_before):
-            request_count.setdefault(key, 0)
-            if not seen:
-                request_count[key] += 1
+            request_count[key] = request_count.get(key, 0) + (not seen)
         distinct = list(request_count)
 
         all_bands = [b for key in distinct for b in bands[key]]
         members = store.band_members(all_bands) if all_bands else {}
-        window_candidates = {
-            key: {m for b in bands[key] for m in members.get(b, ())} - {key} for key in distinct
-        }
-        wanted = set(distinct).union(*window_candidates.values()) if distinct else set()
+        window_candidates: dict[int, set[int]] = {}
+        wanted = set(distinct)
+        if members:
+            for key in distinct:
+                cands: set[int] = set()
+                for b in bands[key]:
+                    m = members.get(b)
+                    if m:
+                        cands |= m
+                cands.discard(key)
+                window_candidates[key] = cands
+                wanted |= cands
         records = store.texts(list(wanted))
 
         threshold = self.signer.threshold
+        similarity = Signer.similarity
         near: dict[int, set[int]] = {}
         for key in distinct:
-            sig = sigs[key]
             found = set()
-            for cand in window_candidates[key]:
-                rec = records.get(cand)
-                if rec is not None and rec.sig is not None and sig is not None and \
-                        Signer.similarity(sig, rec.sig) >= threshold:
-                    found.add(cand)
+            cands = window_candidates.get(key)
+            sig = sigs[key]
+            if cands and sig is not None:
+                pool = [(cand, rec.sig) for cand in cands
+                        if (rec := records.get(cand)) is not None and rec.sig is not None]
+                if len(pool) > 2:  # compare with all candidates at once
+                    equal = np.count_nonzero(np.stack([p[1] for p in pool]) == sig, axis=1).tolist()
+                    width = len(sig)
+                    found = {cand for (cand, _), n in zip(pool, equal) if n / width >= threshold}
+                else:
+                    found = {cand for cand, other in pool if similarity(sig, other) >= threshold}
             near[key] = found
-        # Near duplicates inside the request, by the same banding.
-        local: dict[int, list[int]] = {}
-        for key in distinct:
-            for b in bands[key]:
-                local.setdefault(b, []).append(key)
-        for key in distinct:
-            cands = {m for b in bands[key] for m in local[b]} - {key} - near[key]
-            for cand in cands:
-                if Signer.similarity(sigs[key], sigs[cand]) >= threshold:
-                    near[key].add(cand)
+        # Near duplicates inside the request, by the same banding: only where two
+        # of the request's texts share a band key.
+        if len(set(all_bands)) < len(all_bands):
+            local: dict[int, list[int]] = {}
+            for key in distinct:
+                for b in bands[key]:
+                    local.setdefault(b, []).append(key)
+            for key in distinct:
+                cands = {m for b in bands[key] for m in local[b]} - {key} - near[key]
+                for cand in cands:
+                    if similarity(sigs[key], sigs[cand]) >= threshold:
+                        near[key].add(cand)
+
+        copies: dict[int, int] = {}
 
         def copies_of(key: int) -> int:
-            rec = records.get(key)
-            return (rec.count if rec is not None else 0) + request_count.get(key, 0)
+            n = copies.get(key)
+            if n is None:
+                rec = records.get(key)
+                n = copies[key] = (rec.count if rec is not None else 0) + request_count.get(key, 0)
+            return n
 
         # Clusters: a text in the window keeps its own; a new text joins its
         # oldest near duplicate's, or starts one named after itself.
@@ -549,15 +721,19 @@ class DuplicateWindow:
             cluster[key] = min(options) if options else (now, key)
 
         out = []
+        made: dict[tuple[int, bool], Duplicates] = {}  # immutable: repeats of a text share one
         for key, seen in zip(keys, seen_before):
-            first_seen, cid = cluster[key]
-            out.append(Duplicates(
-                exact_count=copies_of(key) - 1,
-                near_count=sum(copies_of(k) for k in near[key]),
-                cluster_id=key_hex(cid),
-                first_seen=first_seen,
-                seen_before=seen,
-            ))
+            dup = made.get((key, seen))
+            if dup is None:
+                first_seen, cid = cluster[key]
+                dup = made[(key, seen)] = Duplicates(
+                    exact_count=copies_of(key) - 1,
+                    near_count=sum(copies_of(k) for k in near[key]),
+                    cluster_id=key_hex(cid),
+                    first_seen=first_seen,
+                    seen_before=seen,
+                )
+            out.append(dup)
         if record:
             store.add([
                 NewObservation(item.key, key, cluster[key][1], cluster[key][0], sigs[key], bands[key])

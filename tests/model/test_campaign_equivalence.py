@@ -53,3 +53,67 @@ def test_answers_on_the_fixed_stream_are_the_recorded_ones():
 def test_warm_caches_answer_the_same():
     # Per-text caches outlive a detector; a second run over the same texts must not answer differently.
     assert _same(run(comments=600), run(comments=600)) is None
+
+
+def test_batched_signatures_are_datasketch_minhash_in_any_batch():
+    import random
+    import unicodedata
+
+    import numpy as np
+    from datasketch import MinHash
+
+    from model.campaign import WindowConfig
+    from model.campaign.window import SIGN_CHUNK, Signer, hash64
+
+    config = WindowConfig()
+    signer = Signer(config)
+    rng = random.Random(3)
+    chars = "好听的歌曲让我想起了高三晚自习abc123"
+    forms = ["", "好", "好听", "好听的", "好听好听好听好听", *("".join(rng.choice(chars) for _ in range(rng.randint(3, 80)))
+                                                 for _ in range(40)),
+             "".join(rng.choice(chars + "一二三四五六七八九十") for _ in range(SIGN_CHUNK + 500))]
+    rng.shuffle(forms)
+    for attempt in range(2):  # cold, then with every shingle's hash remembered
+        got = signer.signatures(forms)
+        for form, sig in zip(forms, got):
+            if not form:
+                assert sig is None
+            elif len(form) < config.shingle:
+                assert np.array_equal(sig, np.full(config.num_perm, hash64(form) & 0xFFFFFFFF, dtype=np.uint32))
+            else:
+                m = MinHash(num_perm=config.num_perm, seed=config.seed)
+                m.update_batch({form[i:i + 3].encode("utf-8") for i in range(len(form) - 2)})
+                assert np.array_equal(sig, m.hashvalues), (attempt, form[:20])
+            assert sig is None or (sig.base is None and sig.dtype == np.uint32)
+    assert [signer.signature(f) is None for f in forms] == [not f for f in forms]
+    # The punctuation table drops exactly Unicode punctuation.
+    from model.campaign.window import shingle_form
+
+    sample = "".join(chr(c) for c in range(0x20, 0x3100)) + "好听!!!。“”😂"
+    assert shingle_form(sample) == "".join(ch for ch in sample if not unicodedata.category(ch).startswith("P"))
+
+
+def test_local_band_keys_are_equal_exactly_where_bands_are():
+    import numpy as np
+
+    from model.campaign import WindowConfig
+    from model.campaign.window import Signer
+
+    signer = Signer(WindowConfig())
+    rng = np.random.default_rng(0)
+    base = rng.integers(0, 2**32, size=(50, signer.num_perm), dtype=np.uint32)
+    sigs = [row.copy() for row in base]
+    for i in range(1, 50, 2):  # odd rows copy some bands of their predecessor
+        for band in rng.choice(signer.bands, size=3, replace=False):
+            lo, hi = band * signer.rows, (band + 1) * signer.rows
+            sigs[i][lo:hi] = sigs[i - 1][lo:hi]
+    keys = signer.local_band_keys(sigs)
+    assert all(len(k) == signer.bands for k in keys)
+    all_keys = [k for row in keys for k in row]
+    for i in range(50):
+        for j in range(i + 1, 50):
+            for band in range(signer.bands):
+                lo, hi = band * signer.rows, (band + 1) * signer.rows
+                same = np.array_equal(sigs[i][lo:hi], sigs[j][lo:hi])
+                assert (keys[i][band] == keys[j][band]) == same
+    assert len(set(all_keys)) == len(all_keys) - 3 * 25  # and no key is shared across bands
