@@ -173,10 +173,13 @@ def reproduce_default_cmd(
     v2 stage (gold v1-v3, as v2 was built): pretrain (two stages) → prepare → baselines →
     multi-task → fine-tune (finetune_shipped.toml) → runs/model_v2. v3 stage (all gold
     labels): prepare → baselines → fine-tune v2 (finetune_v3.toml) → self-training with
-    the TF-IDF + stage-1 ensemble as teacher (finetune_v3_distill.toml) → levels,
-    behavioural tests → ONNX int8 check. All on the CPU; where a GPU teacher was run
-    (training/gpu_teacher.py), its model folder can replace the stage-1 model as
-    `pseudo_teacher`. Every stage resumes or reuses its output under runs/ when rerun."""
+    the TF-IDF + stage-1 ensemble as teacher (finetune_v3_distill.toml, the teacher of
+    the last stage) → pack → replaced-token detection continued from v2's encoder
+    (pretrain_rtd_v3.toml) → fine-tuning that encoder with the TF-IDF + stage-2
+    ensemble as teacher (finetune_v3_rtd.toml) → levels, behavioural tests → ONNX int8
+    check. All on the CPU; where a GPU teacher was run (training/gpu_teacher.py), its
+    output can replace the stage-2 model as `pseudo_teacher`. Every stage resumes or
+    reuses its output under runs/ when rerun."""
     import shutil
 
     from training.baselines import run_baselines
@@ -224,8 +227,26 @@ def reproduce_default_cmd(
     distill = load_config(FinetuneConfig, "finetune_v3_distill.toml",
                           {"base": stage1_out,
                            "pseudo_teacher": f"runs/baselines/tfidf_ridge.joblib,{stage1_out}"})
-    run_train(distill, out, model_version=model_version)
+    teacher_out = "runs/model_v3d"
+    run_train(distill, teacher_out, model_version=f"{model_version}-teacher")
+
+    # Replaced-token detection continued from v2's encoder, read from the pack; then the
+    # last fine-tune with the TF-IDF + stage-2 ensemble as teacher.
+    from training.pack import build_pack
+
+    if not Path("runs/pack/header.json").is_file():
+        build_pack("runs/pack", "runs/model_v2", work_dir="runs/pretrain", corpora=corpora, max_mib=28)
+    rtd = load_config(PretrainConfig, "pretrain_rtd_v3.toml", {})
+    run_pretrain(load_config(PretrainConfig, "pretrain_rtd_v3.toml", {"max_steps": RTD_FIRST_STEPS}))
+    rtd_encoder = run_pretrain(rtd)
+    final = load_config(FinetuneConfig, "finetune_v3_rtd.toml",
+                        {"base": str(rtd_encoder),
+                         "pseudo_teacher": f"runs/baselines/tfidf_ridge.joblib,{teacher_out}"})
+    run_train(final, out, model_version=model_version)
     check_backends_cmd(model=out, data="runs/data", split="test", keep_fp32=False)
+
+
+RTD_FIRST_STEPS = 272  # the first RTD run's steps; its schedule decayed to 0 there before the resumed run
 
 
 V2_LABEL_FILES = ("gold_v1.jsonl", "gold_v2.jsonl", "gold_v3.jsonl")  # what zhenping-small-v2 was trained on

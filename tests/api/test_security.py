@@ -277,7 +277,9 @@ def exercise(base_url: str, marker: str) -> None:
         assert c.post("/v1/rank", json={"comments": [{"text": f"排序{marker}"}]}).status_code == 200
         assert c.post("/v1/feedback", json={"text": f"反馈{marker}", "levels": {"warmth": 1}, "note": marker,
                                             "submitter": marker}).status_code == 201
-        assert c.post("/v1/score", json={"comments": [{"text": marker * 200}]}).status_code == 422
+        # A comment over the character limit is scored on its first MAX_CHARS characters.
+        long = c.post("/v1/score", json={"comments": [{"text": marker * 600}]})
+        assert long.status_code == 200 and long.json()["results"][0]["truncated"] is True
         assert c.post("/v1/score", json={"comments": [{"text": 1, "id": marker}]}).status_code == 422
         assert c.post("/v1/score", content=f'{{"comments": [{{"text": "{marker}"'.encode(),
                       headers={"Content-Type": "application/json"}).status_code == 400

@@ -217,7 +217,8 @@ def test_crash_during_train_evaluation_keeps_the_previous_model(tmp_path, previo
         raise MemoryError("evaluation ran out of memory")
 
     monkeypatch.setattr(training.evaluate, "evaluate_model", crash)
-    cfg = training.train.FinetuneConfig(data_dir=str(data), base="unused", out_dir=str(tmp_path / "ft"))
+    cfg = training.train.FinetuneConfig(data_dir=str(data), base="unused", out_dir=str(tmp_path / "ft"),
+                                          max_length=32)
     with pytest.raises(MemoryError):
         training.train.run_train(cfg, model, model_version="never-finished", baselines=tmp_path / "none.json")
     assert_untouched(model, digest)  # no staging folder left beside it either

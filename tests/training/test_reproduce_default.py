@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 import training.backends
 import training.baselines
 import training.multitask
+import training.pack
 import training.prepare
 import training.pretrain
 import training.train
@@ -25,8 +26,8 @@ def test_reproduce_default_runs_the_v2_then_v3_stages(tmp_path, monkeypatch):
     calls: list[tuple] = []
 
     def pretrain(cfg):
-        calls.append(("pretrain", cfg.max_steps))
-        return Path("runs/pretrain/encoder")
+        calls.append(("pretrain", cfg.max_steps, cfg.objective, cfg.init_from))
+        return Path(cfg.out_dir) / "encoder"
 
     def prepare(corpora=None, gold=None, out=None, **_):
         files = sorted(p.name for p in Path(gold).glob("gold_v*.jsonl")) if gold else "all"
@@ -48,12 +49,14 @@ def test_reproduce_default_runs_the_v2_then_v3_stages(tmp_path, monkeypatch):
     monkeypatch.setattr(training.baselines, "run_baselines", baselines)
     monkeypatch.setattr(training.multitask, "run", multitask)
     monkeypatch.setattr(training.train, "run_train", train)
+    monkeypatch.setattr(training.pack, "build_pack",
+                        lambda out, tok, **k: calls.append(("pack", str(out), str(tok), k.get("max_mib"))))
     monkeypatch.setattr(training.backends, "check_backends", lambda *a, **k: calls.append(("check-backends", a[0])))
 
     result = CliRunner().invoke(app, ["reproduce-default", "--out", "out-model"])
     assert result.exit_code == 0, result.output
 
-    assert calls[0] == ("pretrain", 1300) and calls[1] == ("pretrain", 8800)
+    assert calls[0] == ("pretrain", 1300, "mlm", None) and calls[1] == ("pretrain", 8800, "mlm", None)
     # v2 stage: only the label files v2 was trained on, its own baselines as teacher
     assert calls[2] == ("prepare", "runs/data_v2", ["gold_v1.jsonl", "gold_v2.jsonl", "gold_v3.jsonl"])
     assert calls[3] == ("baselines", "runs/data_v2", "runs/results_v2", "runs/baselines_v2")
@@ -65,6 +68,12 @@ def test_reproduce_default_runs_the_v2_then_v3_stages(tmp_path, monkeypatch):
     assert calls[7] == ("baselines", "runs/data", None, None)
     assert calls[8] == ("train", "runs/model_v2", "runs/data", None, 0, "runs/model_v3a", "zhenping-small-v3-stage1")
     assert calls[9] == ("train", "runs/model_v3a", "runs/data", "runs/baselines/tfidf_ridge.joblib,runs/model_v3a",
-                        10000, "out-model", "zhenping-small-v3")
-    assert calls[10] == ("check-backends", "out-model")
-    assert len(calls) == 11
+                        10000, "runs/model_v3d", "zhenping-small-v3-teacher")
+    # the pack with v2's tokenizer, RTD from v2's encoder (first run, then resumed), the final fine-tune
+    assert calls[10] == ("pack", "runs/pack", "runs/model_v2", 28)
+    assert calls[11] == ("pretrain", 272, "rtd", "runs/model_v2")
+    assert calls[12] == ("pretrain", 1428, "rtd", "runs/model_v2")
+    assert calls[13] == ("train", "runs/pretrain_rtd_v3/encoder", "runs/data",
+                         "runs/baselines/tfidf_ridge.joblib,runs/model_v3d", 10000, "out-model", "zhenping-small-v3")
+    assert calls[14] == ("check-backends", "out-model")
+    assert len(calls) == 15
