@@ -33,6 +33,7 @@ window).
 from __future__ import annotations
 
 import hashlib
+import operator
 import threading
 import time
 import unicodedata
@@ -54,6 +55,7 @@ GRAM_CACHE = 1 << 16  # shingle hashes remembered by a signer (then forgotten al
 TEXT_CACHE = 4096  # texts whose key, signature and band keys a window remembers (then forgets all at once)
 _MIX_MULTIPLIER = np.uint64(0x9E3779B97F4A7C15)  # local band keys: golden-ratio multiplier
 _MIX_FINAL = np.uint64(0xBF58476D1CE4E5B9)  # and splitmix64's finaliser constant
+_DIGEST = operator.methodcaller("digest")
 
 
 # ------------------------------------------------------------------ text forms
@@ -221,15 +223,15 @@ class Signer:
         if None in values:
             if len(cache) + len(grams) > GRAM_CACHE:
                 cache.clear()
-            sha1 = hashlib.sha1
-            for gram in {g for g, v in zip(grams, values) if v is None}:
-                # datasketch's sha1_hash32 of the UTF-8 bytes
-                cache[gram] = int.from_bytes(sha1(gram.encode("utf-8")).digest()[:4], "little")
+            missing = list({g for g, v in zip(grams, values) if v is None})
+            # datasketch's sha1_hash32 of the UTF-8 bytes: the first 4 of each 20-byte digest, little-endian
+            digests = b"".join(map(_DIGEST, map(hashlib.sha1, map(str.encode, missing))))
+            cache.update(zip(missing, np.frombuffer(digests, dtype="<u4")[::5].tolist()))
             values = list(map(cache.__getitem__, grams))
         starts = np.cumsum([0] + [len(form) - k + 1 for form in forms[:-1]])
         fmix, a, b = self._fast
-        with np.errstate(over="ignore"):
-            permuted = fmix(np.array(values, dtype=np.uint32), 32)[:, None] * a + b
+        # Array arithmetic wraps modulo 2**32 without a warning (as datasketch's does).
+        permuted = fmix(np.array(values, dtype=np.uint32), 32)[:, None] * a + b
         mins = np.minimum.reduceat(permuted, starts, axis=0)
         return [sig.copy() for sig in mins]  # not views: a cached signature must not keep the batch alive
 
@@ -269,13 +271,12 @@ class Signer:
             return []
         v = np.stack(sigs)[:, :self.bands * self.rows].reshape(len(sigs), self.bands, self.rows).astype(np.uint64)
         h = np.broadcast_to(self._band_seeds, (len(sigs), self.bands)).copy()
-        with np.errstate(over="ignore"):
-            for r in range(self.rows):
-                h ^= v[:, :, r]
-                h *= _MIX_MULTIPLIER
-                h ^= h >> np.uint64(29)
-            h *= _MIX_FINAL
-            h ^= h >> np.uint64(32)
+        for r in range(self.rows):  # array arithmetic wraps modulo 2**64
+            h ^= v[:, :, r]
+            h *= _MIX_MULTIPLIER
+            h ^= h >> np.uint64(29)
+        h *= _MIX_FINAL
+        h ^= h >> np.uint64(32)
         return [tuple(row) for row in h.tolist()]
 
     @staticmethod
