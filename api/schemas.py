@@ -28,7 +28,10 @@ class Comment(BaseModel):
         None, ge=0, description="The comment's like count, for `suspicious_likes` and the quality_engagement order.")
     posted_at: datetime | None = Field(
         None, description="When the comment was posted (ISO 8601, UTC when no offset is given, or seconds since "
-                          "the epoch): its age for the likes check; the time of the request when absent.")
+                          "the epoch): its age for the likes check; the time of the request when absent.",
+        # The parser takes both forms; the schema says so (pydantic alone would declare the string only).
+        json_schema_extra={"anyOf": [{"type": "string", "format": "date-time"}, {"type": "number"},
+                                     {"type": "null"}]})
 
 
 class ScoreRequest(BaseModel):
