@@ -120,17 +120,10 @@ def parameter_count(model_dir: Path) -> int:
 
 
 def format_table(result: dict) -> str:
-    """The sizes as a markdown table (also what the model card shows)."""
-    head = ("| model | layers × width | parameters | warmth ρ | substance ρ | template ρ | template≥2 AUROC "
-            "| hostile AUROC | comments/s | per CPU-second |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
-    lines = [head]
-    for r in result["models"]:
-        s = r["spearman"]
-        lines.append(
-            f"| {r['version']} | {r['layers']} × {r['hidden']} | {r['parameters'] / 1e6:.1f}M | {s['warmth']:.3f} "
-            f"| {s['substance']:.3f} | {s['template']:.3f} | {r['template_auroc']:.3f} | {r['hostile_auroc']:.3f} "
-            f"| {r['comments_per_s']:,.0f} | {r['comments_per_cpu_s']:,.0f} |")
-    return "\n".join(lines)
+    """The sizes as a markdown table: the model card's "Sizes" table."""
+    from training.card import sizes_section
+
+    return "\n".join(line for line in sizes_section(result) if line.startswith("|"))
 
 
 if __name__ == "__main__":
