@@ -56,3 +56,14 @@ def make_tiny_checkpoint(path: str | Path, seed: int = 0, max_length: int = 64) 
     model = BertForSequenceClassification(cfg).eval()
     scorer_cfg = make_scorer_config(max_length=max_length, model_version="tiny-test")
     return write_model_dir(model, tok, path, scorer_cfg, metrics={}, card="# tiny test model\n")
+
+
+SYNTHETIC_CHARS = "的一是不了人我在有他这为之大来以个中上们到说国和地也子时道出要就下得可你年生自会那后能对着事其里所去行过家十用发天如然作方成者多日都三小于"
+
+
+def synthetic_texts(n: int, seed: int = 0) -> list[str]:
+    """``n`` distinct synthetic comments of 5-40 common characters (a tiny corpus for packs and pretraining)."""
+    import random
+
+    rng = random.Random(seed)
+    return ["".join(rng.choice(SYNTHETIC_CHARS) for _ in range(rng.randint(5, 40))) + f" {i}" for i in range(n)]

@@ -59,6 +59,7 @@ from model.campaign.evidence import EvidenceFinder
 from model.campaign.likes import LikesModel, like_context
 from model.campaign.window import dedup_form
 from model.normalize import normalize_text
+from training.campaign_eval import posting_time
 
 STREAMS = (
     ("netease_music_comments", "latest_comments_rgn.csv.gz"),
@@ -197,22 +198,6 @@ def split_pool(pool: list[str], split: str) -> list[str]:
     return [t for t in pool if stable(t) % 2 == want]
 
 
-def _posting_time(rec: dict) -> float | None:
-    value = rec.get("time")
-    if value not in (None, ""):
-        try:
-            return float(value) / 1000.0
-        except ValueError:
-            return None
-    value = rec.get("弹幕时间")
-    if value:
-        try:
-            return datetime.strptime(value, "%Y-%m-%d %H:%M:%S").timestamp()
-        except ValueError:
-            return None
-    return None
-
-
 @dataclass
 class StreamFile:
     name: str
@@ -231,7 +216,7 @@ def load_stream(corpus: str, name: str, root=None) -> StreamFile:
             likes = int(float(liked)) if liked not in (None, "") else None
         except ValueError:
             likes = None
-        rows.append((i, raw, _posting_time(rec), likes))
+        rows.append((i, raw, posting_time(rec), likes))
     timed = bool(rows) and all(r[2] is not None for r in rows)
     if timed:
         rows.sort(key=lambda r: (r[2], r[0]))

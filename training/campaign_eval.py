@@ -76,7 +76,7 @@ HOSTILE_MAX = 1e-6  # gold warmth score of a hostile comment (level 0)
 # ------------------------------------------------------------------ streaming
 
 
-def _posting_time(rec: dict) -> float | None:
+def posting_time(rec: dict) -> float | None:
     """Seconds since the epoch from a row's time column, if it has one."""
     value = rec.get("time")
     if value not in (None, ""):
@@ -164,7 +164,7 @@ def stream_file(path: Path, cf, gold_rows: set[int], window: WindowConfig, batch
         text = cache.get(raw)
         if text is None:
             text = cache[raw] = normalize_text(raw)
-        rows.append((i, text, _posting_time(rec)))
+        rows.append((i, text, posting_time(rec)))
     timed = bool(rows) and all(t is not None for _, _, t in rows)
     if timed:
         rows.sort(key=lambda r: (r[2], r[0]))

@@ -11,14 +11,11 @@ import random
 import numpy as np
 import pytest
 
+from tests.helpers import synthetic_texts
+
 from training.pack import build_pack, doc_lines, load_pack, write_label_pack
 
-CHARS = "的一是不了人我在有他这为之大来以个中上们到说国和地也子时道出要就下得可你年生自会那后能对着事其里所去行过家十用发天如然作方成者多日都三小于"
-
-
-def _texts(n, seed=0):
-    rng = random.Random(seed)
-    return ["".join(rng.choice(CHARS) for _ in range(rng.randint(5, 40))) + f" {i}" for i in range(n)]
+_texts = synthetic_texts
 
 
 @pytest.fixture(scope="module")
