@@ -48,6 +48,7 @@ class FinetuneConfig:
     pseudo_corpus: str = "runs/pretrain/corpus.txt"  # unlabelled texts (labelled validation/test texts left out)
     pseudo_texts: int = 0  # unlabelled texts scored by the teacher and added to the training rows (0: off; -1: all the teacher can score)
     pseudo_pack: str | None = None  # pack a GPU teacher's scores.npz belongs to (None: the one its log.json names)
+    eval_steps: int = 0  # evaluate and checkpoint every N steps (0: once per epoch); patience then counts evaluations
 
 
 def seed_everything(seed: int) -> None:
@@ -150,8 +151,8 @@ def last_complete_checkpoint(out_dir: str | os.PathLike) -> Path | None:
 RUN_FILE = "zhenping_run.json"  # in the checkpoint folder: which run its checkpoints belong to
 # Config fields that do not change what a run computes: a different value may resume.
 _NOT_IN_FINGERPRINT = ("out_dir", "num_threads")
-# Fields added later, left out while unset: runs from before them keep their fingerprint.
-_UNSET_NOT_IN_FINGERPRINT = ("pseudo_pack",)
+# Fields added later, left out while at their default: runs from before them keep their fingerprint.
+_UNSET_NOT_IN_FINGERPRINT = {"pseudo_pack": None, "eval_steps": 0}
 
 
 def _sha1_path(path: Path) -> str:
@@ -190,7 +191,7 @@ def run_fingerprint(cfg: FinetuneConfig) -> dict:
     its base model. Checkpoints are resumed only by a run with the same ``id``.
     """
     config = {k: v for k, v in config_to_dict(cfg).items() if k not in _NOT_IN_FINGERPRINT
-              and not (k in _UNSET_NOT_IN_FINGERPRINT and v is None)}
+              and not (k in _UNSET_NOT_IN_FINGERPRINT and v == _UNSET_NOT_IN_FINGERPRINT[k])}
     data = {f"{split}.jsonl": _source_sha1(str(Path(cfg.data_dir) / f"{split}.jsonl"))
             for split in ("train", "validation")}
     for spec in cfg.extra_train or []:
@@ -319,8 +320,10 @@ def train(cfg: FinetuneConfig):
         num_train_epochs=cfg.epochs,
         warmup_steps=cfg.warmup_ratio,  # a float in [0, 1) is a share of all steps
         weight_decay=cfg.weight_decay,
-        eval_strategy="epoch",
-        save_strategy="epoch",
+        eval_strategy="steps" if cfg.eval_steps > 0 else "epoch",
+        save_strategy="steps" if cfg.eval_steps > 0 else "epoch",
+        eval_steps=cfg.eval_steps if cfg.eval_steps > 0 else None,
+        save_steps=cfg.eval_steps if cfg.eval_steps > 0 else None,
         save_total_limit=2,
         load_best_model_at_end=True,
         metric_for_best_model="mean_spearman",

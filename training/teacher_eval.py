@@ -1,0 +1,112 @@
+"""Choose a distillation teacher on the validation split.
+
+A teacher is one scorer or the plain average of several (the comma-separated
+``pseudo_teacher`` / ``distill_teacher`` spec of fine-tuning and multi-task
+training). Each candidate part scores the validation texts once; every
+combination of up to ``--max_parts`` parts is then ranked by mean Spearman ρ:
+
+    python -m training.teacher_eval tfidf=runs/baselines/tfidf_ridge.joblib \\
+        v3=runs/model_v3 v3d=runs/model_d --out training/results/teachers
+
+writes ``teachers.md`` and ``teachers.json`` with the spec of the best
+combination, ready to paste into a fine-tuning config. Only validation is read:
+the test split stays untouched until the shipped model is evaluated.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from model.axes import AXES
+from model.normalize import normalize_text
+
+
+def part_scores(parts: dict[str, str], texts: list[str]) -> dict[str, np.ndarray]:
+    """Each named part's scores of ``texts``, shape (n, axes)."""
+    from training.multitask import teacher_scores
+
+    return {name: teacher_scores(spec, texts) for name, spec in parts.items()}
+
+
+def rank_combinations(scores: dict[str, np.ndarray], gold: np.ndarray, max_parts: int) -> list[dict]:
+    """Every average of 1..``max_parts`` parts with its Spearman ρ per axis, best first."""
+    from training.finetune import spearman_metrics
+
+    names = list(scores)
+    rows = []
+    for k in range(1, min(max_parts, len(names)) + 1):
+        for combo in itertools.combinations(names, k):
+            avg = np.mean([scores[n] for n in combo], axis=0)
+            m = spearman_metrics(avg, gold)
+            rows.append({"parts": list(combo), **m})
+    rows.sort(key=lambda r: -r["mean_spearman"])
+    return rows
+
+
+def write_report(rows: list[dict], parts: dict[str, str], split: str, n: int, out: Path, top: int = 20) -> None:
+    best = rows[0]
+    spec = ",".join(parts[p] for p in best["parts"])
+    payload = {"split": split, "rows": n, "parts": parts, "best": {**best, "spec": spec}, "ranking": rows}
+    out.with_suffix(".json").write_text(json.dumps(payload, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    lines = [f"# Teacher choice ({split} split, {n:,} comments)", "",
+             "Candidates: " + ", ".join(f"`{k}` = `{v}`" for k, v in parts.items()), "",
+             "| teacher (average of) | warmth ρ | substance ρ | template ρ | mean ρ |",
+             "|---|---|---|---|---|"]
+    for i, r in enumerate(rows[:top]):
+        mark = " **(chosen)**" if i == 0 else ""
+        lines.append(f"| {' + '.join(r['parts'])}{mark} | " + " | ".join(
+            f"{r['spearman_' + a]:.4f}" for a in AXES) + f" | {r['mean_spearman']:.4f} |")
+    lines += ["", f"Chosen spec: `{spec}`", ""]
+    out.with_suffix(".md").write_text("\n".join(lines), encoding="utf-8")
+
+
+def main(argv: list[str] | None = None) -> int:
+    from training.finetune import read_split
+
+    ap = argparse.ArgumentParser(prog="python -m training.teacher_eval", description=__doc__.split("\n\n")[0])
+    ap.add_argument("parts", nargs="+", metavar="NAME=SPEC",
+                    help="a candidate part: a fitted baseline (.joblib), a scorer folder or a GPU teacher's scores")
+    ap.add_argument("--data_dir", default="runs/data")
+    ap.add_argument("--split", default="validation", choices=["validation", "train"],
+                    help="the split to rank on (never test)")
+    ap.add_argument("--max_parts", type=int, default=3)
+    ap.add_argument("--out", default="training/results/teachers", help="output stem (.md and .json)")
+    args = ap.parse_args(argv)
+    parts = {}
+    for item in args.parts:
+        name, sep, spec = item.partition("=")
+        if not sep or not name or not spec:
+            print(f"error: {item!r} is not NAME=SPEC", file=sys.stderr)
+            return 2
+        if "," in spec:
+            print(f"error: {item!r}: give each part on its own; combinations are formed here", file=sys.stderr)
+            return 2
+        if not Path(spec).exists():
+            print(f"error: {spec} not found", file=sys.stderr)
+            return 2
+        parts[name] = spec
+    try:
+        rows = read_split(args.data_dir, args.split)
+    except FileNotFoundError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    texts = [normalize_text(r["text"]) for r in rows]
+    gold = np.asarray([[r[a] for a in AXES] for r in rows], dtype=np.float64)
+    ranking = rank_combinations(part_scores(parts, texts), gold, args.max_parts)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_report(ranking, parts, args.split, len(rows), out)
+    best = ranking[0]
+    print(f"best teacher on {args.split}: {' + '.join(best['parts'])} mean ρ {best['mean_spearman']:.4f}")
+    print(f"wrote {out.with_suffix('.md')} and {out.with_suffix('.json')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
