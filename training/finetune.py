@@ -41,7 +41,7 @@ class FinetuneConfig:
     dropout: float = 0.1  # classifier and encoder dropout
     seed: int = 13
     num_threads: int = 0  # torch threads (0: library default)
-    num_layers: int = 0  # keep only the base's first N encoder layers, a smaller and faster model (0: all)
+    num_layers: int = 0  # keep only the base's first N encoder layers, a smaller and faster model; a multiple of its layers grows it (0: as it is)
     extra_train: list[str] | None = None  # more labelled files (JSONL/CSV/Parquet/HF) for the train split
     skip_invalid: bool = False  # bad rows of extra_train files: drop and list them instead of stopping
     pseudo_teacher: str | None = None  # teacher(s) scoring unlabelled text for training: a fitted baseline (.joblib) or a scorer folder, several averaged when comma-separated; None: off
@@ -99,7 +99,8 @@ def load_base(base: str, tokenizer_dir: str | None = None, dropout: float = 0.1,
     """Model and tokenizer from an encoder dir, a zhenping model dir or a hub id.
 
     ``num_layers`` > 0 keeps only the first ``num_layers`` encoder layers of the
-    base (its lower layers, embeddings and head load as they are).
+    base (its lower layers, embeddings and head load as they are); more layers than
+    the base has grow it (see :func:`grow_layers`).
     """
     from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
@@ -114,16 +115,61 @@ def load_base(base: str, tokenizer_dir: str | None = None, dropout: float = 0.1,
     if hasattr(config, "hidden_dropout_prob"):
         config.hidden_dropout_prob = dropout
     config.classifier_dropout = dropout
+    grow_to = 0
     if num_layers:
-        if not 0 < num_layers <= config.num_hidden_layers:
-            raise ValueError(f"num_layers must be between 1 and the base's {config.num_hidden_layers} "
-                             f"layers, got {num_layers}")
-        config.num_hidden_layers = num_layers
+        if num_layers < 1:
+            raise ValueError(f"num_layers must be at least 1, got {num_layers}")
+        if num_layers > config.num_hidden_layers:
+            if num_layers % config.num_hidden_layers:
+                raise ValueError(f"num_layers above the base's {config.num_hidden_layers} layers must be a "
+                                 f"multiple of it, got {num_layers}")
+            grow_to = num_layers
+        else:
+            config.num_hidden_layers = num_layers
     model = AutoModelForSequenceClassification.from_pretrained(
         base, config=config, use_safetensors=True, ignore_mismatched_sizes=True
     )
+    if grow_to:
+        grow_layers(model, grow_to)
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir or base)
     return model, tokenizer
+
+
+def grow_layers(model, num_layers: int) -> None:
+    """Deepen a BERT-family encoder in place to ``num_layers`` layers.
+
+    Each layer is followed by copies of itself whose two output projections
+    (attention output and feed-forward output) are zero: in a pre-LayerNorm
+    encoder (RoBERTa-PreLayerNorm, the shipped architecture) such a copy adds nothing
+    to the residual stream, so the grown model scores exactly as the base did and
+    training starts from there, with the copies' query/key/value and feed-forward
+    input weights already useful. (In a post-LayerNorm encoder the copies are close
+    to, not exactly, the identity.) The config's ``num_hidden_layers`` follows.
+    """
+    import copy
+
+    import torch
+
+    layers = model.base_model.encoder.layer
+    base = len(layers)
+    if num_layers % base:
+        raise ValueError(f"num_layers must be a multiple of the base's {base} layers, got {num_layers}")
+    grown = []
+    for layer in layers:
+        grown.append(layer)
+        for _ in range(num_layers // base - 1):
+            twin = copy.deepcopy(layer)
+            with torch.no_grad():
+                for proj in (twin.attention.output.dense, twin.output.dense):
+                    proj.weight.zero_()
+                    proj.bias.zero_()
+            grown.append(twin)
+    model.base_model.encoder.layer = torch.nn.ModuleList(grown)
+    model.config.num_hidden_layers = num_layers
+    for i, layer in enumerate(grown):  # attention layers that index themselves (caching) see their new place
+        for module in layer.modules():
+            if hasattr(module, "layer_idx"):
+                module.layer_idx = i
 
 
 def last_complete_checkpoint(out_dir: str | os.PathLike) -> Path | None:

@@ -25,8 +25,55 @@ def test_num_layers_keeps_the_first_layers_of_the_base(tmp_path, tiny_model_dir)
         assert (base[k] == kept[k]).all(), k
     # The head comes with the base; nothing else is re-initialised.
     assert (full.classifier.weight == cut.classifier.weight).all()
-    with pytest.raises(ValueError, match="num_layers must be between 1 and the base's 2 layers, got 3"):
+    with pytest.raises(ValueError, match="num_layers above the base's 2 layers must be a multiple of it, got 3"):
         load_base(str(tiny_model_dir), num_layers=3)
+
+
+def _tiny_prelayernorm(folder, tokenizer_dir):
+    import shutil
+
+    from transformers import AutoTokenizer, RobertaPreLayerNormConfig, RobertaPreLayerNormForSequenceClassification
+
+    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
+    cfg = RobertaPreLayerNormConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=2,
+                                    num_attention_heads=2, intermediate_size=64, max_position_embeddings=66,
+                                    num_labels=len(AXES), pad_token_id=tok.pad_token_id)
+    RobertaPreLayerNormForSequenceClassification(cfg).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    shutil.copy(tokenizer_dir / "scorer_config.json", folder / "scorer_config.json")
+    return folder
+
+
+def test_growing_a_prelayernorm_base_keeps_its_scores_and_trains_the_new_layers(tmp_path, tiny_model_dir):
+    import torch
+
+    base = _tiny_prelayernorm(tmp_path / "base", tiny_model_dir)
+    small, tok = load_base(str(base), dropout=0.0)
+    grown, _ = load_base(str(base), dropout=0.0, num_layers=4)
+    assert grown.config.num_hidden_layers == 4 and len(grown.base_model.encoder.layer) == 4
+    # Layer i of the base sits at 2i; its twin at 2i+1 has zero output projections.
+    for i in range(2):
+        orig = small.base_model.encoder.layer[i].state_dict()
+        same = grown.base_model.encoder.layer[2 * i].state_dict()
+        twin = grown.base_model.encoder.layer[2 * i + 1].state_dict()
+        for k in orig:
+            assert torch.equal(orig[k], same[k]), k
+            if k.startswith(("attention.output.dense.", "output.dense.")):
+                assert not twin[k].any(), k
+            else:
+                assert torch.equal(orig[k], twin[k]), k
+    enc = tok(["抱抱你，会好起来的", "沙发沙发沙发", "物流很快，包装完好"], padding=True, return_tensors="pt")
+    small.eval(), grown.eval()
+    with torch.no_grad():
+        assert torch.allclose(small(**enc).logits, grown(**enc).logits, atol=1e-6)
+    # The zeroed projections still receive gradients, so the new layers learn.
+    grown.train()
+    grown(**enc, labels=torch.full((3, len(AXES)), 0.5)).loss.backward()
+    assert grown.base_model.encoder.layer[1].output.dense.weight.grad.abs().sum() > 0
+    # The grown model saves as a plain checkpoint with its new depth.
+    grown.save_pretrained(tmp_path / "grown")
+    again, _ = load_base(str(tmp_path / "grown"))
+    assert again.config.num_hidden_layers == 4
 
 
 @pytest.fixture(scope="module")
