@@ -221,13 +221,16 @@ class Signer:
         cache = self._grams
         values = list(map(cache.get, grams))
         if None in values:
-            if len(cache) + len(grams) > GRAM_CACHE:
-                cache.clear()
             missing = list({g for g, v in zip(grams, values) if v is None})
             # datasketch's sha1_hash32 of the UTF-8 bytes: the first 4 of each 20-byte digest, little-endian
             digests = b"".join(map(_DIGEST, map(hashlib.sha1, map(str.encode, missing))))
-            cache.update(zip(missing, np.frombuffer(digests, dtype="<u4")[::5].tolist()))
-            values = list(map(cache.__getitem__, grams))
+            hashed = dict(zip(missing, np.frombuffer(digests, dtype="<u4")[::5].tolist()))
+            # Values come from this call's lookups, never read back from the cache: a full cache is
+            # cleared here, and another thread's call may clear it at any time.
+            values = [hashed[g] if v is None else v for g, v in zip(grams, values)]
+            if len(cache) + len(hashed) > GRAM_CACHE:
+                cache.clear()
+            cache.update(hashed)
         starts = np.cumsum([0] + [len(form) - k + 1 for form in forms[:-1]])
         fmix, a, b = self._fast
         # Array arithmetic wraps modulo 2**32 without a warning (as datasketch's does).

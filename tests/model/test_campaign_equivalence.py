@@ -93,6 +93,32 @@ def test_batched_signatures_are_datasketch_minhash_in_any_batch():
     assert shingle_form(sample) == "".join(ch for ch in sample if not unicodedata.category(ch).startswith("P"))
 
 
+def test_a_full_shingle_cache_is_cleared_without_losing_the_batch(monkeypatch):
+    # A request whose shingles overflow the cache clears it; hashes of shingles that were cached
+    # before the clear must still reach the signature (once a KeyError, a 500 on a long-running server).
+    import random
+
+    import numpy as np
+    from datasketch import MinHash
+
+    from model.campaign import WindowConfig
+    from model.campaign import window as window_module
+
+    monkeypatch.setattr(window_module, "GRAM_CACHE", 200)
+    config = WindowConfig()
+    signer = window_module.Signer(config)
+    rng = random.Random(5)
+    chars = "好听的歌曲让我想起了高三晚自习一二三四五六七八九十"
+    forms = ["".join(rng.choice(chars) for _ in range(rng.randint(3, 40))) for _ in range(300)]
+    for start in range(0, len(forms), 16):
+        batch = forms[start:start + 16]
+        for form, sig in zip(batch, signer.signatures(batch)):
+            m = MinHash(num_perm=config.num_perm, seed=config.seed)
+            m.update_batch({form[i:i + 3].encode("utf-8") for i in range(len(form) - 2)})
+            assert np.array_equal(sig, m.hashvalues), form
+        assert len(signer._grams) <= 200 + 16 * 40
+
+
 def test_local_band_keys_are_equal_exactly_where_bands_are():
     import numpy as np
 
