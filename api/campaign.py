@@ -25,6 +25,7 @@ from api.errors import ApiError
 from api.schemas import ErrorBody, RankResponse
 from api.settings import Settings
 from model.campaign import CampaignConfig, CampaignDetector, CampaignInput, CampaignResult, WindowConfig
+from model.campaign.clusters import SINGLE
 from model.campaign.likes import engagement, rank_by_engagement
 from model.campaign.window import WindowUnavailable
 from model.ranking import check_weights, quality, rank
@@ -66,6 +67,10 @@ def campaign_config(settings: Settings) -> CampaignConfig:
         review_hostile=settings.action_review_hostile,
         fold_campaign=settings.action_fold_campaign,
         review_campaign=settings.action_review_campaign,
+        copy_fold_copies=settings.action_fold_copies,
+        copy_fold_length=settings.action_fold_copy_length,
+        copy_fold_authors=settings.action_fold_copy_authors,
+        copy_fold_template=settings.action_fold_copy_template,
         likes_margin=settings.likes_margin,
         likes_min=settings.likes_min,
         rank_like_weight=settings.rank_like_weight,
@@ -92,9 +97,25 @@ def build_detector(settings: Settings) -> CampaignDetector | None:
     return CampaignDetector.build(config)
 
 
-def result_fields(result: CampaignResult) -> dict:
-    """The campaign fields of one result, as the API writes them."""
+SINGLE_FIELDS = SINGLE.as_dict()  # the cluster of a comment without copies, shared by every such result
+
+
+def result_fields(result: CampaignResult, clusters: dict | None = None) -> dict:
+    """The campaign fields of one result, in ScoreResult's field order, as the API writes them.
+
+    ``clusters`` remembers cluster dicts by evidence object across one request's results (the
+    detector hands every comment of a cluster the same evidence).
+    """
     dup = result.duplicates
+    cluster = result.cluster
+    if cluster is SINGLE:
+        cluster_fields = SINGLE_FIELDS
+    elif clusters is None:
+        cluster_fields = cluster.as_dict()
+    else:
+        cluster_fields = clusters.get(id(cluster))
+        if cluster_fields is None:
+            cluster_fields = clusters[id(cluster)] = cluster.as_dict()
     return {
         "duplicates": {
             "exact_count": dup.exact_count,
@@ -106,7 +127,7 @@ def result_fields(result: CampaignResult) -> dict:
         "evidence": [e.as_dict() for e in result.evidence],
         "action": result.action,
         "campaign": result.campaign,
-        "cluster": result.cluster.as_dict(),
+        "cluster": cluster_fields,
         "suspicious_likes": result.suspicious_likes,
         "expected_likes": None if result.expected_likes is None else round(result.expected_likes, 3),
     }
@@ -131,7 +152,12 @@ async def campaign_fields(detector: CampaignDetector, comments, normalized, scor
     inputs = [CampaignInput(text, c.id, c.author_id, c.likes, epoch_seconds(c.posted_at))
               for c, text in zip(comments, normalized)]
     try:
-        report = await asyncio.to_thread(detector.process, inputs, scores, None, record)
+        if detector.in_process:
+            # Pure CPU under the interpreter lock, about 2 ms for 32 comments: a worker thread would
+            # not let the event loop run meanwhile, only add a hand-off to every request.
+            report = detector.process(inputs, scores, None, record)
+        else:  # network round trips to Redis: off the event loop
+            report = await asyncio.to_thread(detector.process, inputs, scores, None, record)
     except WindowUnavailable as exc:
         logger.error("%s", exc)
         raise ApiError(503, "window_unavailable",
@@ -139,7 +165,8 @@ async def campaign_fields(detector: CampaignDetector, comments, normalized, scor
     authors = None
     if detector.authors is not None and any(c.author_id is not None for c in comments):
         authors = [a.as_dict() for a in report.authors]
-    return [result_fields(r) for r in report.results], authors
+    clusters: dict = {}
+    return [result_fields(r, clusters) for r in report.results], authors
 
 
 router = APIRouter()

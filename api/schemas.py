@@ -112,8 +112,8 @@ ScoreResult = create_model(
                                                     "its campaign score; `template` stays the text model's.")),
     evidence=(list[Evidence] | None, Field(None, description="Why the comment looks templated.")),
     action=(Literal["pass", "review", "fold"] | None, Field(
-        None, description="Suggested moderation action, from the campaign score, the text template score and "
-                          "hostility (1 - warmth).")),
+        None, description="Suggested moderation action, from the campaign score, the text template score, "
+                          "hostility (1 - warmth) and the copy rule (long exact copies from many accounts fold).")),
     campaign=(float | None, Field(None, ge=0.0, le=1.0,
                                   description="Campaign score in [0, 1]: how much the comment's cluster in the "
                                               "window looks like a copy-paste campaign (size, distinct authors, "

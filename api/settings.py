@@ -90,6 +90,10 @@ class Settings(BaseSettings):
     action_review_hostile: float = Field(CampaignConfig.review_hostile, ge=0)  # review at 1 - warmth >= this
     action_fold_campaign: float = Field(CampaignConfig.fold_campaign, ge=0)  # fold at campaign score >= this; > 1: off
     action_review_campaign: float = Field(CampaignConfig.review_campaign, ge=0)  # review at campaign score >= this
+    action_fold_copies: int = Field(CampaignConfig.copy_fold_copies, ge=0)  # copy rule: fold at this many exact copies in the window; 0: off
+    action_fold_copy_length: int = Field(CampaignConfig.copy_fold_length, ge=0)  # copy rule: of a text at least this long (characters, punctuation aside)
+    action_fold_copy_authors: int = Field(CampaignConfig.copy_fold_authors, ge=0)  # copy rule: in a cluster of at least this many authors
+    action_fold_copy_template: float = Field(CampaignConfig.copy_fold_template, ge=0, le=1)  # copy rule: with at least this mean model template score
     likes_margin: float = Field(CampaignConfig.likes_margin, gt=0)  # suspicious_likes at log(1 + likes) this far above the expected
     likes_min: int = Field(CampaignConfig.likes_min, ge=0)  # like counts below this are never suspicious
     rank_like_weight: float = Field(CampaignConfig.rank_like_weight, ge=0)  # quality_engagement: weight of log(1 + discounted likes)
@@ -153,6 +157,8 @@ class Settings(BaseSettings):
             if review > fold:
                 raise ValueError(f"action_review_{reason} ({review}) must be <= action_fold_{reason} ({fold}); "
                                  "whatever is folded would otherwise skip review")
+        if self.action_fold_copies == 1:
+            raise ValueError("action_fold_copies must be 0 (off) or >= 2, got 1: one comment is not a copy")
         return self
 
     @property

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import itertools
 import json
 import math
 import re
@@ -54,7 +55,7 @@ from typing import Sequence
 import numpy as np
 
 from model.campaign.clusters import FEATURES, feature_vector
-from model.campaign.config import CALIBRATION_FILE, CampaignConfig, load_calibration
+from model.campaign.config import CALIBRATION_FILE, COPY_RULE_OFF, CampaignConfig, load_calibration
 from model.campaign.evidence import EvidenceFinder
 from model.campaign.likes import LikesModel, like_context
 from model.campaign.window import dedup_form
@@ -92,6 +93,8 @@ RAISING = ("log_size", "log_rate", "template_mean", "variant_share", "log_length
            "lexicon_ai")
 LIKES_PRECISION = 0.95  # validation: precision of suspicious_likes (target 0.9)
 GRID = np.round(np.arange(0.30, 1.0001, 0.01), 2)
+COPY_GRID = {"copies": (3, 4, 5, 6, 8, 10, 12, 15), "length": (8, 10, 12, 15, 20, 25, 30),
+             "authors": (3, 5, 8), "template": (0.0, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6)}  # copy rule candidates
 OFF = 1.01
 GOLD_EPS = 1e-6
 
@@ -474,6 +477,9 @@ class Outcome:
     quality: float
     cluster_id: str = ""
     like_context: float = 0.0  # the request's median log(1 + likes) (model.campaign.likes.like_context)
+    exact: int = 0  # exact copies of its text in the window, itself included
+    length: int = 0  # characters of its dedup form
+    template_mean: float = 0.0  # its cluster's mean model template score
 
 
 def run_detector(seed: SeedStream, cache: ScoreCache, config: CampaignConfig) -> list[Outcome]:
@@ -496,10 +502,12 @@ def run_detector(seed: SeedStream, cache: ScoreCache, config: CampaignConfig) ->
             text_fused = detector.fusion.fuse(s.template, r.duplicates.exact_count, r.duplicates.near_count)
             ad = any(e.category == "ad" for e in r.evidence)
             ai = any(e.kind == "ai_marker" for e in r.evidence)
+            length = len(dedup_form(inp.text))
             out.append(Outcome(it, s.warmth, s.substance, s.template, text_fused,
-                               feature_vector(r.cluster, len(dedup_form(inp.text)), ad, ai), r.cluster.size,
+                               feature_vector(r.cluster, length, ad, ai), r.cluster.size,
                                r.cluster.authors, r.campaign, r.action, s.warmth + s.substance - r.template_fused,
-                               f"{seed.seed}:{r.duplicates.cluster_id}", context))
+                               f"{seed.seed}:{r.duplicates.cluster_id}", context,
+                               r.duplicates.exact_count + 1, length, r.cluster.template_mean))
     return out
 
 
@@ -529,6 +537,13 @@ def _arrays(outcomes: list[Outcome]) -> dict[str, np.ndarray]:
         "hostile": np.array([1 - o.warmth for o in outcomes]),
         "campaign": np.array([o.campaign for o in outcomes]),
         "size": np.array([o.size for o in outcomes]),
+        "exact": np.array([o.exact for o in outcomes]),
+        "length": np.array([o.length for o in outcomes]),
+        "authors": np.array([o.authors for o in outcomes]),
+        "template_mean": np.array([o.template_mean for o in outcomes]),
+        # campaign copies: "<seed>:<campaign>"; everything else ""
+        "campaign_key": np.array([f"{o.cluster_id.split(':')[0]}:{o.item.group}" if o.item.kind == "campaign" else ""
+                                  for o in outcomes]),
     }
 
 
@@ -612,6 +627,59 @@ def fit_thresholds(val: dict[str, np.ndarray], gold_val: dict[str, np.ndarray]) 
             break
     th["review_campaign"] = min(th["review_campaign"], th["fold_campaign"])
     return th
+
+
+class CampaignGroups:
+    """Which injected campaign each comment belongs to, for cluster recall over many candidate rules.
+
+    Args:
+        keys: one per comment: ``"<seed>:<campaign>"`` for campaign copies, ``""`` otherwise.
+        min_copies: campaigns with fewer copies are left out of recall.
+    """
+
+    def __init__(self, keys: np.ndarray, min_copies: int = 5):
+        names, self.index, counts = np.unique(keys, return_inverse=True, return_counts=True)
+        self.size = len(names)
+        self.big = (counts >= min_copies) & (names != "")
+
+    def recall(self, fold: np.ndarray) -> float:
+        """Share of the campaigns with a folded copy."""
+        hit = np.zeros(self.size, dtype=bool)
+        np.logical_or.at(hit, self.index, fold)
+        return float(hit[self.big].mean()) if self.big.any() else 0.0
+
+
+def fit_copy_rule(val: dict[str, np.ndarray], th: dict) -> dict:
+    """The copy rule (fold long exact copies from many accounts) on validation seeds, beside ``th``.
+
+    Picks the candidate that raises cluster recall (campaigns of 5+ copies) the most while fold precision
+    stays at least ``FOLD_PRECISION`` and organic repeats and ordinary comments folded at most
+    ``FOLD_BUDGET`` (the campaign rule's own budgets); among equals, the one folding the fewest organic
+    repeats, then the most campaign copies, then the strictest. Off when no candidate raises recall.
+    """
+    base, _ = decide(val["text_fused"], val["hostile"], val["campaign"], th)
+    labelled = ~val["unlabelled"]
+    organic, ordinary, member = val["organic_repeat"], val["ordinary"], val["campaign_member"]
+    groups = CampaignGroups(val["campaign_key"])
+    best_key, best = (groups.recall(base), 0, 0), dict(COPY_RULE_OFF)
+    # Strictest first, so that a tie keeps the stricter rule.
+    for copies, length, authors, template in itertools.product(
+            COPY_GRID["copies"][::-1], COPY_GRID["length"][::-1], COPY_GRID["authors"][::-1],
+            COPY_GRID["template"][::-1]):
+        rule = (val["exact"] >= copies) & (val["length"] >= length) & (val["authors"] >= authors) & \
+            (val["template_mean"] >= template)
+        fold = base | rule
+        hits = fold & labelled
+        if not hits.any() or member[hits].mean() < FOLD_PRECISION or fold[organic].mean() > FOLD_BUDGET or \
+                fold[ordinary].mean() > FOLD_BUDGET:
+            continue
+        key = (groups.recall(fold), -int(fold[organic].sum()), int(fold[member].sum()))
+        raises = key[0] > best_key[0] + 1e-12
+        ties_better = best["copies"] and abs(key[0] - best_key[0]) <= 1e-12 and key[1:] > best_key[1:]
+        if raises or ties_better:
+            best_key, best = key, {"copies": int(copies), "length": int(length), "authors": int(authors),
+                                   "template": float(template)}
+    return best
 
 
 def like_rows(outcomes: list[Outcome], crawl_time: float):
@@ -754,10 +822,13 @@ def text_rule_rates(rows: list[dict], scores, th: dict) -> dict:
 
 def config_from(cal: dict) -> CampaignConfig:
     a, c, lk = cal["actions"], cal["campaign"], cal["likes"]
+    rule = cal.get("copy_rule", COPY_RULE_OFF)
     return CampaignConfig(
         exact_weight=cal["fusion"]["exact_weight"], near_weight=cal["fusion"]["near_weight"],
         fold_template=a["fold_template"], review_template=a["review_template"], fold_hostile=a["fold_hostile"],
         review_hostile=a["review_hostile"], fold_campaign=a["fold_campaign"], review_campaign=a["review_campaign"],
+        copy_fold_copies=int(rule["copies"]), copy_fold_length=int(rule["length"]),
+        copy_fold_authors=int(rule["authors"]), copy_fold_template=rule["template"],
         campaign_weights=tuple(c["weights"].items()), campaign_intercept=c["intercept"],
         campaign_min_size=c["min_size"], likes_intercept=lk["intercept"], likes_quality=lk["quality"],
         likes_log_age=lk["log_age"], likes_campaign=lk["campaign"], likes_context=lk.get("context", 1.0),
@@ -818,8 +889,11 @@ def run(model_dir: str | None = None, data_dir: str = "runs/data", corpora: str 
                     "hostile": np.array([1 - s.warmth for s in gscores]),
                     "positive": np.array([r["template"] >= 2 / 3 - GOLD_EPS or r["warmth"] <= GOLD_EPS for r in gv]),
                     "ordinary": np.array([is_ordinary(r) for r in gv])}
-        cal["actions"] = fit_thresholds(_arrays(flat), gold_val)
+        val_arrays = _arrays(flat)
+        cal["actions"] = fit_thresholds(val_arrays, gold_val)
         echo("action thresholds: " + ", ".join(f"{k} {v:g}" for k, v in cal["actions"].items()))
+        cal["copy_rule"] = fit_copy_rule(val_arrays, cal["actions"])
+        echo("copy rule: " + ", ".join(f"{k} {v:g}" for k, v in cal["copy_rule"].items()))
         rows = []
         for seed, seed_out in zip(val_seeds, collected):
             rows += like_rows(seed_out, seed.crawl_time)
@@ -838,7 +912,7 @@ def run(model_dir: str | None = None, data_dir: str = "runs/data", corpora: str 
     likes_model = LikesModel(cal["likes"]["intercept"], cal["likes"]["quality"], cal["likes"]["log_age"],
                              cal["likes"]["margin"], cal["likes"]["min_likes"], cal["likes"]["default_age_hours"],
                              cal["likes"]["campaign"], cal["likes"].get("context", 1.0))
-    results = {"model": model_name, "calibration": {k: cal[k] for k in ("actions", "campaign", "likes")},
+    results = {"model": model_name, "calibration": {k: cal[k] for k in ("actions", "copy_rule", "campaign", "likes")},
                "setup": {"segment": SEGMENT, "campaigns_per_seed": CAMPAIGNS, "choruses_per_seed": CHORUSES,
                          "copies": [MIN_COPIES, MAX_COPIES], "batch": BATCH, "burst_share": BURST_SHARE,
                          "burst_likes": list(BURST_LIKES), "validation_seeds": list(validation_seeds),
@@ -917,6 +991,18 @@ def _v(x) -> str:
     return f"{x:.3f}" if isinstance(x, float) else str(x)
 
 
+def copy_rule_text(rule: dict) -> str:
+    """The copy rule in words, for the results file."""
+    if not rule["copies"]:
+        return "Copy rule (long exact copies from many accounts): off (no candidate raised cluster recall within " \
+               "the fold budgets)."
+    return (f"Copy rule (long exact copies from many accounts): fold at {rule['copies']} or more exact copies of a text "
+            f"of {rule['length']}+ characters in a cluster of {rule['authors']}+ authors with mean model template "
+            f"score ≥ {rule['template']:g}; chosen on the validation seeds as the candidate raising cluster recall "
+            f"the most with fold precision ≥ {FOLD_PRECISION} and organic repeats and ordinary comments folded ≤ "
+            f"{FOLD_BUDGET:.1%}.")
+
+
 def markdown(r: dict) -> str:
     s = r["setup"]
     cal = r["calibration"]
@@ -932,7 +1018,7 @@ def markdown(r: dict) -> str:
         "comments of the gold split (gold template ≤ 1 and warmth ≥ 1). The stream's own repeats (好听, lyric "
         "quotes, memes, 火钳刘明) stay as hard negatives. Comments go through the detector in requests of "
         f"{s['batch']}. Validation seeds {s['validation_seeds']} (half the templates) fit the campaign model, the "
-        f"thresholds and the likes model; test seeds {s['test_seeds']} (the other half of the templates, other "
+        f"thresholds, the copy rule and the likes model; test seeds {s['test_seeds']} (the other half of the templates, other "
         "segments) are reported.",
         "",
         "Templates per kind (validation / test): " + ", ".join(
@@ -989,6 +1075,7 @@ def markdown(r: dict) -> str:
               f"{REVIEW_BUDGET_ORDINARY:.0%} of its ordinary comments sent to review; campaign rule: the lowest "
               f"fold threshold with fold precision ≥ {FOLD_PRECISION} and organic repeats folded ≤ {FOLD_BUDGET:.1%}, "
               f"review at the lowest keeping organic repeats in review ≤ {REVIEW_BUDGET_ORGANIC:.0%}.", "",
+              copy_rule_text(cal.get("copy_rule", COPY_RULE_OFF)), "",
               f"Campaign model (logistic, clusters of {cal['campaign']['min_size']}+ comments): intercept "
               f"{cal['campaign']['intercept']}, weights " + ", ".join(
                   f"{k} {v:+.3f}" for k, v in cal["campaign"]["weights"].items()) + ".", "",
@@ -1003,6 +1090,9 @@ def markdown(r: dict) -> str:
               "- Like bursts are injected on NetEase streams only; danmaku carry no likes.",
               "- A campaign whose copies are edited apart (near-duplicate similarity under the window's threshold) "
               "splits into several smaller clusters.",
+              "- The copy rule cannot tell a campaign from real users pasting the same templated text word for "
+              "word: on the validation seeds the organic repeats it folds are an emoji-code chant "
+              "([感冒][感冒][感冒], long as written) and a lyric quote.",
               "", f"Run time {r['seconds']} s.", ""]
     return "\n".join(lines)
 

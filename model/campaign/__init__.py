@@ -26,7 +26,7 @@ Example:
     >>> report = detector.process([CampaignInput("加微信领券")] * 2, scorer.score(["加微信领券"] * 2))  # doctest: +SKIP
 """
 
-from model.campaign.actions import ACTIONS, ActionPolicy
+from model.campaign.actions import ACTIONS, ActionPolicy, CopyRule
 from model.campaign.authors import AuthorSummary, AuthorWindow
 from model.campaign.clusters import CampaignModel, ClusterEvidence, ClusterWindow
 from model.campaign.config import CampaignConfig, WindowConfig
@@ -49,6 +49,7 @@ __all__ = [
     "CampaignResult",
     "ClusterEvidence",
     "ClusterWindow",
+    "CopyRule",
     "Duplicates",
     "DuplicateWindow",
     "Evidence",

@@ -105,7 +105,10 @@ class ClusterWindow:
         self.ttl_seconds = ttl_seconds
         self._order: deque[tuple[float, int, int | None, int, float]] = deque()
         self._clusters: dict[int, _Cluster] = {}
-        self._authors: dict[int, dict[int, int]] = {}  # author -> cluster -> comments
+        # author -> clusters of 2+ comments the author posted into: an author of such a cluster also
+        # posted into another exactly when this is 2 or more (kept as comments come and go, so the
+        # overlap share reads one number per author instead of scanning the author's clusters).
+        self._multi: dict[int, int] = {}
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
@@ -115,7 +118,14 @@ class ClusterWindow:
         with self._lock:
             self._order.clear()
             self._clusters.clear()
-            self._authors.clear()
+            self._multi.clear()
+
+    def _leave_multi(self, author: int) -> None:
+        n = self._multi[author] - 1
+        if n:
+            self._multi[author] = n
+        else:
+            del self._multi[author]
 
     def _remove(self, cluster: int, author: int | None, text: int, template: float, oldest: bool) -> None:
         rec = self._clusters[cluster]
@@ -123,6 +133,9 @@ class ClusterWindow:
         if rec.count <= 0:
             del self._clusters[cluster]
         else:
+            if rec.count == 1:  # no longer a cluster of 2+ for any of its authors
+                for known in rec.authors:
+                    self._leave_multi(known)
             rec.template_sum -= template
             if oldest:
                 rec.times.popleft()
@@ -141,15 +154,8 @@ class ClusterWindow:
                     rec.authors[author] = n
                 else:
                     del rec.authors[author]
-        if author is not None:
-            seen = self._authors[author]
-            n = seen[cluster] - 1
-            if n:
-                seen[cluster] = n
-            else:
-                del seen[cluster]
-                if not seen:
-                    del self._authors[author]
+                    if rec.count >= 2:
+                        self._leave_multi(author)
 
     def _evict(self, now: float) -> None:
         order = self._order
@@ -167,12 +173,19 @@ class ClusterWindow:
             rec.template_sum += template
             rec.times.append(now)
             rec.texts[text] = rec.texts.get(text, 0) + 1
+            multi = self._multi
             if author is None:
                 rec.anonymous += 1
+                new_author = False
             else:
-                rec.authors[author] = rec.authors.get(author, 0) + 1
-                seen = self._authors.setdefault(author, {})
-                seen[cluster] = seen.get(cluster, 0) + 1
+                before = rec.authors.get(author, 0)
+                rec.authors[author] = before + 1
+                new_author = not before
+            if rec.count == 2:  # now a cluster of 2+ for every one of its authors
+                for known in rec.authors:
+                    multi[known] = multi.get(known, 0) + 1
+            elif rec.count > 2 and new_author:
+                multi[author] = multi.get(author, 0) + 1
             self._order.append((now, cluster, author, text, template))
 
     def add(self, observations: Sequence[tuple[int, int | None, int, float]], now: float) -> None:
@@ -193,16 +206,14 @@ class ClusterWindow:
         known = len(rec.authors)
         overlap = 0.0
         if known:
-            clusters = self._clusters
+            # This cluster has 2+ comments, so an author also posted into another such cluster
+            # exactly when the author's count of them is 2 or more.
+            multi = self._multi
             scanned = hits = 0
             for author in rec.authors:
                 scanned += 1
-                for other in self._authors.get(author, ()):
-                    if other != cluster:
-                        orec = clusters.get(other)
-                        if orec is not None and orec.count >= 2:
-                            hits += 1
-                            break
+                if multi[author] >= 2:
+                    hits += 1
                 if scanned >= OVERLAP_SCAN:
                     break
             overlap = hits / scanned

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 CALIBRATION_FILE = Path(__file__).resolve().parent / "calibration.json"
+COPY_RULE_OFF = {"copies": 0, "length": 0, "authors": 1, "template": 0.0}  # a calibration without the rule
 
 
 def load_calibration(path: str | Path = CALIBRATION_FILE) -> dict:
@@ -36,6 +37,12 @@ def load_calibration(path: str | Path = CALIBRATION_FILE) -> dict:
             value = doc.get(section, {}).get(name)
             if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
                 raise ValueError(f"{path}: {section}.{name} must be a number, got {value!r}")
+    rule = doc.get("copy_rule", {})
+    for name in ("copies", "length", "authors", "template"):
+        value = rule.get(name, COPY_RULE_OFF[name])
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+            raise ValueError(f"{path}: copy_rule.{name} must be a number, got {value!r}")
+    doc["copy_rule"] = {**COPY_RULE_OFF, **rule}
     weights = doc["campaign"].get("weights")
     if not isinstance(weights, dict) or not all(
             isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in weights.values()):
@@ -90,6 +97,10 @@ class CampaignConfig:
     review_hostile: float = CALIBRATION["actions"]["review_hostile"]  # review at 1 - warmth >= this
     fold_campaign: float = CALIBRATION["actions"]["fold_campaign"]  # fold at campaign score >= this
     review_campaign: float = CALIBRATION["actions"]["review_campaign"]  # review at campaign score >= this
+    copy_fold_copies: int = int(CALIBRATION["copy_rule"]["copies"])  # copy rule: fold at this many exact copies; 0: off
+    copy_fold_length: int = int(CALIBRATION["copy_rule"]["length"])  # ... of a text this long (dedup characters)
+    copy_fold_authors: int = int(CALIBRATION["copy_rule"]["authors"])  # ... in a cluster of this many authors
+    copy_fold_template: float = CALIBRATION["copy_rule"]["template"]  # ... with this mean model template score
     campaign_weights: tuple[tuple[str, float], ...] = tuple(CALIBRATION["campaign"]["weights"].items())  # logistic weights per feature
     campaign_intercept: float = CALIBRATION["campaign"]["intercept"]  # logistic intercept
     campaign_min_size: int = CALIBRATION["campaign"]["min_size"]  # clusters smaller than this score 0

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from model.axes import score_to_level
-from model.campaign.actions import ActionPolicy
+from model.campaign.actions import ActionPolicy, CopyRule
 from model.campaign.authors import AuthorObservation, AuthorSummary, AuthorWindow, author_key
 from model.campaign.clusters import SINGLE, CampaignModel, ClusterEvidence, ClusterWindow
 from model.campaign.config import CampaignConfig
@@ -89,6 +89,12 @@ def likes_model(config: CampaignConfig) -> LikesModel:
                       config.likes_context)
 
 
+def copy_rule_of(config: CampaignConfig) -> CopyRule:
+    """The copy rule of a config."""
+    return CopyRule(config.copy_fold_copies, config.copy_fold_length, config.copy_fold_authors,
+                    config.copy_fold_template)
+
+
 class CampaignDetector:
     """Add what a per-comment scorer misses: repeats across the stream.
 
@@ -101,6 +107,8 @@ class CampaignDetector:
         clusters: per-cluster sums over the window (a fresh one when ``None``).
         campaign: the campaign model (the shipped calibration when ``None``).
         likes: the likes model (the shipped calibration when ``None``).
+        copy_rule: the fold rule for long exact copies from many accounts (the
+            shipped calibration when ``None``).
 
     Example:
         >>> detector = CampaignDetector.build(CampaignConfig())
@@ -112,7 +120,7 @@ class CampaignDetector:
     def __init__(self, window: DuplicateWindow, fusion: Fusion, policy: ActionPolicy,
                  evidence: EvidenceFinder, authors: AuthorWindow | None = None,
                  clusters: ClusterWindow | None = None, campaign: CampaignModel | None = None,
-                 likes: LikesModel | None = None):
+                 likes: LikesModel | None = None, copy_rule: CopyRule | None = None):
         self.window = window
         self.fusion = fusion
         self.policy = policy
@@ -123,6 +131,12 @@ class CampaignDetector:
                                                                             window.config.ttl_seconds)
         self.campaign = campaign if campaign is not None else campaign_model(config)
         self.likes = likes if likes is not None else likes_model(config)
+        self.copy_rule = copy_rule if copy_rule is not None else copy_rule_of(config)
+
+    @property
+    def in_process(self) -> bool:
+        """True when every window lives in this process's memory: :meth:`process` does no I/O."""
+        return self.window.backend == "memory" and (self.authors is None or self.authors.store.backend == "memory")
 
     @classmethod
     def build(cls, config: CampaignConfig, window_store=None, author_store=None,
@@ -144,6 +158,7 @@ class CampaignDetector:
             ClusterWindow(config.window.max_size, config.window.ttl_seconds),
             campaign_model(config),
             likes_model(config),
+            copy_rule_of(config),
         )
 
     def process(self, comments: Sequence[CampaignInput], scores: Sequence, now: float | None = None,
@@ -179,6 +194,7 @@ class CampaignDetector:
         context = like_context([c.likes for c in comments])
         fuse, find, decide = self.fusion.fuse, self.evidence.find_tuple, self.policy.decide
         model, likes = self.campaign, self.likes
+        copy_rule = self.copy_rule.applies if self.copy_rule.on else None
         min_size = model.min_size
         campaign_scores: dict[tuple, float] = {}  # one cluster's comments of one length and evidence score alike
         for comment, score, template, dup, length, cluster, author in zip(comments, scores, templates, found, lengths,
@@ -199,6 +215,9 @@ class CampaignDetector:
                 evidence += (duplicate_evidence("near", dup.near_count),)
             warmth = float(score.warmth)
             action = decide(fused, warmth, campaign)
+            if copy_rule is not None and action != "fold" and dup.exact_count and \
+                    copy_rule(dup.exact_count + 1, length, cluster.authors, cluster.template_mean):
+                action = "fold"
             fused = 1.0 - (1.0 - fused) * (1.0 - campaign)
             suspicious = expected = None
             if comment.likes is not None:

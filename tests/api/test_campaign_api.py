@@ -190,6 +190,36 @@ def test_campaign_detection_off_answers_the_models_scores_only():
     assert all(set(r) == {"id", *AXES, "levels", "truncated"} for r in body["results"])
 
 
+@pytest.mark.parametrize("campaign", [True, False])
+def test_score_body_is_what_the_response_model_writes(campaign):
+    # The route writes its body itself (no per-result model validation); it must be exactly what
+    # ScoreResponse, validated and dumped with unset fields left out, would have written.
+    from datetime import timezone
+
+    from api.schemas import ScoreResponse
+
+    batch = [{"text": AD, "id": 1, "author_id": "bot1", "likes": 3000, "posted_at": "2026-01-02T03:04:05Z"},
+             {"text": AD_EDITS[0], "id": "b", "author_id": "bot2", "likes": 0},
+             {"text": AD_EDITS[1]}, {"text": ORDINARY[0], "author_id": "fan"}, {"text": "", "id": 5}]
+    with TestClient(make_app(campaign=campaign)) as c:
+        c.post("/v1/score", json={"comments": batch})
+        response = c.post("/v1/score", json={"comments": batch})
+    assert response.status_code == 200 and response.headers["content-type"] == "application/json"
+    body = response.json()
+    expected = ScoreResponse.model_validate(body).model_dump(mode="json", exclude_unset=True)
+    assert body == expected
+    if campaign:
+        first = body["results"][0]
+        assert first["duplicates"]["exact_count"] == 0  # the same id and text: not counted twice
+        assert body["results"][2]["duplicates"]["exact_count"] == 1  # no id: the earlier request's copy
+        assert first["suspicious_likes"] is not None and body["results"][2]["suspicious_likes"] is None
+        seen = datetime.fromisoformat(first["duplicates"]["first_seen"].replace("Z", "+00:00"))
+        assert seen.tzinfo is not None and seen.utcoffset() == timezone.utc.utcoffset(None)
+        assert [a["author_id"] for a in body["authors"]] == ["bot1", "bot2", "fan"]
+    else:
+        assert set(body) == {"model", "results"}
+
+
 def test_extra_lexicon_adds_evidence(tmp_path):
     extra = tmp_path / "site.txt"
     extra.write_text("ad\t手机就能做\n", encoding="utf-8")

@@ -37,6 +37,7 @@ EDITS = ("!", "。", "~", "啊", "的", " ", "😂", "[doge]")
 CONFIG = {
     "exact_weight": 0.3, "near_weight": 0.15, "fold_template": 0.9, "review_template": 0.7, "fold_hostile": 0.95,
     "review_hostile": 0.8, "fold_campaign": 0.85, "review_campaign": 0.6,
+    "copy_fold_copies": 0,  # the copy rule off: the answers were recorded before it (tests/model/test_campaign_signal.py)
     "campaign_weights": (("log_size", 0.8), ("log_authors", 0.3), ("author_share", -1.5), ("log_rate", 0.4),
                          ("template_mean", 0.5), ("variant_share", 1.0), ("author_overlap", -1.0),
                          ("log_length", 0.6), ("template_length", 0.2), ("lexicon_ad", 1.5), ("lexicon_ai", 0.7)),

@@ -7,7 +7,7 @@ import math
 import pytest
 
 from model.campaign import CampaignConfig, CampaignDetector, CampaignInput, WindowConfig
-from model.campaign.actions import ActionPolicy
+from model.campaign.actions import ActionPolicy, CopyRule
 from model.campaign.clusters import FEATURES, CampaignModel, ClusterEvidence, ClusterWindow
 from model.campaign.config import CALIBRATION, load_calibration
 from model.campaign.likes import LikesModel, engagement, like_context, rank_by_engagement
@@ -62,6 +62,34 @@ def test_author_overlap_counts_authors_seen_in_other_clusters():
     assert x.author_overlap == pytest.approx(0.5)  # author 1 also posted into y (2 comments)
 
 
+def test_author_overlap_matches_a_scan_of_the_window_as_comments_come_and_go():
+    import random
+
+    from model.campaign.clusters import OVERLAP_SCAN
+
+    rng = random.Random(11)
+    window = ClusterWindow(10_000, 50.0)  # short-lived: comments leave by age (before the batch is added)
+    now = 0.0
+    for step in range(400):
+        now += rng.choice([0.5, 1.0, 5.0, 20.0])
+        batch = [(f"c{rng.randint(0, 25)}", rng.choice([None, *range(12)]), rng.randint(0, 3), 0.5)
+                 for _ in range(rng.randint(1, 6))]
+        clusters = sorted({c for c, *_ in batch})
+        record = rng.random() > 0.2
+        got = window.observe_batch(batch, clusters, now, record=record)
+        if not record:  # a read: the window is as it was, the answers were over it and the batch
+            continue
+        state = window._clusters
+        for cluster, ev in zip(clusters, got):
+            rec = state.get(cluster)
+            if rec is None or rec.count < 2 or not rec.authors:
+                continue
+            scanned = list(rec.authors)[:OVERLAP_SCAN]
+            hits = sum(any(a in other.authors and other.count >= 2 for c, other in state.items() if c != cluster)
+                       for a in scanned)
+            assert ev.author_overlap == pytest.approx(hits / len(scanned)), (step, cluster)
+
+
 def test_campaign_model_checks_its_inputs_and_is_zero_below_min_size():
     model = CampaignModel({"log_size": 1.0}, -2.0, min_size=3)
     small = ClusterEvidence(2, 2, 100.0, 60.0, 0.9, 2, 0.0)
@@ -111,6 +139,53 @@ def test_campaign_thresholds_drive_the_action():
     assert {r.action for r in off.process(ads, [SCORES] * 8, now=1000.0).results} == {"pass"}
     with pytest.raises(ValueError, match="review_campaign"):
         ActionPolicy(1.01, 1.01, 1.01, 1.01, fold_campaign=0.5, review_campaign=0.8)
+
+
+REVIEW = "裤子很满意,很舒服,男朋友很喜欢,显得腿很长,大大的满意"  # a stock review, 26 characters
+RULE = {"copy_fold_copies": 15, "copy_fold_length": 10, "copy_fold_authors": 8, "copy_fold_template": 0.45}
+NO_CAMPAIGN_FOLD = {"fold_campaign": 1.01, "review_campaign": 1.01}  # only the copy rule can fold
+
+
+def _one_a_time(det, texts, scores, authors):
+    """Each comment in its own request, five minutes apart: actions in arrival order."""
+    return [det.process([CampaignInput(t, f"c{k}", a)], [scores], now=1000.0 + 300 * k).results[0].action
+            for k, (t, a) in enumerate(zip(texts, authors))]
+
+
+def test_long_exact_copies_from_many_accounts_fold_from_the_rules_copy_count():
+    templated = CommentScores(0.6, 0.3, 0.6)
+    actions = _one_a_time(detector(**RULE, **NO_CAMPAIGN_FOLD), [REVIEW] * 20, templated,
+                          [f"acct{k}" for k in range(20)])
+    assert "fold" not in actions[:14]
+    assert actions[14:] == ["fold"] * 6  # the 15th copy and after
+    off = _one_a_time(detector(**{**RULE, "copy_fold_copies": 0}, **NO_CAMPAIGN_FOLD), [REVIEW] * 20, templated,
+                      [f"acct{k}" for k in range(20)])
+    assert "fold" not in off
+
+
+def test_the_copy_rule_spares_chants_untemplated_text_and_a_single_account():
+    templated, plain = CommentScores(0.6, 0.3, 0.6), CommentScores(0.6, 0.3, 0.2)
+    many = [f"acct{k}" for k in range(20)]
+    chant = _one_a_time(detector(**RULE, **NO_CAMPAIGN_FOLD), ["武汉加油!"] * 20, templated, many)
+    assert "fold" not in chant  # 4 characters: shorter than the rule's length
+    untemplated = _one_a_time(detector(**RULE, **NO_CAMPAIGN_FOLD), [REVIEW] * 20, plain, many)
+    assert "fold" not in untemplated  # a fan copypasta the text model does not find templated
+    lone = _one_a_time(detector(**RULE, **NO_CAMPAIGN_FOLD), [REVIEW] * 20, templated, ["acct0", "acct1"] * 10)
+    assert "fold" not in lone  # two accounts, under the rule's eight
+
+
+def test_copy_rule_checks_its_settings_and_the_shipped_one_is_fitted():
+    assert CopyRule(copies=3, length=5, authors=2, template=0.5).applies(3, 5, 2, 0.5)
+    assert not CopyRule(copies=3, length=5, authors=2, template=0.5).applies(2, 5, 2, 0.5)
+    with pytest.raises(ValueError, match="copies must be 0 \\(off\\) or >= 2"):
+        CopyRule(copies=1)
+    with pytest.raises(ValueError, match="length must be an int >= 0, got -1"):
+        CopyRule(copies=5, length=-1)
+    with pytest.raises(ValueError, match="template must be a number in \\[0, 1\\], got 1.5"):
+        CopyRule(copies=5, template=1.5)
+    shipped = load_calibration()["copy_rule"]
+    rule = CopyRule(**shipped)
+    assert rule.on and rule.authors >= 3 and rule.copies >= 5  # "many accounts", not a pair of repeats
 
 
 def test_like_bursts_on_low_quality_copies_are_suspicious_and_ordinary_likes_are_not():
