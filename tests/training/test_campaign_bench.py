@@ -111,6 +111,60 @@ def test_decide_matches_the_action_policy():
     assert [("fold" if f else "review" if r else "pass") for f, r in zip(fold, review)] == expected
 
 
+def _copy_rule_rows():
+    """Validation arrays by hand: two campaigns the campaign score misses (long exact copies, many
+    accounts), one it folds, an organic lyric quote (long, untemplated) and a chant (short, templated)."""
+    rows = []  # (campaign key, organic, exact copies, length, authors, template mean, campaign score)
+    for k in range(1, 21):
+        rows.append(("1:0", False, k, 30, k, 0.6, 0.1))  # pasted stock review, 20 accounts
+    for k in range(1, 13):
+        rows.append(("2:0", False, k, 18, k, 0.5, 0.1))  # pasted slogan, 12 accounts
+    for k in range(1, 9):
+        rows.append(("3:0", False, k, 20, 4, 0.7, 0.95))  # folded by the campaign score already
+    for k in range(1, 31):
+        rows.append(("", True, k, 25, k, 0.2, 0.1))  # lyric quote: untemplated
+    for k in range(1, 41):
+        rows.append(("", True, k, 4, k, 0.9, 0.1))  # chant: short
+    rows += [("", False, 1, 20, 1, 0.3, 0.0)] * 400  # everything else, once each
+    n = len(rows)
+    return {
+        "campaign_key": np.array([r[0] for r in rows]), "campaign_member": np.array([r[0] != "" for r in rows]),
+        "organic_repeat": np.array([r[1] for r in rows]), "ordinary": np.zeros(n, dtype=bool),
+        "unlabelled": np.zeros(n, dtype=bool), "exact": np.array([r[2] for r in rows]),
+        "length": np.array([r[3] for r in rows]), "authors": np.array([r[4] for r in rows]),
+        "template_mean": np.array([r[5] for r in rows]), "campaign": np.array([r[6] for r in rows]),
+        "text_fused": np.zeros(n), "hostile": np.zeros(n),
+    }
+
+
+def test_copy_rule_is_fitted_to_catch_missed_campaigns_and_spare_organic_repeats():
+    th = {"fold_template": 1.01, "review_template": 1.01, "fold_hostile": 1.01, "review_hostile": 1.01,
+          "fold_campaign": 0.87, "review_campaign": 0.6}
+    val = _copy_rule_rows()
+    groups = cb.CampaignGroups(val["campaign_key"])
+    base, _ = cb.decide(val["text_fused"], val["hostile"], val["campaign"], th)
+    assert groups.recall(base) == pytest.approx(1 / 3)
+    rule = cb.fit_copy_rule(val, th)
+    fold = base | ((val["exact"] >= rule["copies"]) & (val["length"] >= rule["length"])
+                   & (val["authors"] >= rule["authors"]) & (val["template_mean"] >= rule["template"]))
+    assert groups.recall(fold) == 1.0
+    assert not fold[val["organic_repeat"]].any()
+    # Among the rules that catch both and fold no organic repeat, the one folding the most copies.
+    assert rule["copies"] == min(cb.COPY_GRID["copies"]) and rule["template"] > 0.2 and rule["length"] > 4
+    # A templated lyric quote as long as the slogan: only the stock review's length sets it apart, and
+    # the organic fold budget leaves the slogan missed.
+    lyric = val["organic_repeat"] & (val["length"] == 25)
+    val["template_mean"][lyric] = 0.6
+    rule = cb.fit_copy_rule(val, th)
+    assert rule["length"] == 30
+    fold = base | ((val["exact"] >= rule["copies"]) & (val["length"] >= rule["length"])
+                   & (val["authors"] >= rule["authors"]) & (val["template_mean"] >= rule["template"]))
+    assert groups.recall(fold) == pytest.approx(2 / 3) and not fold[val["organic_repeat"]].any()
+    # Nothing to gain: the rule stays off.
+    val["campaign"][val["campaign_member"]] = 0.95
+    assert cb.fit_copy_rule(val, th)["copies"] == 0
+
+
 def test_ordinary_means_gold_template_at_most_1_and_warmth_at_least_1():
     assert cb.is_ordinary({"template": 1 / 3, "warmth": 1 / 3})
     assert not cb.is_ordinary({"template": 2 / 3, "warmth": 1.0})
