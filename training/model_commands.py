@@ -166,7 +166,7 @@ def reproduce_default_cmd(
                    "0 skips the stage)."),
     multitask_steps: int = typer.Option(2000, help="Multi-task steps (the shipped model used 2000)."),
     corpora: Optional[str] = typer.Option(None, help="Corpora root (default: $ZHENPING_CORPORA or ../shared)."),
-    model_version: str = typer.Option("zhenping-small-v3", help="Version the export is named with."),
+    model_version: str = typer.Option("zhenping-small-v4", help="Version the export is named with."),
 ) -> None:
     """Rebuild the shipped default model from the corpora and gold labels, end to end.
 
@@ -176,8 +176,10 @@ def reproduce_default_cmd(
     the TF-IDF + stage-1 ensemble as teacher (finetune_v3_distill.toml, the teacher of
     the last stage) → pack → replaced-token detection continued from v2's encoder
     (pretrain_rtd_v3.toml) → fine-tuning that encoder with the TF-IDF + stage-2
-    ensemble as teacher (finetune_v3_rtd.toml) → levels, behavioural tests → ONNX int8
-    check. All on the CPU; where a GPU teacher was run (training/gpu_teacher.py), its
+    ensemble as teacher (finetune_v3_rtd.toml) → runs/model_v3. v4 stage: distillation
+    from the TF-IDF + v3 ensemble on 120,000 corpus texts (finetune_v4_distill.toml) →
+    a short gold-only fine-tune (finetune_v4.toml) → levels, behavioural tests → ONNX
+    int8 check. All on the CPU; where a GPU teacher was run (training/gpu_teacher.py), its
     output can replace the stage-2 model as `pseudo_teacher`. Every stage resumes or
     reuses its output under runs/ when rerun."""
     import shutil
@@ -223,12 +225,12 @@ def reproduce_default_cmd(
     run_baselines(data_dir="runs/data")
     stage1 = load_config(FinetuneConfig, "finetune_v3.toml", {})
     stage1_out = "runs/model_v3a"
-    run_train(stage1, stage1_out, model_version=f"{model_version}-stage1")
+    run_train(stage1, stage1_out, model_version="zhenping-small-v3-stage1")
     distill = load_config(FinetuneConfig, "finetune_v3_distill.toml",
                           {"base": stage1_out,
                            "pseudo_teacher": f"runs/baselines/tfidf_ridge.joblib,{stage1_out}"})
     teacher_out = "runs/model_v3d"
-    run_train(distill, teacher_out, model_version=f"{model_version}-teacher")
+    run_train(distill, teacher_out, model_version="zhenping-small-v3-teacher")
 
     # Replaced-token detection continued from v2's encoder, read from the pack; then the
     # last fine-tune with the TF-IDF + stage-2 ensemble as teacher.
@@ -242,7 +244,17 @@ def reproduce_default_cmd(
     final = load_config(FinetuneConfig, "finetune_v3_rtd.toml",
                         {"base": str(rtd_encoder),
                          "pseudo_teacher": f"runs/baselines/tfidf_ridge.joblib,{teacher_out}"})
-    run_train(final, out, model_version=model_version)
+    v3_out = "runs/model_v3"
+    run_train(final, v3_out, model_version="zhenping-small-v3")
+
+    # v4 stage: distillation at scale from the TF-IDF + v3 ensemble (the best teacher on
+    # validation, training/results/teachers.md) on 120,000 corpus texts, then a short
+    # gold-only fine-tune. A GPU teacher's output joins the teacher here when there is one.
+    v4_teacher = f"runs/baselines/tfidf_ridge.joblib,{v3_out}"
+    distilled = "runs/model_v4a"
+    run_train(load_config(FinetuneConfig, "finetune_v4_distill.toml", {"base": v3_out, "pseudo_teacher": v4_teacher}),
+              distilled, model_version=f"{model_version}-distilled")
+    run_train(load_config(FinetuneConfig, "finetune_v4.toml", {"base": distilled}), out, model_version=model_version)
     check_backends_cmd(model=out, data="runs/data", split="test", keep_fp32=False)
 
 

@@ -21,7 +21,7 @@ import training.train
 from training.cli import app
 
 
-def test_reproduce_default_runs_the_v2_then_v3_stages(tmp_path, monkeypatch):
+def test_reproduce_default_runs_the_v2_v3_then_v4_stages(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     calls: list[tuple] = []
 
@@ -74,6 +74,10 @@ def test_reproduce_default_runs_the_v2_then_v3_stages(tmp_path, monkeypatch):
     assert calls[11] == ("pretrain", 272, "rtd", "runs/model_v2")
     assert calls[12] == ("pretrain", 1428, "rtd", "runs/model_v2")
     assert calls[13] == ("train", "runs/pretrain_rtd_v3/encoder", "runs/data",
-                         "runs/baselines/tfidf_ridge.joblib,runs/model_v3d", 10000, "out-model", "zhenping-small-v3")
-    assert calls[14] == ("check-backends", "out-model")
-    assert len(calls) == 15
+                         "runs/baselines/tfidf_ridge.joblib,runs/model_v3d", 10000, "runs/model_v3", "zhenping-small-v3")
+    # v4 stage: distillation from the TF-IDF + v3 ensemble at scale, then gold only
+    assert calls[14] == ("train", "runs/model_v3", "runs/data", "runs/baselines/tfidf_ridge.joblib,runs/model_v3",
+                         120000, "runs/model_v4a", "zhenping-small-v4-distilled")
+    assert calls[15] == ("train", "runs/model_v4a", "runs/data", None, 0, "out-model", "zhenping-small-v4")
+    assert calls[16] == ("check-backends", "out-model")
+    assert len(calls) == 17
