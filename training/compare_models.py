@@ -61,7 +61,7 @@ def _f(v, digits: int = 3) -> str:
     return "–" if v is None else f"{v:,.{digits}f}"
 
 
-def to_markdown(rows: list[dict], title: str) -> str:
+def to_markdown(rows: list[dict], title: str, note: str | None = None) -> str:
     chosen = max(rows, key=lambda r: r["validation_mean_spearman"] or -1.0)["name"]
     out = [f"# {title}", "",
            "Chosen by validation mean Spearman (fine-tuning's best epoch); test figures are shown, not used.", "",
@@ -77,6 +77,8 @@ def to_markdown(rows: list[dict], title: str) -> str:
         out.append(f"| {r['name']}{mark} | {r['objective']} | {tokens} | {_f(mins, 1)} | {_f(r['tokens_per_second'], 0)} "
                    f"| {held} | {_f(r['validation_mean_spearman'], 4)} | {_f(t['warmth'])} | {_f(t['substance'])} "
                    f"| {_f(t['template'])} | {_f(r['test_template_auroc'])} | {_f(r['test_hostile_auroc'])} |")
+    if note:
+        out += ["", note]
     return "\n".join(out) + "\n"
 
 
@@ -85,6 +87,9 @@ def main(argv=None) -> int:
     p.add_argument("runs", nargs="+", help="NAME=MODEL_DIR, one per run")
     p.add_argument("--out", required=True, help="path stem: writes STEM.md and STEM.json")
     p.add_argument("--title", default="Model comparison")
+    p.add_argument("--note", default=None,
+                   help="a paragraph under the table, e.g. what ships when speed or size weighs against the best "
+                        "validation figure")
     args = p.parse_args(argv)
     rows = []
     for spec in args.runs:
@@ -97,11 +102,11 @@ def main(argv=None) -> int:
         except (FileNotFoundError, KeyError, ValueError) as err:
             print(f"error: {folder}: {err}", file=sys.stderr)
             return 2
-    md = to_markdown(rows, args.title)
+    md = to_markdown(rows, args.title, args.note)
     stem = Path(args.out)
     stem.parent.mkdir(parents=True, exist_ok=True)
     stem.with_suffix(".md").write_text(md, encoding="utf-8")
-    stem.with_suffix(".json").write_text(json.dumps({"title": args.title, "runs": rows}, indent=2) + "\n",
+    stem.with_suffix(".json").write_text(json.dumps({"title": args.title, "note": args.note, "runs": rows}, indent=2) + "\n",
                                          encoding="utf-8")
     print(md)
     return 0

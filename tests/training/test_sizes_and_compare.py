@@ -102,7 +102,7 @@ def test_the_cut_model_exports_with_fewer_layers(two_models):
 def test_compare_models_writes_both_files_and_marks_the_best_validation(two_models, tmp_path):
     stem = tmp_path / "results" / "objectives"
     rc = compare_main([f"full={two_models['full']}", f"cut={two_models['cut']}", "--out", str(stem),
-                       "--title", "Tiny"])
+                       "--title", "Tiny", "--note", "Ships: the cut model, twice as fast."])
     assert rc == 0
     data = json.loads(stem.with_suffix(".json").read_text())
     rows = {r["name"]: r for r in data["runs"]}
@@ -114,6 +114,8 @@ def test_compare_models_writes_both_files_and_marks_the_best_validation(two_mode
     best = max(rows.values(), key=lambda r: r["validation_mean_spearman"])["name"]
     md = stem.with_suffix(".md").read_text()
     assert f"| {best} (chosen) |" in md and md.count("(chosen)") == 1
+    assert md.rstrip().endswith("Ships: the cut model, twice as fast.")
+    assert data["note"] == "Ships: the cut model, twice as fast."
 
 
 def test_compare_models_rejects_a_folder_without_metrics(tmp_path, capsys):
