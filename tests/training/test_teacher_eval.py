@@ -1,0 +1,62 @@
+"""Teacher choice on validation: every average of the candidate parts, ranked; errors name the fault."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from model.axes import AXES
+from training.baselines import TfidfRidgeBaseline
+from training.teacher_eval import main, rank_combinations
+from tests.training.test_train import _tiny_data
+
+
+def test_rank_combinations_prefers_the_average_that_tracks_gold():
+    rng = np.random.default_rng(0)
+    gold = rng.random((200, len(AXES)))
+    noise_a, noise_b = rng.normal(0, 0.3, gold.shape), rng.normal(0, 0.3, gold.shape)
+    scores = {"a": gold + noise_a, "b": gold + noise_b, "junk": rng.random(gold.shape)}
+    rows = rank_combinations(scores, gold, max_parts=2)
+    assert len(rows) == 3 + 3  # three singles, three pairs
+    # two independent noisy views average to a better one; junk drags any average down
+    assert rows[0]["parts"] == ["a", "b"]
+    assert rows[-1]["parts"] == ["junk"]
+    assert all(rows[i]["mean_spearman"] >= rows[i + 1]["mean_spearman"] for i in range(len(rows) - 1))
+    m = rows[0]
+    assert abs(m["mean_spearman"] - np.mean([m[f"spearman_{a}"] for a in AXES])) < 1e-12
+
+
+def _fitted(data, out, ngrams):
+    rows = [json.loads(line) for line in (data / "train.jsonl").read_text().splitlines()]
+    y = np.asarray([[r[a] for a in AXES] for r in rows])
+    TfidfRidgeBaseline(ngram_range=ngrams, min_df=1).fit([r["text"] for r in rows], y).save(out)
+    return out
+
+
+def test_main_scores_validation_once_per_part_and_writes_the_chosen_spec(tmp_path, capsys):
+    data = _tiny_data(tmp_path / "data")
+    one = _fitted(data, tmp_path / "one.joblib", (1, 2))
+    two = _fitted(data, tmp_path / "two.joblib", (1, 3))
+    stem = tmp_path / "results" / "teachers"
+    assert main([f"one={one}", f"two={two}", "--data_dir", str(data), "--out", str(stem)]) == 0
+    report = json.loads(stem.with_suffix(".json").read_text())
+    assert report["split"] == "validation" and report["rows"] == 20
+    assert len(report["ranking"]) == 3
+    best = report["ranking"][0]
+    assert report["best"]["spec"] == ",".join({"one": str(one), "two": str(two)}[p] for p in best["parts"])
+    md = stem.with_suffix(".md").read_text()
+    assert "**(chosen)**" in md and f"Chosen spec: `{report['best']['spec']}`" in md
+    assert "best teacher on validation" in capsys.readouterr().out
+
+
+def test_main_rejects_bad_parts_with_a_reason(tmp_path, capsys):
+    data = _tiny_data(tmp_path / "data")
+    assert main(["no-equals", "--data_dir", str(data)]) == 2
+    assert "is not NAME=SPEC" in capsys.readouterr().err
+    assert main([f"x={tmp_path}/missing.joblib", "--data_dir", str(data)]) == 2
+    assert "not found" in capsys.readouterr().err
+    assert main(["x=a,b", "--data_dir", str(data)]) == 2
+    assert "give each part on its own" in capsys.readouterr().err
+    assert main([f"x={tmp_path}", "--data_dir", str(tmp_path / "nodata")]) == 2
+    assert "zhenping prepare" in capsys.readouterr().err
