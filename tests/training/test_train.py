@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 import random
 
 import pytest
@@ -133,3 +134,35 @@ def test_a_different_run_never_resumes_another_runs_checkpoints(tmp_path, capfd)
     run_train(second, tmp_path / "m3", model_version="second", baselines=tmp_path / "none.json")
     err = capfd.readouterr().err
     assert f"resuming from {ft_info['checkpoints']}/checkpoint-" in err
+
+
+def test_eval_steps_enters_the_run_fingerprint_only_when_set(tmp_path):
+    import dataclasses
+
+    from training.finetune import run_fingerprint
+
+    data = _tiny_data(tmp_path / "data", n=8)
+    base = FinetuneConfig(data_dir=str(data), base="no-such-hub-id", out_dir=str(tmp_path / "ft"))
+    fp = run_fingerprint(base)
+    assert "eval_steps" not in fp["config"]  # runs from before the field keep their fingerprint
+    stepped = run_fingerprint(dataclasses.replace(base, eval_steps=5))
+    assert stepped["config"]["eval_steps"] == 5 and stepped["id"] != fp["id"]
+
+
+@pytest.mark.slow
+def test_eval_steps_scores_validation_and_checkpoints_every_n_steps(tmp_path):
+    enc = _tiny_encoder(tmp_path / "enc")
+    data = _tiny_data(tmp_path / "data", n=48)
+    cfg = FinetuneConfig(data_dir=str(data), base=str(enc), out_dir=str(tmp_path / "ft"), epochs=1,
+                         batch_size=8, max_length=32, patience=10, eval_steps=2)
+    metrics = run_train(cfg, tmp_path / "m", model_version="stepped", baselines=tmp_path / "none.json")
+    ft = metrics["training"]["finetune"]
+    # 48 rows / 8 per step = 6 steps, scored and saved every 2: the last save and the best remain
+    saved = sorted(int(p.name.split("-")[1]) for p in Path(ft["checkpoints"]).glob("checkpoint-*"))
+    assert 6 in saved and set(saved) <= {2, 4, 6}
+    state = json.loads((Path(ft["checkpoints"]) / "checkpoint-6" / "trainer_state.json").read_text())
+    scored = {h["step"]: h["eval_mean_spearman"] for h in state["log_history"] if "eval_mean_spearman" in h}
+    assert sorted(scored) == [2, 4, 6]
+    best = max(scored, key=scored.get)
+    assert ft["best_validation_mean_spearman"] == scored[best]
+    assert ft["best_checkpoint"].endswith(f"checkpoint-{best}")
