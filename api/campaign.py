@@ -100,31 +100,44 @@ def build_detector(settings: Settings) -> CampaignDetector | None:
 SINGLE_FIELDS = SINGLE.as_dict()  # the cluster of a comment without copies, shared by every such result
 
 
-def result_fields(result: CampaignResult, clusters: dict | None = None) -> dict:
+def result_fields(result: CampaignResult, clusters: dict | None = None, times: dict | None = None) -> dict:
     """The campaign fields of one result, in ScoreResult's field order, as the API writes them.
 
-    ``clusters`` remembers cluster dicts by evidence object across one request's results (the
-    detector hands every comment of a cluster the same evidence).
+    ``clusters`` remembers, across one request's results, cluster dicts by evidence object (the
+    detector hands every comment of a cluster the same evidence) and evidence dicts by evidence
+    object (evidence is immutable and shared between comments); ``times``, first-seen times by
+    their seconds.
     """
     dup = result.duplicates
     cluster = result.cluster
+    if clusters is None:
+        clusters = {}
+    if times is None:
+        times = {}
     if cluster is SINGLE:
         cluster_fields = SINGLE_FIELDS
-    elif clusters is None:
-        cluster_fields = cluster.as_dict()
     else:
         cluster_fields = clusters.get(id(cluster))
         if cluster_fields is None:
             cluster_fields = clusters[id(cluster)] = cluster.as_dict()
+    first_seen = times.get(dup.first_seen)
+    if first_seen is None:
+        first_seen = times[dup.first_seen] = datetime.fromtimestamp(dup.first_seen, tz=timezone.utc)
+    evidence = []
+    for e in result.evidence:
+        fields = clusters.get(id(e))
+        if fields is None:
+            fields = clusters[id(e)] = e.as_dict()
+        evidence.append(fields)
     return {
         "duplicates": {
             "exact_count": dup.exact_count,
             "near_count": dup.near_count,
             "cluster_id": dup.cluster_id,
-            "first_seen": datetime.fromtimestamp(dup.first_seen, tz=timezone.utc),
+            "first_seen": first_seen,
         },
         "template_fused": result.template_fused,
-        "evidence": [e.as_dict() for e in result.evidence],
+        "evidence": evidence,
         "action": result.action,
         "campaign": result.campaign,
         "cluster": cluster_fields,
@@ -166,7 +179,8 @@ async def campaign_fields(detector: CampaignDetector, comments, normalized, scor
     if detector.authors is not None and any(c.author_id is not None for c in comments):
         authors = [a.as_dict() for a in report.authors]
     clusters: dict = {}
-    return [result_fields(r, clusters) for r in report.results], authors
+    times: dict = {}
+    return [result_fields(r, clusters, times) for r in report.results], authors
 
 
 router = APIRouter()

@@ -48,6 +48,9 @@ class AuthorStats:
     substance_sum: float = 0.0
 
 
+_NO_STATS = AuthorStats()
+
+
 @dataclass(frozen=True)
 class AuthorSummary:
     """What the window says about one author.
@@ -178,4 +181,4 @@ class AuthorWindow:
         with self._lock:
             self.store.evict(now, self.config.ttl_seconds, self.config.max_size)
             stats = self.store.stats(keys)
-        return [AuthorSummary.from_stats(a, stats.get(k, AuthorStats())) for a, k in zip(ids, keys)]
+        return [AuthorSummary.from_stats(a, stats.get(k, _NO_STATS)) for a, k in zip(ids, keys)]

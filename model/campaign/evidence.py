@@ -88,6 +88,10 @@ class EvidenceFinder:
             firsts = frozenset(p[0] for p in ordered if len(p) > 1)
             self._patterns.append((kind, category, _compile(ordered), singles, firsts))
         self.phrases = sum(len(p) for p in merged.values())
+        # Every category's phrases in one pattern: a text it finds nothing in (most texts) skips the
+        # category patterns, which could find nothing either.
+        patterns = [p.pattern for _, _, p, _, _ in self._patterns if p is not None]
+        self._any = re.compile("|".join(patterns)) if patterns else None
         # Repeated comments (好听, pasted copies) are the common case: remember recent answers.
         self._cached = lru_cache(maxsize=FIND_CACHE)(self._find)
 
@@ -114,10 +118,11 @@ class EvidenceFinder:
         chars = set(text)
         alnum = None  # the distinct letters and digits of the text, when a one-character phrase needs them
         found: dict[tuple[str, str], tuple[int, Evidence]] = {}
+        phrases = self._any is not None and self._any.search(text) is not None
         for kind, category, pattern, singles, firsts in self._patterns:
             matched = False
             # A phrase can only match where its first character occurs.
-            if pattern is not None and not firsts.isdisjoint(chars):
+            if phrases and pattern is not None and not firsts.isdisjoint(chars):
                 for m in pattern.finditer(text):
                     matched = True
                     key = (category, m.group())

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import hashlib
 import operator
+import sys
 import threading
 import time
 import unicodedata
@@ -41,6 +42,7 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from itertools import compress, repeat
 from typing import NamedTuple
 
 import numpy as np
@@ -56,6 +58,11 @@ TEXT_CACHE = 4096  # texts whose key, signature and band keys a window remembers
 _MIX_MULTIPLIER = np.uint64(0x9E3779B97F4A7C15)  # local band keys: golden-ratio multiplier
 _MIX_FINAL = np.uint64(0xBF58476D1CE4E5B9)  # and splitmix64's finaliser constant
 _DIGEST = operator.methodcaller("digest")
+try:  # CPython's own SHA-1: the same digests as OpenSSL's, at a fraction of the cost for a few bytes
+    from _sha1 import sha1 as _sha1
+except ImportError:  # pragma: no cover - another interpreter
+    _sha1 = hashlib.sha1
+_LITTLE = sys.byteorder == "little"
 
 
 # ------------------------------------------------------------------ text forms
@@ -93,6 +100,8 @@ def shingle_form(form: str) -> str:
         >>> shingle_form("好听!!!。")
         '好听'
     """
+    if form.isalnum():  # letters and digits only (most comments): nothing to drop
+        return form
     return form.translate(_DROP_PUNCTUATION)
 
 
@@ -187,56 +196,100 @@ class Signer:
         """:meth:`signature` of each form, signed together: the shingles of all
         forms go through the permutations in one array operation, and each
         shingle's hash is remembered (``GRAM_CACHE`` of them) for the next call."""
-        if self._fast is None:
-            return [self._signature_minhash(form) for form in forms]
-        k = self.shingle
-        out: list[np.ndarray | None] = [None] * len(forms)
-        rows: list[int] = []
-        long_forms: list[str] = []
-        for j, form in enumerate(forms):
-            if len(form) >= k:
-                rows.append(j)
-                long_forms.append(form)
-            elif form:
-                out[j] = np.full(self.num_perm, hash64(form) & 0xFFFFFFFF, dtype=np.uint32)
-        # Signed in groups of about SIGN_CHUNK shingles, so a request of long texts
-        # does not build one huge (shingles x permutations) array.
-        group: list[int] = []
-        size = 0
-        for r, form in enumerate(long_forms):
-            group.append(r)
-            size += len(form) - k + 1
-            if size >= SIGN_CHUNK or r == len(long_forms) - 1:
-                sigs = self._sign([long_forms[g] for g in group])
-                for g, sig in zip(group, sigs):
-                    out[rows[g]] = sig
-                group, size = [], 0
-        return out
+        sigs, _ = self.sign(forms)
+        return [None if sig is None else sig.copy() for sig in sigs]  # not views of one batch
 
-    def _sign(self, forms: list[str]) -> list[np.ndarray]:
-        """Signatures of forms of ``shingle`` characters or more, in one array operation."""
+    def sign(self, forms: Sequence[str],
+             bands: str | None = None) -> tuple[list[np.ndarray | None], list[tuple[int, ...]]]:
+        """Signatures of many forms at once, and their band keys.
+
+        Args:
+            forms: shingle forms.
+            bands: ``"local"`` for :meth:`local_band_keys`, ``"shared"`` for
+                :meth:`band_keys`, ``None`` for none.
+
+        Returns:
+            ``(signatures, band keys)`` in the order of ``forms``: ``None`` and ``()``
+            for an empty form. The signatures are rows of one array (views), the
+            band keys ``()`` for every form when ``bands`` is ``None``.
+        """
+        n = len(forms)
+        sigs: list[np.ndarray | None] = [None] * n
+        keys: list[tuple[int, ...]] = [()] * n
+        present = [j for j, form in enumerate(forms) if form]
+        if not present:
+            return sigs, keys
+        if self._fast is None:
+            mat = np.stack([self._signature_minhash(forms[j]) for j in present])
+        else:
+            k = self.shingle
+            long_rows = [r for r, j in enumerate(present) if len(forms[j]) >= k]
+            if len(long_rows) == len(present):
+                mat = self._sign_long([forms[j] for j in present])
+            else:
+                mat = np.empty((len(present), self.num_perm), dtype=np.uint32)
+                if long_rows:
+                    mat[long_rows] = self._sign_long([forms[present[r]] for r in long_rows])
+                short = set(long_rows)
+                for r, j in enumerate(present):
+                    if r not in short:  # a constant signature derived from the whole form
+                        mat[r] = hash64(forms[j]) & 0xFFFFFFFF
+        rows = list(mat)
+        for j, row in zip(present, rows):
+            sigs[j] = row
+        if bands is not None:
+            band_list = self._local_band_matrix(mat) if bands == "local" else [tuple(self.band_keys(r)) for r in rows]
+            for j, band in zip(present, band_list):
+                keys[j] = band
+        return sigs, keys
+
+    def _sign_long(self, forms: list[str]) -> np.ndarray:
+        """Signatures (one row each) of forms of ``shingle`` characters or more, in
+        groups of about ``SIGN_CHUNK`` shingles, so a request of long texts does not
+        build one huge (shingles x permutations) array."""
+        k = self.shingle
+        counts = [len(form) - k + 1 for form in forms]
+        if sum(counts) <= SIGN_CHUNK:
+            return self._sign(forms, counts)
+        parts = []
+        start = size = 0
+        for i, count in enumerate(counts):
+            size += count
+            if size >= SIGN_CHUNK or i == len(forms) - 1:
+                parts.append(self._sign(forms[start:i + 1], counts[start:i + 1]))
+                start, size = i + 1, 0
+        return np.concatenate(parts)
+
+    def _sign(self, forms: list[str], counts: list[int]) -> np.ndarray:
+        """Signatures of forms of ``shingle`` characters or more (``counts`` shingles
+        each), in one array operation."""
         k = self.shingle
         # Every shingle of every form, repeats included (they do not change a minimum).
         grams = [form[i:i + k] for form in forms for i in range(len(form) - k + 1)]
         cache = self._grams
         values = list(map(cache.get, grams))
         if None in values:
-            missing = list({g for g, v in zip(grams, values) if v is None})
+            missing = list(set(compress(grams, map(operator.is_, values, repeat(None)))))
             # datasketch's sha1_hash32 of the UTF-8 bytes: the first 4 of each 20-byte digest, little-endian
-            digests = b"".join(map(_DIGEST, map(hashlib.sha1, map(str.encode, missing))))
-            hashed = dict(zip(missing, np.frombuffer(digests, dtype="<u4")[::5].tolist()))
+            digests = b"".join(map(_DIGEST, map(_sha1, map(str.encode, missing))))
+            if _LITTLE:
+                hashed = dict(zip(missing, memoryview(digests).cast("I")[::5].tolist()))
+            else:
+                hashed = dict(zip(missing, np.frombuffer(digests, dtype="<u4")[::5].tolist()))
             # Values come from this call's lookups, never read back from the cache: a full cache is
             # cleared here, and another thread's call may clear it at any time.
-            values = [hashed[g] if v is None else v for g, v in zip(grams, values)]
+            values = list(map(hashed.get, grams, values))
             if len(cache) + len(hashed) > GRAM_CACHE:
                 cache.clear()
             cache.update(hashed)
-        starts = np.cumsum([0] + [len(form) - k + 1 for form in forms[:-1]])
+        starts = np.zeros(len(forms), dtype=np.intp)
+        np.cumsum(counts[:-1], out=starts[1:])
         fmix, a, b = self._fast
         # Array arithmetic wraps modulo 2**32 without a warning (as datasketch's does).
-        permuted = fmix(np.array(values, dtype=np.uint32), 32)[:, None] * a + b
-        mins = np.minimum.reduceat(permuted, starts, axis=0)
-        return [sig.copy() for sig in mins]  # not views: a cached signature must not keep the batch alive
+        hashes = fmix(np.fromiter(values, dtype=np.uint32, count=len(values)), 32)
+        # One row per permutation, so that each form's minimum runs over contiguous values.
+        permuted = a[:, None] * hashes + b[:, None]
+        return np.ascontiguousarray(np.minimum.reduceat(permuted, starts, axis=1).T)
 
     def _signature_minhash(self, form: str) -> np.ndarray | None:
         if not form:
@@ -272,15 +325,20 @@ class Signer:
         threshold anyway). Not the keys of :meth:`band_keys`."""
         if not len(sigs):
             return []
-        v = np.stack(sigs)[:, :self.bands * self.rows].reshape(len(sigs), self.bands, self.rows).astype(np.uint64)
-        h = np.broadcast_to(self._band_seeds, (len(sigs), self.bands)).copy()
+        return self._local_band_matrix(np.stack(sigs))
+
+    def _local_band_matrix(self, mat: np.ndarray) -> list[tuple[int, ...]]:
+        """:meth:`local_band_keys` of the rows of a (signatures x num_perm) array."""
+        n = len(mat)
+        v = mat[:, :self.bands * self.rows].reshape(n, self.bands, self.rows).astype(np.uint64)
+        h = np.broadcast_to(self._band_seeds, (n, self.bands)).copy()
         for r in range(self.rows):  # array arithmetic wraps modulo 2**64
             h ^= v[:, :, r]
             h *= _MIX_MULTIPLIER
             h ^= h >> np.uint64(29)
         h *= _MIX_FINAL
         h ^= h >> np.uint64(32)
-        return [tuple(row) for row in h.tolist()]
+        return list(map(tuple, h.tolist()))
 
     @staticmethod
     def similarity(a: np.ndarray, b: np.ndarray) -> float:
@@ -475,27 +533,30 @@ class MemoryStore:
         return out
 
     def add(self, observations: Sequence[NewObservation], now: float) -> None:
-        for new in observations:
-            rec = self._texts.get(new.text)
+        texts, table, order, callers = self._texts, self._bands, self._order, self._callers
+        for caller, text, cluster, first_seen, sig, bands in observations:
+            rec = texts.get(text)
             if rec is None:
-                sig = None if new.sig is None else new.sig.tobytes()
-                rec = self._texts[new.text] = _Text(new.cluster, new.first_seen, sig, new.bands)
-                for band in new.bands:
-                    members = self._bands.get(band)
-                    if members is None:
-                        self._bands[band] = new.text
-                    elif isinstance(members, set):
-                        members.add(new.text)
-                    elif members != new.text:
-                        self._bands[band] = {members, new.text}
+                rec = texts[text] = _Text(cluster, first_seen, None if sig is None else sig.tobytes(), bands)
+                if table.keys().isdisjoint(bands):  # most bands are in no other text
+                    table.update(dict.fromkeys(bands, text))
+                else:
+                    for band in bands:
+                        members = table.get(band)
+                        if members is None:
+                            table[band] = text
+                        elif isinstance(members, set):
+                            members.add(text)
+                        elif members != text:
+                            table[band] = {members, text}
             rec.count += 1
-            obs = _Obs(now, new.text, new.caller)
-            self._order.append(obs)
-            if new.caller is not None:
-                old = self._callers.get(new.caller)
+            obs = _Obs(now, text, caller)
+            order.append(obs)
+            if caller is not None:
+                old = callers.get(caller)
                 if old is not None and old is not obs:
                     self._release(old)
-                self._callers[new.caller] = obs
+                callers[caller] = obs
 
 
 # ------------------------------------------------------------------ the window
@@ -586,17 +647,15 @@ class DuplicateWindow:
         lengths: list[int] = []
         sigs: dict[int, np.ndarray | None] = {}
         bands: dict[int, tuple[int, ...]] = {}
-        missing: dict[str, tuple[int, str]] = {}  # text -> (key, shingle form)
+        missing: dict[str, tuple[int, str]] = {}  # text -> (key, dedup form)
         for text in texts:
             hit = cache.get(text)
             if hit is None:
                 pending = missing.get(text)
                 if pending is None:
                     form = dedup_form(text)
-                    key = hash64(form)
-                    missing[text] = (key, form)
-                else:
-                    key, form = pending
+                    pending = missing[text] = (hash64(form), form)
+                key, form = pending
                 keys.append(key)
                 lengths.append(len(form))
             else:
@@ -606,22 +665,13 @@ class DuplicateWindow:
                 sigs[key] = sig
                 bands[key] = band
         if missing:
-            signer = self.signer
             todo = {}  # key -> shingle form, once per key not known yet
             for key, form in missing.values():
                 if key not in bands and key not in todo:
                     todo[key] = shingle_form(form)
-            signed = signer.signatures(list(todo.values()))
-            present = [(key, sig) for key, sig in zip(todo, signed) if sig is not None]
-            if self._local_bands:
-                band_list = signer.local_band_keys([sig for _, sig in present])
-            else:
-                band_list = [tuple(signer.band_keys(sig)) for _, sig in present]
-            for key, sig in zip(todo, signed):
-                sigs[key] = sig
-                bands[key] = ()
-            for (key, sig), band in zip(present, band_list):
-                bands[key] = band
+            signed, banded = self.signer.sign(list(todo.values()), "local" if self._local_bands else "shared")
+            sigs.update(zip(todo, signed))
+            bands.update(zip(todo, banded))
             if len(cache) + len(missing) > TEXT_CACHE:
                 cache.clear()
             for text, (key, form) in missing.items():
@@ -657,9 +707,13 @@ class DuplicateWindow:
         window_candidates: dict[int, set[int]] = {}
         wanted = set(distinct)
         if members:
+            hit = members.keys()
             for key in distinct:
+                key_bands = bands[key]
+                if hit.isdisjoint(key_bands):  # most texts share no band with the window
+                    continue
                 cands: set[int] = set()
-                for b in bands[key]:
+                for b in key_bands:
                     m = members.get(b)
                     if m:
                         cands |= m
@@ -699,13 +753,14 @@ class DuplicateWindow:
                         near[key].add(cand)
 
         copies: dict[int, int] = {}
-
-        def copies_of(key: int) -> int:
-            n = copies.get(key)
-            if n is None:
-                rec = records.get(key)
-                n = copies[key] = (rec.count if rec is not None else 0) + request_count.get(key, 0)
-            return n
+        for key in distinct:
+            rec = records.get(key)
+            copies[key] = request_count[key] if rec is None else rec.count + request_count[key]
+        for cands in near.values():
+            for cand in cands:
+                if cand not in copies:
+                    rec = records.get(cand)
+                    copies[cand] = rec.count if rec is not None else 0
 
         # Clusters: a text in the window keeps its own; a new text joins its
         # oldest near duplicate's, or starts one named after itself.
@@ -730,13 +785,9 @@ class DuplicateWindow:
             dup = made.get((key, seen))
             if dup is None:
                 first_seen, cid = cluster[key]
-                dup = made[(key, seen)] = Duplicates(
-                    exact_count=copies_of(key) - 1,
-                    near_count=sum(copies_of(k) for k in near[key]),
-                    cluster_id=key_hex(cid),
-                    first_seen=first_seen,
-                    seen_before=seen,
-                )
+                found = near[key]
+                near_count = sum(map(copies.__getitem__, found)) if found else 0
+                dup = made[(key, seen)] = Duplicates(copies[key] - 1, near_count, key_hex(cid), first_seen, seen)
             out.append(dup)
         if record:
             store.add([
