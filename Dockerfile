@@ -30,8 +30,8 @@ COPY api ./api
 COPY training ./training
 RUN pip install --no-deps . \
     && pip check \
-    && python -c "import sys; from api.settings import DEFAULT_MODEL_DIR as d; sys.exit(0 if (d / 'scorer_config.json').is_file() else f'no model in {d}: export one to model/default before building')" \
-    && cd / && rm -rf /build
+    && cd / && python -c "import sys; from zhenping.api.settings import DEFAULT_MODEL_DIR as d; sys.exit(0 if (d / 'scorer_config.json').is_file() else f'no model in {d}: export one to model/default before building')" \
+    && rm -rf /build
 
 RUN useradd --create-home --uid 10001 zhenping \
     && mkdir -p /data && chown zhenping:zhenping /data

@@ -12,7 +12,7 @@ import hmac
 
 from fastapi import Request
 
-from api.errors import ApiError
+from zhenping.api.errors import ApiError
 
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="zhenping"'}
 

@@ -76,7 +76,7 @@ class Batcher:
         max_wait_ms: how long the first text of a batch waits for others.
         queue_size: the most texts waiting; a submit that would pass it raises
             :class:`QueueFull`.
-        metrics: optional :class:`api.metrics.ServiceMetrics`.
+        metrics: optional :class:`zhenping.api.metrics.ServiceMetrics`.
         workers: model calls that may run at once, each on its own thread.
             Two single-threaded calls use two cores better than one call on two
             threads when batches are small (single comments from many clients).

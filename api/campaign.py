@@ -18,17 +18,17 @@ from datetime import datetime, timezone
 
 from fastapi import APIRouter, Depends, Request
 
-from api.auth import require_api_key
-from api.batcher import QueueFull, ShuttingDown
-from api.deps import RankBody, ServiceDep, comment_texts, not_ready_error
-from api.errors import ApiError
-from api.schemas import ErrorBody, RankResponse
-from api.settings import Settings
-from model.campaign import CampaignConfig, CampaignDetector, CampaignInput, CampaignResult, WindowConfig
-from model.campaign.clusters import SINGLE
-from model.campaign.likes import engagement, rank_by_engagement
-from model.campaign.window import WindowUnavailable
-from model.ranking import check_weights, quality, rank
+from zhenping.api.auth import require_api_key
+from zhenping.api.batcher import QueueFull, ShuttingDown
+from zhenping.api.deps import RankBody, ServiceDep, comment_texts, not_ready_error
+from zhenping.api.errors import ApiError
+from zhenping.api.schemas import ErrorBody, RankResponse
+from zhenping.api.settings import Settings
+from zhenping.model.campaign import CampaignConfig, CampaignDetector, CampaignInput, CampaignResult, WindowConfig
+from zhenping.model.campaign.clusters import SINGLE
+from zhenping.model.campaign.likes import engagement, rank_by_engagement
+from zhenping.model.campaign.window import WindowUnavailable
+from zhenping.model.ranking import check_weights, quality, rank
 
 logger = logging.getLogger("zhenping.api")
 
@@ -89,7 +89,7 @@ def build_detector(settings: Settings) -> CampaignDetector | None:
         return None
     config = campaign_config(settings)
     if settings.dup_backend == "redis":
-        from model.campaign.redis_store import RedisAuthorStore, RedisStore, redis_client
+        from zhenping.model.campaign.redis_store import RedisAuthorStore, RedisStore, redis_client
 
         client = redis_client(settings.dup_redis_url)
         return CampaignDetector.build(config, window_store=RedisStore(client, settings.dup_redis_prefix),

@@ -11,7 +11,7 @@ from typing import Optional
 
 import typer
 
-from model.scorer import Backend
+from zhenping.model.scorer import Backend
 
 # This module's subcommands; zhenping/cli.py adds them to the `zhenping` command.
 app = typer.Typer()
@@ -44,9 +44,9 @@ def serve(
     """
     from pydantic import ValidationError
 
-    from api.campaign import redacted_url
-    from api.service import ModelLoadError, check_model_dir
-    from api.settings import Settings
+    from zhenping.api.campaign import redacted_url
+    from zhenping.api.service import ModelLoadError, check_model_dir
+    from zhenping.api.settings import Settings
 
     overrides = {"host": host, "port": port, "model_dir": model, "backend": backend.value if backend else None}
     overrides = {k: v for k, v in overrides.items() if v is not None}
@@ -75,7 +75,7 @@ def serve(
 def _serve_one(settings, graceful_timeout: int) -> None:
     import uvicorn
 
-    from api.main import begin_drain, create_app
+    from zhenping.api.main import begin_drain, create_app
 
     failure: list[str] = []
 
@@ -117,7 +117,7 @@ def _serve_one(settings, graceful_timeout: int) -> None:
 def _serve_many(settings, overrides: dict, workers: int, graceful_timeout: int) -> None:
     import uvicorn
 
-    from api.service import ModelLoadError, load_scorer
+    from zhenping.api.service import ModelLoadError, load_scorer
 
     # Each worker loads its own copy before it takes connections (so the shared
     # socket only hands requests to workers that can score); load once here
@@ -131,7 +131,7 @@ def _serve_many(settings, overrides: dict, workers: int, graceful_timeout: int) 
     for key, value in overrides.items():
         os.environ[f"ZHENPING_{key.upper()}"] = str(value)
     # The processes share the cores: each gets its share for its own model calls.
-    from api.settings import available_cores
+    from zhenping.api.settings import available_cores
 
     calls, threads = settings.resolve_workers(max(1, available_cores() // workers))
     os.environ["ZHENPING_INFERENCE_WORKERS"] = str(calls)
@@ -139,7 +139,7 @@ def _serve_many(settings, overrides: dict, workers: int, graceful_timeout: int) 
     metrics_dir, own_dir = _metrics_dir()
     try:
         uvicorn.run(
-            "api.main:create_worker_app",
+            "zhenping.api.main:create_worker_app",
             factory=True,
             host=settings.host,
             port=settings.port,

@@ -46,8 +46,8 @@ from sqlalchemy import (
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import IntegrityError
 
-from model.axes import AXES, LEVELS
-from model.normalize import normalize_text
+from zhenping.model.axes import AXES, LEVELS
+from zhenping.model.normalize import normalize_text
 
 SQLITE_FILE = "feedback.db"
 MAX_ID_CHARS = 200  # comment ids and submitter names

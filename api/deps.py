@@ -11,10 +11,10 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 from pydantic import ValidationError
 
-from api.errors import ApiError, format_loc, validation_message
-from api.schemas import RankRequest, ScoreRequest
-from api.service import ScoringService
-from api.settings import Settings
+from zhenping.api.errors import ApiError, format_loc, validation_message
+from zhenping.api.schemas import RankRequest, ScoreRequest
+from zhenping.api.service import ScoringService
+from zhenping.api.settings import Settings
 
 
 async def get_settings(request: Request) -> Settings:
@@ -133,7 +133,7 @@ def _lone_surrogate_at(doc: Any) -> str | None:
 async def read_score_request(request: Request, settings: SettingsDep) -> ScoreRequest:
     """Parse and check a score request body.
 
-    The body is already bounded by ``max_body_bytes`` (see :mod:`api.main`).
+    The body is already bounded by ``max_body_bytes`` (see :mod:`zhenping.api.main`).
     415 for a non-JSON content type, 400 for invalid UTF-8 or JSON, 413 for more
     than ``max_comments`` comments, 422 naming the field for anything else.
     """

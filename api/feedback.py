@@ -11,7 +11,7 @@ stored record; a repeat of the same comment (same normalised text, or the same
 id when no text is sent) and submitter answers **200** with the same record,
 updated: the axes it names are overwritten, the others kept. ``GET
 /v1/feedback/stats`` summarises what is stored. Both need the API key when the
-service has keys configured. Storage: :mod:`api.db`.
+service has keys configured. Storage: :mod:`zhenping.api.db`.
 """
 
 from __future__ import annotations
@@ -25,13 +25,13 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, Validat
 from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as SATimeoutError
 
-from api.auth import require_api_key
-from api.db import MAX_ID_CHARS, MAX_NOTE_CHARS, FeedbackStore, LazyStore
-from api.deps import _check_json_content_type, parse_json_body
-from api.errors import ApiError, validation_message
-from api.schemas import ErrorBody
-from model.axes import AXES, LEVELS
-from model.normalize import normalize_text
+from zhenping.api.auth import require_api_key
+from zhenping.api.db import MAX_ID_CHARS, MAX_NOTE_CHARS, FeedbackStore, LazyStore
+from zhenping.api.deps import _check_json_content_type, parse_json_body
+from zhenping.api.errors import ApiError, validation_message
+from zhenping.api.schemas import ErrorBody
+from zhenping.model.axes import AXES, LEVELS
+from zhenping.model.normalize import normalize_text
 
 logger = logging.getLogger("zhenping.api")
 

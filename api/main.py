@@ -1,6 +1,6 @@
 """The zhenping scoring service: app factory, routes and lifecycle.
 
-Run it with ``zhenping serve`` (or ``uvicorn --factory api.main:create_app``).
+Run it with ``zhenping serve`` (or ``uvicorn --factory zhenping.api.main:create_app``).
 The model loads in the background after the server starts: ``/health`` answers
 at once, ``/ready`` and the scoring routes answer 503 until the model is in.
 """
@@ -25,21 +25,21 @@ from fastapi.staticfiles import StaticFiles
 from pydantic_core import to_json
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from api.auth import require_api_key
-from api.batcher import QueueFull, ShuttingDown
-from api.campaign import RANK_PATHS, build_detector, campaign_fields
-from api.campaign import router as rank_router
-from api.deps import ScoreBody, ServiceDep, comment_texts, not_ready_error
-from api.errors import ApiError, CatchAllMiddleware, install_error_handlers
-from api.feedback import FEEDBACK_PATHS
-from api.feedback import router as feedback_router
-from api.metrics import MetricsMiddleware, ServiceMetrics
-from api.readiness import Dependencies
-from api.schemas import ErrorBody as ErrorSchema
-from api.schemas import Info, RankRequest, ScoreRequest, ScoreResponse, Status
-from api.service import ModelLoadError, ScoringService, load_scorer
-from api.settings import Settings
-from model.axes import LEVELS
+from zhenping.api.auth import require_api_key
+from zhenping.api.batcher import QueueFull, ShuttingDown
+from zhenping.api.campaign import RANK_PATHS, build_detector, campaign_fields
+from zhenping.api.campaign import router as rank_router
+from zhenping.api.deps import ScoreBody, ServiceDep, comment_texts, not_ready_error
+from zhenping.api.errors import ApiError, CatchAllMiddleware, install_error_handlers
+from zhenping.api.feedback import FEEDBACK_PATHS
+from zhenping.api.feedback import router as feedback_router
+from zhenping.api.metrics import MetricsMiddleware, ServiceMetrics
+from zhenping.api.readiness import Dependencies
+from zhenping.api.schemas import ErrorBody as ErrorSchema
+from zhenping.api.schemas import Info, RankRequest, ScoreRequest, ScoreResponse, Status
+from zhenping.api.service import ModelLoadError, ScoringService, load_scorer
+from zhenping.api.settings import Settings
+from zhenping.model.axes import LEVELS
 
 logger = logging.getLogger("zhenping.api")
 
@@ -175,7 +175,7 @@ def create_app(
         settings: defaults to :class:`Settings` read from the environment.
         scorer: an already loaded scorer; the app is ready as soon as it starts.
         loader: ``settings -> (scorer, backend)`` used in the background when
-            ``scorer`` is not given; defaults to :func:`api.service.load_scorer`.
+            ``scorer`` is not given; defaults to :func:`zhenping.api.service.load_scorer`.
         on_load_failure: called with the reason when the background load fails;
             the default stops the server (a server without a model only answers
             503). ``None`` keeps it running with ``/ready`` reporting the failure.

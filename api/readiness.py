@@ -24,7 +24,7 @@ class Dependencies:
     """Checks the service's external dependencies; :meth:`problem` names the first one that is down.
 
     Args:
-        settings: :class:`api.settings.Settings`.
+        settings: :class:`zhenping.api.settings.Settings`.
 
     Example:
         >>> deps = Dependencies(Settings(dup_backend="memory"))  # doctest: +SKIP
@@ -36,7 +36,7 @@ class Dependencies:
         self._redis = None
         self._where = None
         if settings.campaign and settings.dup_backend == "redis":
-            from api.campaign import redacted_url
+            from zhenping.api.campaign import redacted_url
 
             self._url = settings.dup_redis_url
             self._where = redacted_url(settings.dup_redis_url)

@@ -1,6 +1,6 @@
 """Request and response bodies of the scoring API.
 
-Axis fields are built from :data:`model.axes.AXES`, the one place the names are
+Axis fields are built from :data:`zhenping.model.axes.AXES`, the one place the names are
 written; the service refuses to start with a model whose axes differ.
 """
 
@@ -11,7 +11,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, Strict, StrictInt, StrictStr, create_model
 
-from model.axes import AXES, LEVELS
+from zhenping.model.axes import AXES, LEVELS
 
 
 class Comment(BaseModel):

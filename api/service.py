@@ -13,11 +13,11 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
-from api.batcher import Batcher
-from api.cache import LRUCache
-from model.axes import AXES
-from model.normalize import normalize_text
-from model.store import StoreError, is_store, resolve_model_dir
+from zhenping.api.batcher import Batcher
+from zhenping.api.cache import LRUCache
+from zhenping.model.axes import AXES
+from zhenping.model.normalize import normalize_text
+from zhenping.model.store import StoreError, is_store, resolve_model_dir
 
 logger = logging.getLogger("zhenping.api")
 
@@ -93,7 +93,7 @@ def load_scorer(settings):
         ModelLoadError: naming the directory and what failed.
     """
     check_model_dir(settings.model_dir)
-    from model.scorer import Scorer
+    from zhenping.model.scorer import Scorer
 
     _, threads = settings.workers_and_threads
     try:
@@ -121,9 +121,9 @@ class ScoringService:
     """Score comments through the cache and the shared batcher.
 
     Args:
-        scorer: a loaded ``model.scorer.Scorer`` (or anything with its interface).
-        settings: :class:`api.settings.Settings`.
-        metrics: :class:`api.metrics.ServiceMetrics`, optional.
+        scorer: a loaded ``zhenping.model.scorer.Scorer`` (or anything with its interface).
+        settings: :class:`zhenping.api.settings.Settings`.
+        metrics: :class:`zhenping.api.metrics.ServiceMetrics`, optional.
         backend: the runtime actually in use, for ``/info``.
     """
 
@@ -176,8 +176,8 @@ class ScoringService:
         """Scores for ``texts`` (raw comments), one per text, in order.
 
         Raises:
-            api.batcher.QueueFull: the queue cannot take this request's new texts.
-            api.batcher.ShuttingDown: the service is draining.
+            zhenping.api.batcher.QueueFull: the queue cannot take this request's new texts.
+            zhenping.api.batcher.ShuttingDown: the service is draining.
         """
         return await self.score_normalized(await self.normalize(texts))
 

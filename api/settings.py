@@ -14,8 +14,8 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from model.campaign.config import CampaignConfig, WindowConfig
-from model.ranking import DEFAULT_WEIGHTS, check_weights
+from zhenping.model.campaign.config import CampaignConfig, WindowConfig
+from zhenping.model.ranking import DEFAULT_WEIGHTS, check_weights
 
 # The model shipped inside the package (model/default is package data).
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "model" / "default"

@@ -53,12 +53,12 @@ if str(ROOT) not in sys.path:
 
 import numpy as np  # noqa: E402
 
-from model.axes import AXES  # noqa: E402
-from model.campaign import WindowConfig  # noqa: E402
-from model.campaign.authors import AuthorObservation, AuthorWindow, author_key  # noqa: E402
-from model.campaign.window import DuplicateWindow, NewObservation, Signer, WindowItem, hash64  # noqa: E402
-from model.normalize import normalize_text  # noqa: E402
-from model.scorer import CommentScores  # noqa: E402
+from zhenping.model.axes import AXES  # noqa: E402
+from zhenping.model.campaign import WindowConfig  # noqa: E402
+from zhenping.model.campaign.authors import AuthorObservation, AuthorWindow, author_key  # noqa: E402
+from zhenping.model.campaign.window import DuplicateWindow, NewObservation, Signer, WindowItem, hash64  # noqa: E402
+from zhenping.model.normalize import normalize_text  # noqa: E402
+from zhenping.model.scorer import CommentScores  # noqa: E402
 
 REQUEST = 64  # comments per window call in the throughput runs
 SCORE_REQUEST = 32  # comments per /v1/score request
@@ -87,7 +87,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 def stream_texts(n: int, corpora: str | None, seed: int) -> tuple[list[str], str]:
     """``n`` raw comments: NetEase latest comments and danmaku in file order, alternating."""
     try:
-        from training.corpora import corpora_root, get_file, iter_rows, row_text
+        from zhenping.training.corpora import corpora_root, get_file, iter_rows, row_text
 
         root = corpora_root(corpora)
         sources = []
@@ -135,7 +135,7 @@ TARGET_MS = 2.0  # campaign detection: milliseconds per 32-comment request at mo
 def detector_throughput(texts: list[str], repeats: int = 1) -> tuple[float, float, float, float]:
     """Comments per second, per CPU-second, and wall and CPU milliseconds per request of the whole
     detector (a fresh one: its caches start empty)."""
-    from model.campaign import CampaignConfig, CampaignDetector, CampaignInput
+    from zhenping.model.campaign import CampaignConfig, CampaignDetector, CampaignInput
 
     detector = CampaignDetector.build(CampaignConfig())
     scores = [CommentScores(0.5, 0.4, 0.3)] * DETECTOR_REQUEST
@@ -254,12 +254,12 @@ class StandIn:
 def _client(model: str | None, campaign: bool):
     from fastapi.testclient import TestClient
 
-    from api.main import create_app
-    from api.settings import Settings
+    from zhenping.api.main import create_app
+    from zhenping.api.settings import Settings
 
     settings = Settings(model_dir=model or "unused", max_wait_ms=0, cache_size=0, campaign=campaign)
     if model:
-        from model.scorer import Scorer
+        from zhenping.model.scorer import Scorer
 
         scorer = Scorer.from_pretrained(model)
     else:
@@ -327,7 +327,7 @@ def main(argv=None) -> None:
         print(f"  (wall clock below CPU time: this process got {det_cpu and det_s / det_cpu:.0%} of a core; "
               "other work shares the machine)")
     if args.redis:
-        from model.campaign.redis_store import RedisStore, redis_client
+        from zhenping.model.campaign.redis_store import RedisStore, redis_client
 
         proc, url = start_redis() if args.redis == "auto" else (None, args.redis)
         try:

@@ -2,7 +2,7 @@
 
 The input is a Parquet file of ``--rows`` comments: the NetEase Cloud Music hot
 comments (``netease_music_comments/hot_comments.csv.gz``, read through
-:mod:`training.corpora`) when the corpora are present, else a synthetic mix.
+:mod:`zhenping.training.corpora`) when the corpora are present, else a synthetic mix.
 Both engines score the same file with the same model; Ray is started before
 the clock runs (``ray.init(num_cpus=...)``), so its figure is the steady
 pipeline, actor start-up and model shipping included. The two outputs are
@@ -35,7 +35,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--rows", type=int, default=5000, help="comments in the file (default 5000; --quick: 400)")
     p.add_argument("--quick", action="store_true", help="a short run")
     p.add_argument("--model", default=None, help="model folder or store (default: model/default, else a tiny random model)")
-    p.add_argument("--corpora", default=None, help="corpora folder (default: as training.corpora finds it)")
+    p.add_argument("--corpora", default=None, help="corpora folder (default: as zhenping.training.corpora finds it)")
     p.add_argument("--engines", default="local,ray", help="comma-separated: local, ray")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--num-actors", type=int, default=None, help="ray scorer actors (default: CPUs - 1, at least 1)")
@@ -52,7 +52,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 def corpus_texts(n: int, seed: int, corpora: str | None) -> tuple[list[str], str]:
     """``n`` NetEase hot comments (repeated if the file is shorter), or a synthetic mix without corpora."""
     try:
-        from training.corpora import corpora_root, get_file, iter_rows, row_text
+        from zhenping.training.corpora import corpora_root, get_file, iter_rows, row_text
 
         corpus, cf = get_file("netease_music_comments", "hot_comments.csv.gz")
         path = corpora_root(corpora) / corpus.name / cf.name
@@ -73,7 +73,7 @@ def corpus_texts(n: int, seed: int, corpora: str | None) -> tuple[list[str], str
 
 
 def model_dir(args, tmp: Path) -> tuple[Path, str]:
-    from model.scorer import DEFAULT_MODEL_DIR
+    from zhenping.model.scorer import DEFAULT_MODEL_DIR
 
     if args.model:
         return Path(args.model), args.model
@@ -88,7 +88,7 @@ def main(argv=None) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from training.score_dataset import score_dataset
+    from zhenping.training.score_dataset import score_dataset
 
     args = parse_args(argv)
     engines = [e.strip() for e in args.engines.split(",") if e.strip()]

@@ -49,8 +49,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from model.normalize import normalize_text  # noqa: E402
-from model.scorer import DEFAULT_MODEL_DIR, Scorer  # noqa: E402
+from zhenping.model.normalize import normalize_text  # noqa: E402
+from zhenping.model.scorer import DEFAULT_MODEL_DIR, Scorer  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -60,7 +60,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--rounds", type=int, default=None, help="times every path is measured, best kept (default 3; --quick: 1)")
     p.add_argument("--seed", type=int, default=0, help="seed of the comment sample and the random model")
     p.add_argument("--model", default=None, help="model directory (default: model/default, else a random model)")
-    p.add_argument("--corpora", default=None, help="corpora folder (default: as training.corpora finds it)")
+    p.add_argument("--corpora", default=None, help="corpora folder (default: as zhenping.training.corpora finds it)")
     p.add_argument("--threads", type=int, default=None, help="torch / ONNX Runtime threads (default: torch's)")
     p.add_argument("--naive-n", type=int, default=None, help="comments for the one-per-call pipeline (default n/4; --quick: 40)")
     p.add_argument("--no-onnx", action="store_true", help="skip the ONNX Runtime measurements")
@@ -87,7 +87,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.service_seconds is None:
         args.service_seconds = 3.0 if args.quick else 10.0
     if args.processes is None:
-        from api.settings import available_cores
+        from zhenping.api.settings import available_cores
 
         args.processes = sorted({1, available_cores()})
     else:
@@ -106,7 +106,7 @@ def sample_texts(n: int, seed: int, corpora: str | None) -> tuple[list[str], str
     Falls back to a synthetic mix of short and long comments without corpora.
     """
     try:
-        from training.corpora import iter_texts
+        from zhenping.training.corpora import iter_texts
 
         per_source: dict[str, list[str]] = collections.defaultdict(list)
         seen: collections.Counter = collections.Counter()
@@ -166,8 +166,8 @@ def random_model_dir(args, texts: list[str], out: Path) -> Path:
     import torch
     from transformers import BertConfig, BertForSequenceClassification
 
-    from training.export import make_scorer_config, set_label_names, write_model_dir
-    from training.tokenizer import train_tokenizer
+    from zhenping.training.export import make_scorer_config, set_label_names, write_model_dir
+    from zhenping.training.tokenizer import train_tokenizer
 
     torch.manual_seed(args.seed)
     tok = train_tokenizer([normalize_text(t) for t in texts], vocab_size=args.vocab, min_frequency=1)
@@ -328,7 +328,7 @@ def main(argv=None) -> None:
     # (c) ONNX Runtime, fp32 and int8, without and with the BERT fusions, at the best torch batching.
     onnx_scorers: dict[str, Scorer] = {}
     if not args.no_onnx:
-        from model.onnx_backend import FP32_FILE, INT8_FILE, export_onnx
+        from zhenping.model.onnx_backend import FP32_FILE, INT8_FILE, export_onnx
 
         for optimize in (False, True):
             out = work / ("onnx-fused" if optimize else "onnx-plain")
@@ -523,7 +523,7 @@ def make_stream(texts: list[str], seed: int) -> list[str]:
 
 
 class _DictLRU:
-    """A least-recently-used cache (used when the service's ``api.cache`` is absent)."""
+    """A least-recently-used cache (used when the service's ``zhenping.api.cache`` is absent)."""
 
     def __init__(self, capacity: int):
         self.capacity = capacity
@@ -551,7 +551,7 @@ def cached_stream(
     is scored once and counts as a hit. ``capacity=0`` scores every comment.
     """
     try:
-        from api.cache import LRUCache
+        from zhenping.api.cache import LRUCache
     except ImportError:
         LRUCache = _DictLRU
     cache = LRUCache(capacity)
@@ -583,7 +583,7 @@ def cached_stream(
 def cache_hit_seconds(scorer: Scorer, stream: list[str], rounds: int = 3) -> float:
     """Seconds per comment to answer a repeat from a filled cache (the normalisation included)."""
     try:
-        from api.cache import LRUCache
+        from zhenping.api.cache import LRUCache
     except ImportError:
         LRUCache = _DictLRU
     cache = LRUCache(len(stream) + 1)

@@ -53,7 +53,7 @@ for path in (ROOT, ROOT / "benchmarks"):
 
 from bench_scorer import random_model_dir, sample_texts  # noqa: E402
 
-from model.scorer import DEFAULT_MODEL_DIR, Scorer  # noqa: E402
+from zhenping.model.scorer import DEFAULT_MODEL_DIR, Scorer  # noqa: E402
 
 BATCH = 64
 MAX_CHARS = 2000  # the service's default per-comment limit
@@ -67,7 +67,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--clients", default="1,4,16", help="concurrent clients, comma-separated (default 1,4,16)")
     p.add_argument("--seed", type=int, default=0, help="seed of the comment sample and the random model")
     p.add_argument("--model", default=None, help="model directory (default: model/default, else a random model)")
-    p.add_argument("--corpora", default=None, help="corpora folder (default: as training.corpora finds it)")
+    p.add_argument("--corpora", default=None, help="corpora folder (default: as zhenping.training.corpora finds it)")
     p.add_argument("--threads", type=int, default=0, help="torch threads, server and in-process (0: torch's default)")
     p.add_argument("--max-wait-ms", type=float, default=0.0, help="the server's batch wait (ZHENPING_MAX_WAIT_MS)")
     p.add_argument("--processes", default="1,2", help="server processes (--workers) to measure, comma-separated")
@@ -161,7 +161,7 @@ def start_server(model_dir: Path, threads: int, max_wait_ms: float | None, log_p
     env.update(env_extra or {})
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-c", "from training.cli import app; app()", "serve",
+            [sys.executable, "-c", "from zhenping.training.cli import app; app()", "serve",
              "--host", "127.0.0.1", "--port", str(port), "--model", str(model_dir), *extra_args],
             cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
         )

@@ -26,8 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_scorer import sample_texts, timed  # noqa: E402
 
-from model.axes import AXES  # noqa: E402
-from model.scorer import Scorer  # noqa: E402
+from zhenping.model.axes import AXES  # noqa: E402
+from zhenping.model.scorer import Scorer  # noqa: E402
 
 BATCH, MAX_TOKENS = 128, 2048  # the best Scorer path measured by bench_scorer.py
 
@@ -51,7 +51,7 @@ def encoder_size(scorer: Scorer) -> dict:
 
 def onnx_scorer(model_dir: Path, work: Path, threads: int | None) -> tuple[Scorer, str]:
     """The int8 ONNX scorer of a folder, exported into ``work`` when the folder has none."""
-    from model.onnx_backend import INT8_FILE, export_onnx
+    from zhenping.model.onnx_backend import INT8_FILE, export_onnx
 
     if (model_dir / INT8_FILE).is_file():
         return Scorer.from_pretrained(model_dir, backend="onnx", onnx_file=INT8_FILE, num_threads=threads), "shipped int8"
@@ -121,7 +121,7 @@ def parameter_count(model_dir: Path) -> int:
 
 def format_table(result: dict) -> str:
     """The sizes as a markdown table: the model card's "Sizes" table."""
-    from training.card import sizes_section
+    from zhenping.training.card import sizes_section
 
     return "\n".join(line for line in sizes_section(result) if line.startswith("|"))
 

@@ -47,7 +47,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def read_comments(corpora: str | None, limit: int) -> list[tuple[str, int, float]]:
     """``(text, likes, posted_at seconds)`` in posting order, skipping empty texts and unreadable rows."""
-    from training.corpora import corpora_root, get_file, iter_rows, row_text
+    from zhenping.training.corpora import corpora_root, get_file, iter_rows, row_text
 
     corpus, cf = get_file(CORPUS, FILE)
     path = corpora_root(corpora) / corpus.name / cf.name
@@ -71,11 +71,11 @@ def main(argv=None) -> None:
     import numpy as np
     from scipy.stats import spearmanr
 
-    from model.campaign import CampaignConfig, CampaignDetector, CampaignInput
-    from model.campaign.likes import engagement, rank_by_engagement
-    from model.normalize import normalize_text
-    from model.ranking import DEFAULT_WEIGHTS, quality
-    from model.scorer import Scorer
+    from zhenping.model.campaign import CampaignConfig, CampaignDetector, CampaignInput
+    from zhenping.model.campaign.likes import engagement, rank_by_engagement
+    from zhenping.model.normalize import normalize_text
+    from zhenping.model.ranking import DEFAULT_WEIGHTS, quality
+    from zhenping.model.scorer import Scorer
 
     args = parse_args(argv)
     rows = read_comments(args.corpora, args.limit)

@@ -3,7 +3,7 @@
 Scores the NetEase Cloud Music hot comments (``netease_music_comments/
 hot_comments.csv.gz``, which carries each comment's ``likedcount``) with
 ``zhenping score-dataset``'s local engine, orders them twice (by likes, and by
-the weighted quality of :mod:`model.ranking`: warmth + substance − template,
+the weighted quality of :mod:`zhenping.model.ranking`: warmth + substance − template,
 the copy-aware template score where copies are found) and prints:
 
 * Spearman and Kendall rank correlation between likes and quality, and between
@@ -47,7 +47,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def read_comments(corpora: str | None, limit: int | None) -> tuple[list[str], list[int]]:
     """Texts and like counts of the hot comments, skipping empty texts and unreadable counts."""
-    from training.corpora import corpora_root, get_file, iter_rows, row_text
+    from zhenping.training.corpora import corpora_root, get_file, iter_rows, row_text
 
     corpus, cf = get_file(CORPUS, FILE)
     path = corpora_root(corpora) / corpus.name / cf.name
@@ -73,7 +73,7 @@ def score(texts: list[str], likes: list[int], model: str | None, batch_size: int
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from training.score_dataset import score_dataset
+    from zhenping.training.score_dataset import score_dataset
 
     with tempfile.TemporaryDirectory(prefix="zhenping-rank-") as tmp:
         src, dst = Path(tmp) / "in.parquet", Path(tmp) / "out.parquet"
@@ -93,8 +93,8 @@ def main(argv=None) -> None:
     import numpy as np
     from scipy.stats import kendalltau, spearmanr
 
-    from model.axes import AXES
-    from model.ranking import DEFAULT_WEIGHTS, rank
+    from zhenping.model.axes import AXES
+    from zhenping.model.ranking import DEFAULT_WEIGHTS, rank
 
     args = parse_args(argv)
     texts, likes = read_comments(args.corpora, args.limit)

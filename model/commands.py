@@ -16,7 +16,7 @@ from typing import Optional
 
 import typer
 
-from model.scorer import DEFAULT_MODEL_DIR, Backend, ModelLoadError
+from zhenping.model.scorer import DEFAULT_MODEL_DIR, Backend, ModelLoadError
 
 # This module's subcommands; zhenping/cli.py adds them to the `zhenping` command.
 app = typer.Typer()
@@ -453,7 +453,7 @@ def score_command(
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar on stderr."),
 ) -> None:
     """Score comments in a file; one JSON object per input row."""
-    from model.scorer import Scorer
+    from zhenping.model.scorer import Scorer
 
     fmt_name = fmt.value if fmt is not None else None
     try:
@@ -499,7 +499,7 @@ def export_onnx_command(
     The shipped model (model/default) is never changed: exporting it needs --out DIR,
     which then holds an ONNX-only copy.
     """
-    from model.onnx_backend import export_onnx
+    from zhenping.model.onnx_backend import export_onnx
 
     src = model if model is not None else DEFAULT_MODEL_DIR
     if model is None and not DEFAULT_MODEL_DIR.is_dir():

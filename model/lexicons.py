@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from model.normalize import normalize_text
+from zhenping.model.normalize import normalize_text
 
 LEXICON_DIR = Path(__file__).resolve().parent / "lexicon"
 STOCK_PHRASES = LEXICON_DIR / "stock_phrases.txt"  # phrases that could be pasted under any post

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from model.scorer import (
+from zhenping.model.scorer import (
     CONFIG_FILE,
     PICKLE_WEIGHTS,
     SAFE_WEIGHTS,

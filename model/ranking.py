@@ -3,7 +3,7 @@
 ``quality = sum(weight[axis] * score[axis])`` over the axes the weights name;
 the default weighs warmth and substance up and template-likeness down. When a
 comment carries a fused template score (copies counted, see
-:mod:`model.campaign`), the template weight applies to that instead of the
+:mod:`zhenping.model.campaign`), the template weight applies to that instead of the
 model's template score, so a pasted comment sinks however well it reads.
 Ties keep input order.
 """
@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from model.axes import AXES
+from zhenping.model.axes import AXES
 
 DEFAULT_WEIGHTS: dict[str, float] = {"warmth": 1.0, "substance": 1.0, "template": -1.0}
 MAX_WEIGHT = 1000.0  # larger weights only rescale the quality; refusing them catches typos

@@ -3,7 +3,7 @@
 :class:`Scorer` loads an exported model directory (see README: model directory)
 or a zhenping model on the Hugging Face Hub, and scores lists of comments with
 either PyTorch or ONNX Runtime. Every text goes through
-:func:`model.normalize.normalize_text` first, exactly as at training time; texts
+:func:`zhenping.model.normalize.normalize_text` first, exactly as at training time; texts
 are tokenised, truncated at the model's ``max_length``, sorted by length and
 batched so that a batch pads to similar lengths, and the scores come back in
 input order as :class:`CommentScores`.
@@ -23,8 +23,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from model.axes import AXES, check_level_thresholds, score_to_level
-from model.normalize import normalize_text
+from zhenping.model.axes import AXES, check_level_thresholds, score_to_level
+from zhenping.model.normalize import normalize_text
 
 log = logging.getLogger(__name__)
 
@@ -275,7 +275,7 @@ class Scorer:
         tokenizer = _load_tokenizer(path, where=str(path))
         runner = None
         if backend == "onnx":
-            from model.onnx_backend import OnnxRunner
+            from zhenping.model.onnx_backend import OnnxRunner
 
             try:
                 runner = OnnxRunner.from_dir(path, onnx_file=onnx_file, device=device, num_threads=num_threads,
@@ -530,7 +530,7 @@ def _onnx_available(path: Path, onnx_file: str | None) -> bool:
         import onnxruntime  # noqa: F401
     except ImportError:
         return False
-    from model.onnx_backend import FP32_FILE, INT8_FILE
+    from zhenping.model.onnx_backend import FP32_FILE, INT8_FILE
 
     return onnx_file is not None or any((path / name).is_file() for name in (INT8_FILE, FP32_FILE))
 

@@ -7,7 +7,7 @@ Layout of a store folder (``$ZHENPING_MODEL_STORE``, default ``runs/store``)::
     history.jsonl          one line per promotion, refusal or rollback, oldest first
 
 Serving only reads ``current``; adding, promoting and rolling back versions
-(the write side) live in :mod:`training.store`, which builds on this module.
+(the write side) live in :mod:`zhenping.training.store`, which builds on this module.
 
 Example:
     >>> resolve_model_dir("model/default")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 from pathlib import Path
 
@@ -29,3 +30,19 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "real_data" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def _zhenping_logs_reach_caplog(request):
+    """The service stops the ``zhenping`` logger propagating (``zhenping.api.main._configure_logging``);
+    its modules log under it (``zhenping.model.scorer``, ...), so let caplog see them."""
+    if "caplog" not in request.fixturenames:
+        yield
+        return
+    log = logging.getLogger("zhenping")
+    saved = log.propagate
+    log.propagate = True
+    try:
+        yield
+    finally:
+        log.propagate = saved

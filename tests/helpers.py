@@ -38,8 +38,8 @@ def make_tiny_checkpoint(path: str | Path, seed: int = 0, max_length: int = 64) 
     import torch
     from transformers import BertConfig, BertForSequenceClassification
 
-    from training.export import make_scorer_config, set_label_names, write_model_dir
-    from training.tokenizer import train_tokenizer
+    from zhenping.training.export import make_scorer_config, set_label_names, write_model_dir
+    from zhenping.training.tokenizer import train_tokenizer
 
     torch.manual_seed(seed)
     tok = train_tokenizer(TINY_TEXTS * 3, vocab_size=300, min_frequency=1)

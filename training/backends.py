@@ -36,10 +36,10 @@ def check_backends(model_dir: str | os.PathLike, data_dir: str | os.PathLike = "
     Returns:
         The content written to ``backends.json``.
     """
-    from model.onnx_backend import export_onnx
-    from model.scorer import Scorer
-    from training.evaluate import evaluate
-    from training.prepare import load_split
+    from zhenping.model.onnx_backend import export_onnx
+    from zhenping.model.scorer import Scorer
+    from zhenping.training.evaluate import evaluate
+    from zhenping.training.prepare import load_split
 
     model_dir = Path(model_dir)
     export_onnx(model_dir, quantize=True)

@@ -8,13 +8,14 @@
   ridge regression per axis on the score, ``alpha`` chosen per axis by
   validation Spearman ρ, predictions clipped to [0, 1].
 
-Both are measured with :func:`training.evaluate.evaluate` on the prepared
+Both are measured with :func:`zhenping.training.evaluate.evaluate` on the prepared
 validation and test splits; the results go to ``training/results/baselines.json``
 and ``baselines.md``, the fitted models to ``runs/baselines/``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -27,9 +28,9 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
-from model.axes import AXES
-from model.lexicons import LEXICON_DIR, STOCK_PHRASES, TONE_PHRASES, load_lexicon  # noqa: F401 - re-exported
-from model.normalize import normalize_text
+from zhenping.model.axes import AXES
+from zhenping.model.lexicons import LEXICON_DIR, STOCK_PHRASES, TONE_PHRASES, load_lexicon  # noqa: F401 - re-exported
+from zhenping.model.normalize import normalize_text
 
 DEFAULT_RESULTS = Path("training/results")
 DEFAULT_MODELS = Path("runs/baselines")
@@ -384,10 +385,43 @@ class TfidfRidgeBaseline:
     def load(path: str | os.PathLike) -> "TfidfRidgeBaseline":
         import joblib
 
-        blob = joblib.load(path)
+        with _old_module_names():
+            blob = joblib.load(path)
         if not isinstance(blob, dict) or blob.get("format") != "zhenping-tfidf-ridge-v1":
             raise ValueError(f"{path} is not a zhenping TF-IDF baseline file")
         return blob["model"]
+
+
+@contextlib.contextmanager
+def _old_module_names():
+    """Let a baseline pickled before the code moved under ``zhenping`` load.
+
+    Such a file names its classes under the old top-level packages (``training``,
+    ``model``); while it loads, those names resolve to this package's modules
+    (``zhenping.training.…``), and nothing sees them afterwards (a user's own
+    ``training`` or ``model`` stays untouched).
+    """
+    import sys
+
+    parts = __name__.split(".")  # zhenping.training.baselines
+    if len(parts) < 3:  # imported under the old name itself: nothing to map
+        yield
+        return
+    aliases = {}
+    for name, module in list(sys.modules.items()):
+        head, _, rest = name.partition(".")
+        if head == parts[0] and rest.split(".")[0] in ("model", "api", "training") and module is not None:
+            aliases[rest] = module
+    saved = {name: sys.modules.get(name) for name in aliases}
+    sys.modules.update(aliases)
+    try:
+        yield
+    finally:
+        for name, module in saved.items():
+            if module is None:
+                sys.modules.pop(name, None)
+            else:
+                sys.modules[name] = module
 
 
 def _sha1(path: str | os.PathLike) -> str:
@@ -400,7 +434,7 @@ def _sha1(path: str | os.PathLike) -> str:
 
 
 def _markdown(results: dict) -> str:
-    from training.evaluate import comparison_table, per_source_table
+    from zhenping.training.evaluate import comparison_table, per_source_table
 
     models = results["models"]
     data = results["data"]
@@ -461,14 +495,14 @@ def run_baselines(
         out: folder for the committed results.
         models_dir: folder for the fitted models and per-model reports.
         echo: where progress and tables go.
-        reports: also write a full :func:`training.evaluate.write_report` per
+        reports: also write a full :func:`zhenping.training.evaluate.write_report` per
             model and split under ``models_dir``.
 
     Returns:
         The results written to ``baselines.json``.
     """
-    from training.evaluate import comparison_table, evaluate, write_report
-    from training.prepare import load_split, read_manifest, versions
+    from zhenping.training.evaluate import comparison_table, evaluate, write_report
+    from zhenping.training.prepare import load_split, read_manifest, versions
 
     data = {s: load_split(data_dir, s) for s in ("train", "validation", "test")}
     if len(data["train"]) == 0:

@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from model.axes import AXES, LEVELS
+from zhenping.model.axes import AXES, LEVELS
 
 CASES_FILE = Path(__file__).resolve().parent / "behaviour_cases.jsonl"
 BEHAVIOUR_FILE = "behaviour.json"
@@ -217,7 +217,7 @@ def run_suite(scorer, cases: Sequence[Case] | None = None, batch_size: int = 64)
     Args:
         scorer: anything with ``axes`` and ``score(texts, batch_size=...)``
             returning objects with one float attribute per axis and ``levels``
-            (a :class:`model.Scorer`).
+            (a :class:`zhenping.Scorer`).
         cases: the cases (default: :func:`load_cases` of the shipped file).
         batch_size: texts per forward pass.
 

@@ -22,7 +22,7 @@ def _manifest(data: Path | None, model_dir: Path) -> dict | None:
     describes the labels the model was trained on (same label files)."""
     import json
 
-    from training.prepare import read_manifest
+    from zhenping.training.prepare import read_manifest
 
     if data is None:
         return None
@@ -49,7 +49,7 @@ def _rerender(model_dir: Path, data: Path | None) -> None:
         return
     if not isinstance(metrics, dict) or "overall" not in metrics:
         return
-    from training.card import rerender_card
+    from zhenping.training.card import rerender_card
 
     rerender_card(model_dir, _manifest(data, model_dir))
     typer.echo(f"rebuilt the model card {model_dir / 'README.md'}")
@@ -74,8 +74,8 @@ def behaviour_cmd(
 
     An evaluation, not a gate: the exit code is 0 whatever the pass rates.
     """
-    from model.scorer import ModelLoadError, Scorer
-    from training.behaviour import BEHAVIOUR_FILE, CaseError, load_cases, report_table, run_suite, write_report
+    from zhenping.model.scorer import ModelLoadError, Scorer
+    from zhenping.training.behaviour import BEHAVIOUR_FILE, CaseError, load_cases, report_table, run_suite, write_report
 
     if batch_size <= 0:
         _fail(f"--batch-size must be > 0, got {batch_size}", 2)
@@ -119,8 +119,8 @@ def calibrate_cmd(
     and test. Scores do not change. Also updates the folder's metrics.json level
     metrics and model card when they describe the same test split.
     """
-    from model.scorer import ModelLoadError
-    from training.calibrate import CRITERIA, calibrate_model_dir, write_thresholds
+    from zhenping.model.scorer import ModelLoadError
+    from zhenping.training.calibrate import CRITERIA, calibrate_model_dir, write_thresholds
 
     if criterion not in CRITERIA:
         _fail(f"--criterion must be one of {list(CRITERIA)}, got {criterion!r}", 2)

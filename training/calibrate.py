@@ -29,7 +29,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from model.axes import LEVELS, check_level_thresholds
+from zhenping.model.axes import LEVELS, check_level_thresholds
 
 CRITERIA = ("accuracy", "balanced")
 ROUND_THRESHOLDS = [(k - 0.5) / LEVELS for k in range(1, LEVELS + 1)]  # what round(score * 3) amounts to
@@ -177,7 +177,7 @@ def write_thresholds(model_dir: str | os.PathLike, thresholds: dict[str, list[fl
 
 def score_split(scorer, data_dir: str | os.PathLike, split: str, batch_size: int = 64):
     """Gold and predicted scores ``(n, axes)`` of one prepared split."""
-    from training.prepare import load_split
+    from zhenping.training.prepare import load_split
 
     axes = list(scorer.axes)
     data = load_split(data_dir, split, axes)
@@ -211,8 +211,8 @@ def calibrate_model_dir(
         "test": {...} or None, "written": bool}`` (accuracies are exact-level
         accuracy; "before" is ``round(score * 3)``).
     """
-    from model.scorer import Scorer
-    from training.evaluate import level_metrics
+    from zhenping.model.scorer import Scorer
+    from zhenping.training.evaluate import level_metrics
 
     echo = echo or (lambda _msg: None)
     if criterion not in CRITERIA:
@@ -251,7 +251,7 @@ def calibrate_model_dir(
     for a in axes:
         echo(f"thresholds {a}: {', '.join(f'{t:.3f}' for t in thresholds[a])}")
     if write:
-        from training.prepare import read_manifest
+        from zhenping.training.prepare import read_manifest
 
         try:
             label_files = read_manifest(data_dir).get("label_files", {})
@@ -273,7 +273,7 @@ def calibrate_model_dir(
 def _update_metrics(model_dir: Path, test, test_pred, axes, thresholds, data_dir, echo) -> None:
     """Put the calibrated level metrics into the folder's metrics.json (if it measured this
     test split) and rebuild its card."""
-    from training.evaluate import level_metrics
+    from zhenping.training.evaluate import level_metrics
 
     mpath = model_dir / "metrics.json"
     if not mpath.is_file():
@@ -292,8 +292,8 @@ def _update_metrics(model_dir: Path, test, test_pred, axes, thresholds, data_dir
     os.chmod(tmp, 0o644)
     os.replace(tmp, mpath)
     echo(f"updated the test-split level metrics in {mpath}")
-    from training.card import rerender_card
-    from training.prepare import read_manifest
+    from zhenping.training.card import rerender_card
+    from zhenping.training.prepare import read_manifest
 
     try:
         manifest = read_manifest(data_dir)

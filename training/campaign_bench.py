@@ -1,6 +1,6 @@
 """Injected-campaign benchmark: real comment streams, campaigns of known membership.
 
-Run ``python -m training.campaign_bench`` (``--write-calibration`` to refit the
+Run ``python -m zhenping.training.campaign_bench`` (``--write-calibration`` to refit the
 shipped campaign model, action thresholds and likes model; ``--model DIR`` to
 score with another exported scorer). For each seed it:
 
@@ -23,7 +23,7 @@ score with another exported scorer). For each seed it:
    repeats (好听, lyric quotes, memes, 火钳刘明) stay as they are;
 4. injects like bursts on some campaign copies (NetEase streams, which carry
    real like counts);
-5. runs the stream through :class:`model.campaign.CampaignDetector` in
+5. runs the stream through :class:`zhenping.model.campaign.CampaignDetector` in
    requests of 32 comments, scored by the text model (scores cached by text in
    ``runs/campaign/bench_scores.json``).
 
@@ -54,13 +54,13 @@ from typing import Sequence
 
 import numpy as np
 
-from model.campaign.clusters import FEATURES, feature_vector
-from model.campaign.config import CALIBRATION_FILE, COPY_RULE_OFF, CampaignConfig, load_calibration
-from model.campaign.evidence import EvidenceFinder
-from model.campaign.likes import LikesModel, like_context
-from model.campaign.window import dedup_form
-from model.normalize import normalize_text
-from training.campaign_eval import posting_time
+from zhenping.model.campaign.clusters import FEATURES, feature_vector
+from zhenping.model.campaign.config import CALIBRATION_FILE, COPY_RULE_OFF, CampaignConfig, load_calibration
+from zhenping.model.campaign.evidence import EvidenceFinder
+from zhenping.model.campaign.likes import LikesModel, like_context
+from zhenping.model.campaign.window import dedup_form
+from zhenping.model.normalize import normalize_text
+from zhenping.training.campaign_eval import posting_time
 
 STREAMS = (
     ("netease_music_comments", "latest_comments_rgn.csv.gz"),
@@ -119,7 +119,7 @@ def stable(text: str) -> int:
 
 
 def _rows(corpus: str, name: str, root):
-    from training.corpora import corpora_root, get_file, iter_rows, row_text
+    from zhenping.training.corpora import corpora_root, get_file, iter_rows, row_text
 
     c, cf = get_file(corpus, name)
     path = corpora_root(root) / c.name / cf.name
@@ -439,7 +439,7 @@ class ScoreCache:
             self.table = json.loads(path.read_text(encoding="utf-8")).get(self.key, {})
 
     def scores(self, texts: Sequence[str]):
-        from model.scorer import CommentScores
+        from zhenping.model.scorer import CommentScores
 
         missing = list(dict.fromkeys(t for t in texts if t not in self.table))
         if missing:
@@ -476,7 +476,7 @@ class Outcome:
     action: str
     quality: float
     cluster_id: str = ""
-    like_context: float = 0.0  # the request's median log(1 + likes) (model.campaign.likes.like_context)
+    like_context: float = 0.0  # the request's median log(1 + likes) (zhenping.model.campaign.likes.like_context)
     exact: int = 0  # exact copies of its text in the window, itself included
     length: int = 0  # characters of its dedup form
     template_mean: float = 0.0  # its cluster's mean model template score
@@ -484,7 +484,7 @@ class Outcome:
 
 def run_detector(seed: SeedStream, cache: ScoreCache, config: CampaignConfig) -> list[Outcome]:
     """Stream a seed through a fresh detector in requests of ``BATCH``."""
-    from model.campaign import CampaignDetector, CampaignInput
+    from zhenping.model.campaign import CampaignDetector, CampaignInput
 
     detector = CampaignDetector.build(config, clock=lambda: 0.0)
     normalized = [normalize_text(it.raw) for it in seed.items]
@@ -569,7 +569,7 @@ def fit_campaign_model(outcomes: list[Outcome], min_size: int) -> tuple[dict, fl
 
 
 def decide(text_fused, hostile, campaign, th: dict) -> tuple[np.ndarray, np.ndarray]:
-    """Fold and review masks, as :class:`model.campaign.ActionPolicy` decides."""
+    """Fold and review masks, as :class:`zhenping.model.campaign.ActionPolicy` decides."""
     fold = (text_fused >= th["fold_template"]) | (hostile >= th["fold_hostile"]) | (campaign >= th["fold_campaign"])
     review = ~fold & ((text_fused >= th["review_template"]) | (hostile >= th["review_hostile"])
                       | (campaign >= th["review_campaign"]))
@@ -841,8 +841,8 @@ def run(model_dir: str | None = None, data_dir: str = "runs/data", corpora: str 
         write_calibration: bool = False, calibration_path: str | Path = CALIBRATION_FILE,
         validation_seeds: Sequence[int] = VALIDATION_SEEDS, test_seeds: Sequence[int] = TEST_SEEDS,
         waimai: int = 4000, echo=print) -> dict:
-    from model.scorer import Scorer
-    from training.prepare import versions
+    from zhenping.model.scorer import Scorer
+    from zhenping.training.prepare import versions
 
     started = time.perf_counter()
     model_dir = model_dir or str(Path(__file__).resolve().parent.parent / "model" / "default")
@@ -1009,7 +1009,7 @@ def markdown(r: dict) -> str:
     lines = [
         "# Injected-campaign benchmark",
         "",
-        f"Generated by `python -m training.campaign_bench`. Text model: **{r['model']}**. "
+        f"Generated by `python -m zhenping.training.campaign_bench`. Text model: **{r['model']}**. "
         f"Each seed takes {s['segment']:,} consecutive comments of a real stream (NetEase latest comments, Bilibili "
         f"danmaku; posting order where the file has times), gives them authors drawn from a heavy-tailed activity "
         f"distribution, and injects {s['campaigns_per_seed']} campaigns (templates from the corpora: ads, stock "
@@ -1098,7 +1098,7 @@ def markdown(r: dict) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> None:  # pragma: no cover - thin CLI
-    p = argparse.ArgumentParser(prog="python -m training.campaign_bench", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m zhenping.training.campaign_bench", description=__doc__.split("\n")[0])
     p.add_argument("--model", default=None, help="exported scorer directory (default: model/default)")
     p.add_argument("--data", default="runs/data", help="prepared splits folder (zhenping prepare)")
     p.add_argument("--corpora", default=None, help="corpora folder (default: $ZHENPING_CORPORA or ../shared)")

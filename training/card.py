@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from training.evaluate import (
+from zhenping.training.evaluate import (
     comparison_table,
     confusion_tables,
     detection_table,
@@ -101,7 +101,7 @@ def render_card(scorer_config: dict, metrics: dict, baselines: dict | None, info
     """Build the model card from the run's measured values (``behaviour``: the
     folder's ``behaviour.json``, shown as a "Behavioural tests" section; ``sizes``:
     its ``sizes.json``, shown as a "Sizes" table)."""
-    from training.behaviour import card_section
+    from zhenping.training.behaviour import card_section
 
     version = scorer_config.get("model_version", "unknown")
     axes = scorer_config["axes"]
@@ -120,7 +120,7 @@ def render_card(scorer_config: dict, metrics: dict, baselines: dict | None, info
         "With zhenping (applies the text normalisation the model was trained with):",
         "",
         "```python",
-        "from model import Scorer",
+        "from zhenping import Scorer",
         'Scorer.from_pretrained("PATH").score(["质量很好,物流很快,会回购的"])',
         "```",
         "",
@@ -211,7 +211,7 @@ def rerender_card(model_dir: str | Path, prepare_manifest: dict | None = None) -
     scorer_config.json, backends.json, behaviour.json) and write it to README.md.
 
     A ``prepare_manifest`` from other label files than the model's is not used."""
-    from training.backends import backends_card_section
+    from zhenping.training.backends import backends_card_section
 
     d = Path(model_dir)
     metrics = json.loads((d / "metrics.json").read_text(encoding="utf-8"))

@@ -30,7 +30,7 @@ def _fail(message: str, code: int = 1) -> None:
 
 def corpus_rows(root: Path, corpus) -> tuple[int, int, int]:
     """(rows, files present, files registered) of one corpus under ``root``."""
-    from training.corpora import iter_rows
+    from zhenping.training.corpora import iter_rows
 
     rows = present = 0
     for cf in corpus.files:
@@ -51,7 +51,7 @@ def corpora_list(
     count: bool = typer.Option(True, "--count/--no-count", help="Count the rows of local files."),
 ) -> None:
     """List every registered corpus: license, rows present locally, whether zhenping uses it."""
-    from training.corpora import CORPORA, corpora_root
+    from zhenping.training.corpora import CORPORA, corpora_root
 
     try:
         root: Path | None = corpora_root(corpora)
@@ -91,7 +91,7 @@ def corpora_download(
     timeout: float = typer.Option(60.0, "--timeout", help="Seconds per request."),
 ) -> None:
     """Fetch the public originals of the usable corpora into DEST (files already there are kept)."""
-    from training.corpora import CORPORA, download
+    from zhenping.training.corpora import CORPORA, download
 
     unknown = [c for c in corpus or [] if c not in CORPORA]
     if unknown:
@@ -139,8 +139,8 @@ def prepare_cmd(
     out: Path = typer.Option(Path("runs/data"), "--out", help="Output folder."),
 ) -> None:
     """Join labels to corpora, merge duplicates and write train/validation/test JSONL."""
-    from training.prepare import PrepareError, prepare
-    from training.userdata import SCALES, LabelFileError, error_line
+    from zhenping.training.prepare import PrepareError, prepare
+    from zhenping.training.userdata import SCALES, LabelFileError, error_line
 
     if scale not in SCALES:
         _fail(f"--scale must be one of {list(SCALES)}, got {scale!r}", 2)
@@ -173,8 +173,8 @@ def evaluate_cmd(
     ),
 ) -> None:
     """Score a prepared split with a model and write its metrics and report."""
-    from training.evaluate import comparison_table, evaluate_model
-    from training.splits import SPLITS
+    from zhenping.training.evaluate import comparison_table, evaluate_model
+    from zhenping.training.splits import SPLITS
 
     if split not in SPLITS:
         _fail(f"--split must be one of {list(SPLITS)}, got {split!r}", 2)
@@ -202,7 +202,7 @@ def baselines_cmd(
     reports: bool = typer.Option(True, "--reports/--no-reports", help="Write a full report per model."),
 ) -> None:
     """Fit the rules and TF-IDF baselines and measure them on validation and test."""
-    from training.baselines import run_baselines
+    from zhenping.training.baselines import run_baselines
 
     try:
         run_baselines(data, out, models_dir, echo=typer.echo, reports=reports)

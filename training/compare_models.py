@@ -6,7 +6,7 @@ encoder (objective, tokens, time, held-out accuracy), the fine-tuning summary
 them in one table, so a choice between pretraining objectives or recipes is
 made on validation and shown beside test:
 
-    python -m training.compare_models rtd=runs/cmp_rtd mlm=runs/cmp_mlm none=runs/cmp_none \\
+    python -m zhenping.training.compare_models rtd=runs/cmp_rtd mlm=runs/cmp_mlm none=runs/cmp_none \\
         --out training/results/objectives --title "RTD vs MLM at equal compute"
 
 writes ``objectives.md`` and ``objectives.json``; the row with the best
@@ -20,7 +20,7 @@ import json
 import sys
 from pathlib import Path
 
-from model.axes import AXES
+from zhenping.model.axes import AXES
 
 
 def summarise(name: str, model_dir: str | Path) -> dict:

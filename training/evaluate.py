@@ -16,7 +16,7 @@ a metric that is undefined on a subset (a constant column, a single class) is
 Levels: per axis, exact-level accuracy, balanced accuracy (mean recall over the
 gold levels present), the share within one level and the confusion matrix of
 gold against predicted level, with the model's calibrated cut points
-(``level_thresholds``, see :mod:`training.calibrate`) when it has them, else
+(``level_thresholds``, see :mod:`zhenping.training.calibrate`) when it has them, else
 ``round(score * 3)``.
 """
 
@@ -31,7 +31,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from model.axes import AXES, LEVELS
+from zhenping.model.axes import AXES, LEVELS
 
 TEMPLATE_POSITIVE = 2 / LEVELS - 1e-6  # gold template score at or above: "largely generic"
 HOSTILE_LEVEL = 0  # gold warmth level of a hostile comment (score <= 0 + 1e-6)
@@ -475,8 +475,8 @@ def evaluate_model(
     ``baselines.json``) holds metrics for the same split, they are shown in a
     comparison table.
     """
-    from model.scorer import Scorer  # loaded only when a model is evaluated
-    from training.prepare import load_split, read_manifest
+    from zhenping.model.scorer import Scorer  # loaded only when a model is evaluated
+    from zhenping.training.prepare import load_split, read_manifest
 
     scorer = Scorer.from_pretrained(str(model_dir), device=device)
     axes = list(scorer.axes)

@@ -14,8 +14,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from model.axes import AXES, LEVELS
-from training.tokenizer import save_tokenizer
+from zhenping.model.axes import AXES, LEVELS
+from zhenping.training.tokenizer import save_tokenizer
 
 NORMALIZATION = "zhenping-nfkc-t2s-v1"
 
@@ -153,18 +153,18 @@ def _dump(path: Path, obj) -> None:
 def add_levels_and_behaviour(model_dir: str | os.PathLike, data_dir: str | os.PathLike,
                              echo=None) -> dict | None:
     """Finish an exported folder: fit the level cut points on ``data_dir``'s validation
-    split into ``scorer_config.json`` (see :mod:`training.calibrate`), then run the
-    behavioural suite (:mod:`training.behaviour`) and write ``behaviour.json``.
+    split into ``scorer_config.json`` (see :mod:`zhenping.training.calibrate`), then run the
+    behavioural suite (:mod:`zhenping.training.behaviour`) and write ``behaviour.json``.
 
     Returns:
-        The behavioural report (for :func:`training.card.render_card`), or ``None``
+        The behavioural report (for :func:`zhenping.training.card.render_card`), or ``None``
         when the data folder has no validation split (nothing is then written).
     """
     import sys
 
-    from model.scorer import Scorer
-    from training.behaviour import BEHAVIOUR_FILE, run_suite, write_report
-    from training.calibrate import calibrate_model_dir
+    from zhenping.model.scorer import Scorer
+    from zhenping.training.behaviour import BEHAVIOUR_FILE, run_suite, write_report
+    from zhenping.training.calibrate import calibrate_model_dir
 
     echo = echo or (lambda m: print(m, file=sys.stderr))
     if not (Path(data_dir) / "validation.jsonl").is_file():

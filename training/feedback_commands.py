@@ -33,7 +33,7 @@ from typing import Optional
 
 import typer
 
-from model.axes import AXES
+from zhenping.model.axes import AXES
 
 # This module's subcommands; zhenping/cli.py adds them to the `zhenping` command.
 app = typer.Typer()
@@ -67,8 +67,8 @@ def _round_half_up(x: float) -> int:
 
 def default_model_dir() -> Path:
     """The model that fills uncorrected axes: the store's current version if there is one, else the shipped model."""
-    from model.scorer import DEFAULT_MODEL_DIR
-    from training.store import ModelStore, is_store, store_root
+    from zhenping.model.scorer import DEFAULT_MODEL_DIR
+    from zhenping.training.store import ModelStore, is_store, store_root
 
     root = store_root()
     if is_store(root) and ModelStore(root).current() is not None:
@@ -78,7 +78,7 @@ def default_model_dir() -> Path:
 
 def held_out_keys(data_dir: Path) -> set[str]:
     """SHA-256 keys (as feedback stores them) of every text in the validation and test split files."""
-    from api.db import text_sha256
+    from zhenping.api.db import text_sha256
 
     keys: set[str] = set()
     for split in HELD_OUT_SPLITS:
@@ -110,7 +110,7 @@ def export_feedback(
 
     Args:
         out: the JSONL file to write (replaced atomically).
-        store: an :class:`api.db.FeedbackStore`; default: the one the environment names.
+        store: an :class:`zhenping.api.db.FeedbackStore`; default: the one the environment names.
         model_dir: the model that fills uncorrected axes (default :func:`default_model_dir`).
         fill: ``"model"`` or ``"skip"`` (leave out comments with an uncorrected axis).
         data_dir: prepared split folder whose validation/test texts are left out; ``None``: none.
@@ -126,7 +126,7 @@ def export_feedback(
     """
     from tqdm import tqdm
 
-    from api.db import FeedbackStore
+    from zhenping.api.db import FeedbackStore
 
     if fill not in ("model", "skip"):
         raise ValueError(f"fill must be 'model' or 'skip', got {fill!r}")
@@ -171,7 +171,7 @@ def export_feedback(
     if incomplete and fill == "skip":
         rows = [r for r in rows if len(r["corrected"]) == len(AXES)]
     elif incomplete:
-        from model.scorer import Scorer
+        from zhenping.model.scorer import Scorer
 
         scorer = Scorer.from_pretrained(model_dir or default_model_dir())
         filled_by = scorer.model_version
@@ -225,9 +225,9 @@ def feedback_export_cmd(
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bars on stderr."),
 ) -> None:
     """Write the collected feedback as a labelled file for `zhenping train --extra`."""
-    from api.db import FeedbackStore, StoreSettings
-    from model.scorer import ModelLoadError
-    from training.store import StoreError, resolve_model_dir
+    from zhenping.api.db import FeedbackStore, StoreSettings
+    from zhenping.model.scorer import ModelLoadError
+    from zhenping.training.store import StoreError, resolve_model_dir
 
     settings = StoreSettings(**({"database_url": database_url} if database_url else {}))
     try:
@@ -251,7 +251,7 @@ def feedback_stats_cmd(
     database_url: Optional[str] = typer.Option(None, "--database-url", help="Feedback database (default as for export)."),
 ) -> None:
     """Print the summary GET /v1/feedback/stats gives, as JSON."""
-    from api.db import FeedbackStore, StoreSettings
+    from zhenping.api.db import FeedbackStore, StoreSettings
 
     settings = StoreSettings(**({"database_url": database_url} if database_url else {}))
     store = FeedbackStore(settings.url)
@@ -276,9 +276,9 @@ def promote_or_exit(
     max_axis_drop: float | None = None,
     force: bool = False,
 ) -> None:
-    """Run :func:`training.store.promote` for a command; exit 1 when the candidate is not promoted."""
-    from model.scorer import ModelLoadError
-    from training.store import MAX_AXIS_DROP, TOLERANCE, StoreError, promote
+    """Run :func:`zhenping.training.store.promote` for a command; exit 1 when the candidate is not promoted."""
+    from zhenping.model.scorer import ModelLoadError
+    from zhenping.training.store import MAX_AXIS_DROP, TOLERANCE, StoreError, promote
 
     try:
         result = promote(
@@ -325,7 +325,7 @@ def rollback_cmd(
 
     A running service picks the switch up when it restarts.
     """
-    from training.store import ModelStore, StoreError, store_root
+    from zhenping.training.store import ModelStore, StoreError, store_root
 
     s = ModelStore(store_root(store))
     try:
@@ -341,7 +341,7 @@ def models_list_cmd(
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
     """List the versions in the store, oldest first; * marks the current one."""
-    from training.store import ModelStore, StoreError, store_root
+    from zhenping.training.store import ModelStore, StoreError, store_root
 
     s = ModelStore(store_root(store))
     try:
@@ -394,9 +394,9 @@ def score_dataset_cmd(
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar on stderr."),
 ) -> None:
     """Score a whole dataset file; writes the input's columns plus scores and levels."""
-    from model.scorer import ModelLoadError
-    from training.score_dataset import DatasetError, score_dataset
-    from training.store import StoreError
+    from zhenping.model.scorer import ModelLoadError
+    from zhenping.training.score_dataset import DatasetError, score_dataset
+    from zhenping.training.store import StoreError
 
     try:
         summary = score_dataset(

@@ -21,9 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from model.axes import AXES
-from model.normalize import normalize_text
-from training.config import config_to_dict, format_config
+from zhenping.model.axes import AXES
+from zhenping.model.normalize import normalize_text
+from zhenping.training.config import config_to_dict, format_config
 
 
 @dataclass
@@ -104,10 +104,10 @@ def load_base(base: str, tokenizer_dir: str | None = None, dropout: float = 0.1,
     """
     from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
-    from training.export import set_label_names
+    from zhenping.training.export import set_label_names
 
     if base == "default":  # the shipped model, wherever the package is installed
-        from model.scorer import DEFAULT_MODEL_DIR
+        from zhenping.model.scorer import DEFAULT_MODEL_DIR
 
         base = str(DEFAULT_MODEL_DIR)
     config = AutoConfig.from_pretrained(base)
@@ -221,7 +221,7 @@ def _source_sha1(spec: str) -> str:
 
 def _base_sha1(base: str) -> str:
     if base == "default":
-        from model.scorer import DEFAULT_MODEL_DIR
+        from zhenping.model.scorer import DEFAULT_MODEL_DIR
 
         base = str(DEFAULT_MODEL_DIR)
     path = Path(base).expanduser()
@@ -311,9 +311,9 @@ def pseudo_rows(cfg: FinetuneConfig, exclude: set[str]) -> list[dict]:
     and the corpus file already leaves out the labelled validation and test texts,
     so nothing of the held-out splits reaches training. A GPU teacher's output folder
     (or its ``scores.npz``) gives its scores of the pack documents, looked up by text
-    (see :mod:`training.pack_scores`); ``pseudo_texts = -1`` takes every text it scored.
+    (see :mod:`zhenping.training.pack_scores`); ``pseudo_texts = -1`` takes every text it scored.
     """
-    from training.multitask import MultitaskConfig, load_distill_data
+    from zhenping.training.multitask import MultitaskConfig, load_distill_data
 
     texts, scores = load_distill_data(MultitaskConfig(
         distill_teacher=cfg.pseudo_teacher, distill_corpus=cfg.pseudo_corpus,
@@ -336,7 +336,7 @@ def train(cfg: FinetuneConfig):
     train_rows = read_split(cfg.data_dir, "train")
     val_rows = read_split(cfg.data_dir, "validation")
     if cfg.extra_train:
-        from training.userdata import load_labelled
+        from zhenping.training.userdata import load_labelled
 
         for f in cfg.extra_train:
             for r in load_labelled(f, skip_invalid=cfg.skip_invalid):

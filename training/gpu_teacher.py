@@ -5,7 +5,7 @@ every corpus document, a held-out slice, the tokenizer) and the label pack besid
 it (``zhenping pack --labels``: the gold training and validation rows, tokenised).
 In one run bounded by ``total_minutes`` (9 by default) it
 
-1. pretrains an encoder (RTD or MLM, see :mod:`training.pretrain`) in bf16
+1. pretrains an encoder (RTD or MLM, see :mod:`zhenping.training.pretrain`) in bf16
    autocast for ``pretrain_minutes``, the learning rate warming up and decaying
    to 0 over that time, and measures held-out accuracy;
 2. fine-tunes it on the gold training split for ``finetune_minutes`` (soft
@@ -18,7 +18,7 @@ In one run bounded by ``total_minutes`` (9 by default) it
    ``RobertaPreLayerNormForSequenceClassification`` folder: ``from_pretrained``
    loads it), ``scores.npz`` (``scores``: float16 ``[documents, 3]`` in pack
    order, warmth/substance/template in [0, 1], with the pack's corpus mapping so
-   that :mod:`training.pack_scores` maps them to corpus texts) and ``log.json`` (versions,
+   that :mod:`zhenping.training.pack_scores` maps them to corpus texts) and ``log.json`` (versions,
    tokens/s, held-out accuracy, validation ρ per axis, seconds per phase). At
    most 8 files and ``max_output_mib`` MiB; the run checks both before training.
 
@@ -30,7 +30,7 @@ tokenizer (its vocabulary must give the same ids).
 
 Run on a GPU machine (the checkout plus the carried pack)::
 
-    python -m training.gpu_teacher --config training/configs/gpu_teacher.toml --pack runs/pack --out "$OUT"
+    python -m zhenping.training.gpu_teacher --config training/configs/gpu_teacher.toml --pack runs/pack --out "$OUT"
 
 Uses only stable ``torch`` and ``transformers`` APIs (torch 2.11-2.13, transformers 5).
 """
@@ -50,7 +50,7 @@ from pathlib import Path
 
 import numpy as np
 
-from training.config import config_to_dict, format_config, load_config, parse_overrides
+from zhenping.training.config import config_to_dict, format_config, load_config, parse_overrides
 
 MIB = 1024 * 1024
 PERMISSIVE = ("apache-2.0", "mit", "bsd-2-clause", "bsd-3-clause", "cc-by-4.0", "cc-by-sa-4.0", "openrail")
@@ -177,7 +177,7 @@ def _pad_batch(seqs: list[np.ndarray], pad_id: int):
 
 
 def _pretrain_config(cfg: TeacherConfig, seconds: float):
-    from training.pretrain import PretrainConfig
+    from zhenping.training.pretrain import PretrainConfig
 
     return PretrainConfig(
         out_dir="unused", max_length=cfg.max_length, hidden_size=cfg.hidden_size, num_layers=cfg.num_layers,
@@ -258,7 +258,7 @@ def _build_classifier(cfg: TeacherConfig, vocab_size: int, resume: str | None, c
     """The sequence classifier whose encoder is pretrained, then fine-tuned."""
     from transformers import AutoModelForSequenceClassification
 
-    from training.pretrain import PretrainConfig, encoder_config
+    from zhenping.training.pretrain import PretrainConfig, encoder_config
 
     id2label = {i: a for i, a in enumerate(axes)}
     extra = dict(num_labels=len(axes), id2label=id2label, label2id={a: i for i, a in id2label.items()},
@@ -267,7 +267,7 @@ def _build_classifier(cfg: TeacherConfig, vocab_size: int, resume: str | None, c
     if source:
         model = AutoModelForSequenceClassification.from_pretrained(source, ignore_mismatched_sizes=True, **extra)
         model = model.float()
-        from training.pretrain import _set_dropout
+        from zhenping.training.pretrain import _set_dropout
 
         _set_dropout(model, 0.0)
         return model
@@ -283,7 +283,7 @@ def _build_classifier(cfg: TeacherConfig, vocab_size: int, resume: str | None, c
 def pretrain_phase(cfg, classifier, train_seqs, heldout_seqs, tok, device, seconds, log):
     import torch
 
-    from training.pretrain import (SPECIAL_TOKENS, _autocast, _lr_factor, build_rtd, evaluate_mlm,
+    from zhenping.training.pretrain import (SPECIAL_TOKENS, _autocast, _lr_factor, build_rtd, evaluate_mlm,
                                    evaluate_rtd, mask_tokens, rtd_inputs)
 
     pc = _pretrain_config(cfg, seconds)
@@ -456,7 +456,7 @@ def run(cfg: TeacherConfig, resume: str | None = None) -> Path:
     import torch
     import transformers
 
-    from training.pack import load_label_pack, load_pack
+    from zhenping.training.pack import load_label_pack, load_pack
 
     out = Path(cfg.out or os.environ.get("OUT") or "runs/teacher")
     out.mkdir(parents=True, exist_ok=True)
@@ -491,7 +491,7 @@ def run(cfg: TeacherConfig, resume: str | None = None) -> Path:
     if labels["tokenizer_sha1"] != pk.header["tokenizer_sha1"]:
         raise ValueError("the label pack was tokenised with another tokenizer than the pack; "
                          f"rerun `zhenping pack --labels --out {cfg.pack}`")
-    from training.pack import pack_sequences
+    from zhenping.training.pack import pack_sequences
 
     train_seqs = pack_sequences(pk, None, pk.train_docs, cfg.max_length, tok.cls_token_id, tok.sep_token_id,
                                 cfg.seed)
@@ -509,7 +509,7 @@ def run(cfg: TeacherConfig, resume: str | None = None) -> Path:
 
     chosen_cache = None
     if cfg.use_cached_encoder:
-        from training.pack import tokenizer_sha1
+        from zhenping.training.pack import tokenizer_sha1
 
         for c in cached:
             if not c["chinese"] or (c["license"] or "") not in PERMISSIVE:

@@ -15,8 +15,8 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from model.axes import AXES
-from training.corpora import corpora_root, get_file, iter_rows, row_text
+from zhenping.model.axes import AXES
+from zhenping.training.corpora import corpora_root, get_file, iter_rows, row_text
 
 LABEL_TEXT_CHARS = 300  # labels were judged on the stripped text cut to this length
 # The project's gold labels, shipped in the package (training/gold/README.md).

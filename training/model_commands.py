@@ -22,7 +22,7 @@ def _input_error(message: str) -> None:
 def _config(cls, path: str, ctx: typer.Context, **fixed):
     """A typed run config from a TOML file, the command's extra ``--key=value``
     arguments and the command's own options; a bad key or value is a usage error."""
-    from training.config import load_config, parse_overrides
+    from zhenping.training.config import load_config, parse_overrides
 
     try:
         overrides = parse_overrides(ctx.args)
@@ -47,7 +47,7 @@ def pretrain_cmd(
 
     Extra --key=value arguments override the config, e.g. --max_minutes=60.
     """
-    from training.pretrain import PretrainConfig, run
+    from zhenping.training.pretrain import PretrainConfig, run
 
     cfg = _config(PretrainConfig, config, ctx, corpora=corpora)
     try:
@@ -67,8 +67,8 @@ def multitask_cmd(
 ) -> None:
     """Intermediate multi-task stage on the corpora's own labels (offensive, sexism,
     AI text, sentiment, emotion) between pretraining and fine-tuning."""
-    from training.corpora import corpora_root
-    from training.multitask import MultitaskConfig, run
+    from zhenping.training.corpora import corpora_root
+    from zhenping.training.multitask import MultitaskConfig, run
 
     cfg = _config(MultitaskConfig, config, ctx)
     try:
@@ -77,7 +77,7 @@ def multitask_cmd(
         _input_error("no corpora folder found, and the multi-task stage trains on the corpora's own labels; "
                      "pass --corpora=DIR or set ZHENPING_CORPORA=DIR (`zhenping corpora download DIR` "
                      "fetches the public files)")
-    from training.pack_scores import TeacherDataError
+    from zhenping.training.pack_scores import TeacherDataError
 
     try:
         run(cfg)
@@ -112,11 +112,11 @@ def train_cmd(
     e.g. --lr=5e-5 --epochs=3. Rerunning the same command after a crash resumes from
     the newest checkpoint; a different run (config, data or base) never does.
     """
-    from training.finetune import FinetuneConfig
-    from training.pack_scores import TeacherDataError
-    from training.prepare import PrepareError
-    from training.train import TrainInputError, run_train
-    from training.userdata import LabelFileError, error_line
+    from zhenping.training.finetune import FinetuneConfig
+    from zhenping.training.pack_scores import TeacherDataError
+    from zhenping.training.prepare import PrepareError
+    from zhenping.training.train import TrainInputError, run_train
+    from zhenping.training.userdata import LabelFileError, error_line
 
     if extra:
         missing = [f for f in extra if not _exists_or_dataset_name(f)]
@@ -136,14 +136,14 @@ def train_cmd(
         typer.echo(f"test {a}: spearman {o[a]['spearman']}, pearson {o[a]['pearson']}, mae {o[a]['mae']}")
     typer.echo(f"test template>=2 AUROC {o['template_ge2']['auroc']}, hostile AUROC {o['hostile']['auroc']}")
     if "base_on_test" in metrics:
-        from training.evaluate import comparison_table
+        from zhenping.training.evaluate import comparison_table
 
         held = "your held-out rows" if metrics.get("data_mode") == "extra-only" else "the test split"
         typer.echo(f"\nnew and current model on {held} ({metrics['n']:,} rows):")
         typer.echo(comparison_table({f"new ({out})": metrics,
                                      f"current ({metrics['base_on_test']['dir']})": metrics["base_on_test"]}))
     if promote:
-        from training.feedback_commands import promote_or_exit
+        from zhenping.training.feedback_commands import promote_or_exit
 
         promote_or_exit(out, store, data_dir=cfg.data_dir, version=version)
 
@@ -184,16 +184,16 @@ def reproduce_default_cmd(
     reuses its output under runs/ when rerun."""
     import shutil
 
-    from training.baselines import run_baselines
-    from training.config import load_config
-    from training.finetune import FinetuneConfig
-    from training.labels import gold_files
-    from training.multitask import MultitaskConfig
-    from training.multitask import run as run_multitask
-    from training.prepare import prepare
-    from training.pretrain import PretrainConfig
-    from training.pretrain import run as run_pretrain
-    from training.train import run_train
+    from zhenping.training.baselines import run_baselines
+    from zhenping.training.config import load_config
+    from zhenping.training.finetune import FinetuneConfig
+    from zhenping.training.labels import gold_files
+    from zhenping.training.multitask import MultitaskConfig
+    from zhenping.training.multitask import run as run_multitask
+    from zhenping.training.prepare import prepare
+    from zhenping.training.pretrain import PretrainConfig
+    from zhenping.training.pretrain import run as run_pretrain
+    from zhenping.training.train import run_train
 
     pre = load_config(PretrainConfig, "pretrain_cpu.toml", {"max_steps": pretrain_steps, "corpora": corpora})
     encoder = run_pretrain(pre)
@@ -234,7 +234,7 @@ def reproduce_default_cmd(
 
     # Replaced-token detection continued from v2's encoder, read from the pack; then the
     # last fine-tune with the TF-IDF + stage-2 ensemble as teacher.
-    from training.pack import build_pack
+    from zhenping.training.pack import build_pack
 
     if not Path("runs/pack/header.json").is_file():
         build_pack("runs/pack", "runs/model_v2", work_dir="runs/pretrain", corpora=corpora, max_mib=28)
@@ -273,10 +273,10 @@ def check_backends_cmd(
 ) -> None:
     """Export ONNX fp32 and int8, compare them with PyTorch on a labelled split, keep
     only the backends within tolerance and add the figures to the model card."""
-    from training.backends import check_backends
+    from zhenping.training.backends import check_backends
 
-    from training.card import rerender_card
-    from training.prepare import read_manifest
+    from zhenping.training.card import rerender_card
+    from zhenping.training.prepare import read_manifest
 
     check_backends(model, data, split, keep_fp32=keep_fp32)
     if (Path(model) / "metrics.json").is_file():

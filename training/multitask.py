@@ -32,9 +32,9 @@ from pathlib import Path
 
 import numpy as np
 
-from model.axes import AXES
-from model.normalize import normalize_text
-from training.config import config_to_dict, format_config
+from zhenping.model.axes import AXES
+from zhenping.model.normalize import normalize_text
+from zhenping.training.config import config_to_dict, format_config
 
 # task -> (number of classes, [(corpus, file, label -> class index)])
 _BINARY = {"0": 0, "1": 1}
@@ -80,8 +80,8 @@ class MultitaskConfig:
 
 def load_task_data(cfg: MultitaskConfig) -> dict[str, tuple[list[str], list[int]]]:
     """Texts and class ids per task, deduplicated, without labelled val/test texts."""
-    from training.corpora import corpora_root, get_file, iter_rows, row_text
-    from training.pretrain import PretrainConfig, _heldout_texts
+    from zhenping.training.corpora import corpora_root, get_file, iter_rows, row_text
+    from zhenping.training.pretrain import PretrainConfig, _heldout_texts
 
     heldout = _heldout_texts(PretrainConfig(corpora=cfg.corpora, gold=cfg.gold))
     root = corpora_root(cfg.corpora)
@@ -120,11 +120,11 @@ def load_distill_data(cfg: MultitaskConfig) -> tuple[list[str], np.ndarray]:
     """Unlabelled texts and the teacher's three axis scores for them.
 
     ``distill_texts`` texts are drawn from the corpus (-1: all of them). A GPU teacher's
-    scores (its output folder or ``scores.npz``, see :mod:`training.pack_scores`) cover
+    scores (its output folder or ``scores.npz``, see :mod:`zhenping.training.pack_scores`) cover
     only its pack's documents: with one among the teachers, the texts are drawn from
     those it has scores for (unless its folder is a complete scorer folder).
     """
-    from training.pack_scores import load_pack_scores, scores_path
+    from zhenping.training.pack_scores import load_pack_scores, scores_path
 
     path = Path(cfg.distill_corpus)
     if not path.is_file():
@@ -160,10 +160,10 @@ def teacher_scores(spec: str, texts: list[str], tables: dict | None = None, corp
     an exported scorer folder (e.g. an earlier fine-tuned model), or a GPU teacher's
     output folder or ``scores.npz`` (scores looked up by text: ``tables`` holds them
     loaded, else they are read with ``corpus`` and ``pack``, see
-    :func:`training.pack_scores.load_pack_scores`).
+    :func:`zhenping.training.pack_scores.load_pack_scores`).
     """
-    from training.baselines import TfidfRidgeBaseline
-    from training.pack_scores import load_pack_scores, lookup, scores_path
+    from zhenping.training.baselines import TfidfRidgeBaseline
+    from zhenping.training.pack_scores import load_pack_scores, lookup, scores_path
 
     parts = _teacher_parts(spec)
     if not parts:
@@ -178,7 +178,7 @@ def teacher_scores(spec: str, texts: list[str], tables: dict | None = None, corp
             total += lookup(tables[part], texts)
             continue
         if path.is_dir():
-            from model.scorer import Scorer
+            from zhenping.model.scorer import Scorer
 
             scorer = Scorer.from_pretrained(path, backend="auto")
             if tuple(scorer.axes) != tuple(AXES):
@@ -276,7 +276,7 @@ def run(cfg: MultitaskConfig) -> Path:
     tmp = out / "encoder.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     mlm.save_pretrained(tmp, safe_serialization=True)
-    from training.tokenizer import save_tokenizer
+    from zhenping.training.tokenizer import save_tokenizer
 
     save_tokenizer(tok, tmp)
     pre = Path(cfg.base) / "pretrain_summary.json"

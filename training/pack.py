@@ -1,6 +1,6 @@
 """Compact pretraining pack: the corpus tokenised once, compressed, self-describing.
 
-``zhenping pack`` reuses the corpus stage of :mod:`training.pretrain` (normalised,
+``zhenping pack`` reuses the corpus stage of :mod:`zhenping.training.pretrain` (normalised,
 deduplicated texts, labelled validation and test texts left out) and writes a
 folder small enough to travel with the code to a machine without the corpora:
 
@@ -50,7 +50,7 @@ MIB = 1024 * 1024
 
 def normalization_version() -> str:
     """SHA-1 (12 hex digits) of ``model/normalize.py``: texts normalised by another version may differ."""
-    import model.normalize as norm
+    import zhenping.model.normalize as norm
 
     return hashlib.sha1(Path(norm.__file__).read_bytes()).hexdigest()[:12]
 
@@ -204,8 +204,8 @@ def build_pack(out: str | Path, tokenizer_dir: str | Path, work_dir: str | Path 
 
     from transformers import AutoTokenizer
 
-    from training.pretrain import PretrainConfig, build_corpus, build_tokenizer
-    from training.tokenizer import save_tokenizer
+    from zhenping.training.pretrain import PretrainConfig, build_corpus, build_tokenizer
+    from zhenping.training.tokenizer import save_tokenizer
 
     if max_mib <= 0:
         raise ValueError(f"max_mib must be > 0, got {max_mib}")
@@ -219,7 +219,7 @@ def build_pack(out: str | Path, tokenizer_dir: str | Path, work_dir: str | Path 
         tok = build_tokenizer(cfg, work, corpus)
     else:
         if str(tokenizer_dir) == "default":
-            from model.scorer import DEFAULT_MODEL_DIR
+            from zhenping.model.scorer import DEFAULT_MODEL_DIR
 
             tokenizer_dir = DEFAULT_MODEL_DIR
         if not (Path(tokenizer_dir) / "tokenizer.json").is_file():
@@ -336,9 +336,9 @@ def write_label_pack(pack_dir: str | Path, data_dir: str | Path = "runs/data", m
     [CLS]/[SEP], cut at ``max_length``, concatenated), ``<split>_offsets`` and
     ``<split>_y`` (float32 ``[n, 3]``: warmth, substance, template in [0, 1]).
     """
-    from model.axes import AXES
-    from model.normalize import normalize_text
-    from training.finetune import read_split
+    from zhenping.model.axes import AXES
+    from zhenping.model.normalize import normalize_text
+    from zhenping.training.finetune import read_split
 
     pack_dir = Path(pack_dir)
     pack_header = json.loads((pack_dir / HEADER).read_text(encoding="utf-8")) if (pack_dir / HEADER).is_file() \

@@ -35,7 +35,7 @@ def pack_cmd(
 ) -> None:
     """Write the pretraining pack: token ids (uint16, LZMA), document lengths, a held-out
     slice, the tokenizer and a JSON header; or, with --labels, the label pack beside it."""
-    from training.pack import build_pack, folder_bytes, write_label_pack
+    from zhenping.training.pack import build_pack, folder_bytes, write_label_pack
 
     def fail(message: str) -> None:
         typer.echo(f"error: {message}", err=True)

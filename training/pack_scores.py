@@ -1,6 +1,6 @@
 """The GPU teacher's output as a teacher for distillation.
 
-``python -m training.gpu_teacher`` writes ``scores.npz``: the teacher's three axis
+``python -m zhenping.training.gpu_teacher`` writes ``scores.npz``: the teacher's three axis
 scores for every document of the pack it ran on, in pack order. Pack document ``k``
 is corpus line ``doc_lines(header)[k]`` of the corpus file the pack was built from
 (``corpus.txt`` of ``zhenping pretrain``), so the scores map back to normalised
@@ -15,7 +15,7 @@ texts, also when it is averaged with a model or baseline teacher.
 
 The output folder holds the weights (float16 shards) but, to stay within the
 eight files a GPU run may bring back, not the tokenizer or ``scorer_config.json``.
-``python -m training.pack_scores OUT [--pack runs/pack]`` adds them here, from the
+``python -m zhenping.training.pack_scores OUT [--pack runs/pack]`` adds them here, from the
 pack it was trained on; the folder is then a scorer folder that
 ``Scorer.from_pretrained`` loads (weights as float32), and as a teacher it scores
 texts outside its pack with the model as well.
@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from model.axes import AXES
+from zhenping.model.axes import AXES
 
 SCORES = "scores.npz"
 LOG = "log.json"
@@ -141,7 +141,7 @@ def load_pack_scores(spec: str | Path, corpus: str | Path, pack: str | Path | No
     if not corpus.is_file():
         raise FileNotFoundError(f"{corpus} not found; run `zhenping pretrain` or `zhenping pack` first "
                                 "(the corpus stage writes it)")
-    from training.pack import doc_lines, file_sha1
+    from zhenping.training.pack import doc_lines, file_sha1
 
     sha1 = file_sha1(corpus)
     if sha1 != mapping["corpus_sha1"]:
@@ -175,8 +175,8 @@ def lookup(table: PackScores, texts: list[str]) -> np.ndarray:
             raise TeacherDataError(
                 f"teacher {table.spec} has scores for the pack's documents only and {len(missing):,} of the texts "
                 f"are not among them; add its tokenizer and scorer config with "
-                f"`python -m training.pack_scores {table.folder or '<output folder>'}` to score them with its model")
-        from model.scorer import Scorer
+                f"`python -m zhenping.training.pack_scores {table.folder or '<output folder>'}` to score them with its model")
+        from zhenping.model.scorer import Scorer
 
         scorer = Scorer.from_pretrained(table.folder, backend="torch")
         got = scorer.score_normalized(missing, batch_size=128, max_tokens=4096)
@@ -189,8 +189,8 @@ def lookup(table: PackScores, texts: list[str]) -> np.ndarray:
 def complete_scorer_folder(out: str | Path, pack: str | Path | None = None) -> Path:
     """Add the tokenizer (from the pack the run used) and ``scorer_config.json`` to a GPU
     teacher's output folder, so that ``Scorer.from_pretrained`` loads it."""
-    from training.export import make_scorer_config
-    from training.pack import tokenizer_sha1
+    from zhenping.training.export import make_scorer_config
+    from zhenping.training.pack import tokenizer_sha1
 
     out = Path(out)
     if not (out / "config.json").is_file():

@@ -10,7 +10,7 @@ levels), assigns each text its stable split and writes::
         label file sha1s, output sha1s, counts per split / source / level, versions
 
 The split of a row is a function of its normalised text alone
-(:func:`training.splits.split_of_normalized`), so adding data never moves an
+(:func:`zhenping.training.splits.split_of_normalized`), so adding data never moves an
 existing row and one text never sits in two splits.
 """
 
@@ -25,10 +25,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable, Sequence
 
-from model.axes import AXES, LEVELS, score_to_level
-from model.normalize import normalize_text
-from training.labels import LabelledText, gold_files, join_gold, read_gold
-from training.splits import SPLITS, split_of_normalized
+from zhenping.model.axes import AXES, LEVELS, score_to_level
+from zhenping.model.normalize import normalize_text
+from zhenping.training.labels import LabelledText, gold_files, join_gold, read_gold
+from zhenping.training.splits import SPLITS, split_of_normalized
 
 if TYPE_CHECKING:
     import numpy as np
@@ -264,7 +264,7 @@ def prepare(
     Args:
         corpora: corpora root (default: ``$ZHENPING_CORPORA`` or ``../shared``).
         gold: gold label folder (default: ``$ZHENPING_GOLD`` or ``../shared``).
-        extra: user label files or dataset names (see :mod:`training.userdata`).
+        extra: user label files or dataset names (see :mod:`zhenping.training.userdata`).
         out: output folder.
         skip_invalid: drop bad rows of user files instead of stopping.
         strict: stop when a gold id cannot be joined (missing row, changed
@@ -278,14 +278,14 @@ def prepare(
 
     Raises:
         PrepareError: ``strict`` and the join found problems, or no rows at all.
-        training.userdata.LabelFileError: a user file has bad rows.
+        zhenping.training.userdata.LabelFileError: a user file has bad rows.
 
     Example:
         >>> manifest = prepare(out="runs/data")  # doctest: +SKIP
         >>> manifest["counts"]["rows"]["train"]  # doctest: +SKIP
         7290
     """
-    from training.userdata import read_labelled
+    from zhenping.training.userdata import read_labelled
 
     out = Path(out)
     labelled: list[LabelledText] = []

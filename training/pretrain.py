@@ -64,8 +64,8 @@ from pathlib import Path
 
 import numpy as np
 
-from model.normalize import normalize_text
-from training.config import config_to_dict, format_config
+from zhenping.model.normalize import normalize_text
+from zhenping.training.config import config_to_dict, format_config
 
 PACK_DTYPE = np.uint16
 
@@ -136,8 +136,8 @@ def validate_config(cfg: PretrainConfig) -> None:
 
 def _heldout_texts(cfg: PretrainConfig) -> set[str]:
     """Normalised texts of the labelled validation and test splits."""
-    from training.labels import gold_files, join_gold, read_gold
-    from training.splits import split_of_normalized
+    from zhenping.training.labels import gold_files, join_gold, read_gold
+    from zhenping.training.splits import split_of_normalized
 
     try:
         rows, _ = join_gold(read_gold(gold_files(cfg.gold)), cfg.corpora)
@@ -153,7 +153,7 @@ def _heldout_texts(cfg: PretrainConfig) -> set[str]:
 
 def build_corpus(cfg: PretrainConfig, out: Path) -> Path:
     """Write ``corpus.txt`` (one normalised, unique text per line) and its manifest."""
-    from training.corpora import iter_texts
+    from zhenping.training.corpora import iter_texts
 
     path = out / "corpus.txt"
     if path.exists() and (out / "corpus_manifest.json").exists():
@@ -201,7 +201,7 @@ def _read_lines(path: Path) -> list[str]:
 def build_tokenizer(cfg: PretrainConfig, out: Path, corpus: Path):
     from transformers import AutoTokenizer
 
-    from training.tokenizer import save_tokenizer, train_tokenizer
+    from zhenping.training.tokenizer import save_tokenizer, train_tokenizer
 
     tok_dir = out / "tokenizer"
     if (tok_dir / "tokenizer.json").exists():
@@ -349,7 +349,7 @@ def build_model(cfg: PretrainConfig, vocab_size: int):
 def resolve_model_dir(path: str) -> Path:
     """``"default"`` → the shipped model folder; anything else must be a folder with ``config.json``."""
     if path == "default":
-        from model.scorer import DEFAULT_MODEL_DIR
+        from zhenping.model.scorer import DEFAULT_MODEL_DIR
 
         return Path(DEFAULT_MODEL_DIR)
     p = Path(path)
@@ -624,7 +624,7 @@ def _log(out: Path, record: dict) -> None:
 def _init_tokenizer_check(init_dir: Path, tok) -> None:
     from transformers import AutoTokenizer
 
-    from training.pack import tokenizer_sha1
+    from zhenping.training.pack import tokenizer_sha1
 
     try:
         init_tok = AutoTokenizer.from_pretrained(init_dir)
@@ -638,7 +638,7 @@ def _init_tokenizer_check(init_dir: Path, tok) -> None:
 def load_data(cfg: PretrainConfig, out: Path):
     """(tokenizer, training sequences, held-out sequences) from the pack or the corpora."""
     if cfg.pack:
-        from training.pack import load_pack, pack_sequences
+        from zhenping.training.pack import load_pack, pack_sequences
 
         pk = load_pack(cfg.pack)
         tok = pk.tokenizer()
@@ -655,7 +655,7 @@ def load_data(cfg: PretrainConfig, out: Path):
         # The encoder's own tokenizer; the packed ids are cached under its vocabulary's hash.
         from transformers import AutoTokenizer
 
-        from training.pack import tokenizer_sha1
+        from zhenping.training.pack import tokenizer_sha1
 
         tok = AutoTokenizer.from_pretrained(resolve_model_dir(cfg.init_from))
         packed = pack(cfg, out, corpus, tok, suffix="_" + tokenizer_sha1(tok)[:8])
@@ -855,7 +855,7 @@ def run(cfg: PretrainConfig) -> Path:
     tmp = out / "encoder.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     encoder.save_pretrained(tmp, safe_serialization=True)
-    from training.tokenizer import save_tokenizer
+    from zhenping.training.tokenizer import save_tokenizer
 
     save_tokenizer(tok, tmp)
     summary = {"steps": state["step"], "tokens": state["tokens"], "seconds": state["seconds"],

@@ -11,7 +11,7 @@ warmth, substance,     float64   the model's scores in [0, 1]
 template
 warmth_level, ...      int8      nearest level 0-3 (``round(score * 3)``)
 truncated              bool      the model read only the text's first max_length tokens
-template_fused         float64   template score raised by copies (:mod:`model.campaign`)
+template_fused         float64   template score raised by copies (:mod:`zhenping.model.campaign`)
 exact_copies           int32     earlier rows with the same text (after normalisation)
 near_copies            int32     earlier rows with a near-identical text
 duplicate_cluster      string    id shared by a row and its copies (16 hex digits)
@@ -57,7 +57,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from model.axes import AXES
+from zhenping.model.axes import AXES
 
 FORMATS = ("parquet", "jsonl", "csv")
 LEVEL_SUFFIX = "_level"
@@ -327,7 +327,7 @@ class ColumnStage:
 
 
 class CampaignStage(ColumnStage):
-    """Copy detection and the suggested action, from :mod:`model.campaign`.
+    """Copy detection and the suggested action, from :mod:`zhenping.model.campaign`.
 
     Rows go through the detector one at a time, in order, so the counts do not
     depend on how the rows were chunked.
@@ -338,7 +338,7 @@ class CampaignStage(ColumnStage):
     ordered = True
 
     def __init__(self, window_size: int = 100_000):
-        from model.campaign import CampaignConfig, CampaignDetector, WindowConfig
+        from zhenping.model.campaign import CampaignConfig, CampaignDetector, WindowConfig
 
         # No time limit: an offline file has no clock; the window is bounded by size alone.
         config = CampaignConfig(window=WindowConfig(max_size=window_size, ttl_seconds=0.0), authors=False)
@@ -346,8 +346,8 @@ class CampaignStage(ColumnStage):
         self.now = time.time()
 
     def add(self, texts, scores):
-        from model.campaign import CampaignInput
-        from model.normalize import normalize_text
+        from zhenping.model.campaign import CampaignInput
+        from zhenping.model.normalize import normalize_text
 
         out: dict[str, list] = {c: [] for c in self.columns}
         for text, score in zip(texts, scores):
@@ -365,9 +365,10 @@ class CampaignStage(ColumnStage):
 
 
 def campaign_available() -> bool:
-    """Whether copy detection (:mod:`model.campaign`) is installed."""
+    """Whether copy detection (:mod:`zhenping.model.campaign`) is installed."""
     try:
-        import model.campaign  # noqa: F401
+        from zhenping import model
+        import zhenping.model.campaign  # noqa: F401
     except ImportError:
         return False
     return True
@@ -427,7 +428,7 @@ def add_stage_columns(table, texts: list, scores: list, stages: Sequence[ColumnS
 
 def _scores_from_table(table, axes: Sequence[str]) -> list:
     """CommentScores back from the score columns (for stages that run after the scorers)."""
-    from model.scorer import CommentScores
+    from zhenping.model.scorer import CommentScores
 
     cols = {a: table[a].to_pylist() for a in axes}
     return [None if cols[axes[0]][i] is None else CommentScores(**{a: cols[a][i] for a in axes})
@@ -436,8 +437,8 @@ def _scores_from_table(table, axes: Sequence[str]) -> list:
 
 def load_model(model_dir: str | os.PathLike | None, num_threads: int | None = None):
     """A scorer from a model folder, a model store (its current version) or ``None`` (the shipped model)."""
-    from model.scorer import Scorer
-    from training.store import resolve_model_dir
+    from zhenping.model.scorer import Scorer
+    from zhenping.training.store import resolve_model_dir
 
     path = resolve_model_dir(model_dir) if model_dir is not None else None
     return Scorer.from_pretrained(path, num_threads=num_threads)
@@ -503,7 +504,7 @@ class ScoreActor:
                  added: Sequence[str] = (), source: str = "input", stages: Sequence[ColumnStage] = ()):
         import ray
 
-        from model.scorer import Scorer
+        from zhenping.model.scorer import Scorer
 
         files = ray.get(files_ref[0])
         self._dir = tempfile.mkdtemp(prefix="zhenping-model-")
@@ -723,7 +724,7 @@ def score_dataset(
         cpus_per_actor: CPUs each scorer actor reserves; its torch threads follow (ray).
         text_column: the column holding the comments.
         chunk_size: rows per chunk (local).
-        campaign: add copy-detection and action columns when :mod:`model.campaign` is installed.
+        campaign: add copy-detection and action columns when :mod:`zhenping.model.campaign` is installed.
 
     Returns:
         ``{"rows", "unscored", "seconds", "comments_per_second", "engine", "model", "columns"}``;
@@ -731,7 +732,7 @@ def score_dataset(
 
     Raises:
         DatasetError: a bad file, format or column, naming it.
-        model.scorer.ModelLoadError: the model cannot be loaded.
+        zhenping.model.scorer.ModelLoadError: the model cannot be loaded.
 
     Example:
         >>> score_dataset("comments.csv.gz", "scored.parquet")  # doctest: +SKIP
@@ -758,8 +759,8 @@ def score_dataset(
             import ray  # noqa: F401
         except ImportError:
             raise DatasetError('the ray engine needs Ray Data: pip install "ray[data]"') from None
-        from model.scorer import DEFAULT_MODEL_DIR
-        from training.store import resolve_model_dir
+        from zhenping.model.scorer import DEFAULT_MODEL_DIR
+        from zhenping.training.store import resolve_model_dir
 
         path = Path(resolve_model_dir(model_dir) if model_dir is not None else DEFAULT_MODEL_DIR)
         probe = load_model(path)  # fail here, with the loader's message, rather than inside an actor

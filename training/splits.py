@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 
-from model.normalize import normalize_text
+from zhenping.model.normalize import normalize_text
 
 SPLITS = ("train", "validation", "test")
 BOUNDS = (80, 90)  # percent: [0, 80) train, [80, 90) validation, [90, 100) test

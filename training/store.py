@@ -13,7 +13,7 @@ which is atomic: a reader sees the old version or the new one, never neither.
 the current version; a switch takes effect when the service restarts.
 
 Promotion scores the candidate and the current model on the same prepared
-split (``test`` by default) with :func:`training.evaluate.evaluate` and
+split (``test`` by default) with :func:`zhenping.training.evaluate.evaluate` and
 promotes the candidate only if it is not worse: its mean Spearman ρ over the
 axes is at most ``tolerance`` below the current model's, and no axis's ρ drops
 by more than ``max_axis_drop``. Rollback returns to the version that was
@@ -39,9 +39,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-# The read side (which version is current, the folder to serve) is model.store's;
+# The read side (which version is current, the folder to serve) is zhenping.model.store's;
 # this module adds versions, promotes and rolls back.
-from model.store import (  # noqa: F401  (re-exported: callers import them from here too)
+from zhenping.model.store import (  # noqa: F401  (re-exported: callers import them from here too)
     CURRENT,
     DEFAULT_STORE,
     SCORER_CONFIG,
@@ -66,7 +66,7 @@ _VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
 def shipped_model_dir() -> Path | None:
     """The shipped model (``model/default``), version 0 of every new store; ``None`` if not installed."""
-    from model.scorer import DEFAULT_MODEL_DIR
+    from zhenping.model.scorer import DEFAULT_MODEL_DIR
 
     return DEFAULT_MODEL_DIR if (DEFAULT_MODEL_DIR / SCORER_CONFIG).is_file() else None
 
@@ -371,7 +371,7 @@ def evaluate_on_split(
     progress: bool = True,
     desc: str | None = None,
 ) -> dict:
-    """Score a prepared split with a model and measure it with :func:`training.evaluate.evaluate`.
+    """Score a prepared split with a model and measure it with :func:`zhenping.training.evaluate.evaluate`.
 
     Returns:
         The metrics dict (``overall`` per-axis Spearman, Pearson, MAE, detection AUROCs, ``by_source``).
@@ -379,9 +379,9 @@ def evaluate_on_split(
     import numpy as np
     from tqdm import tqdm
 
-    from model.scorer import Scorer
-    from training.evaluate import evaluate
-    from training.prepare import load_split
+    from zhenping.model.scorer import Scorer
+    from zhenping.training.evaluate import evaluate
+    from zhenping.training.prepare import load_split
 
     scorer = Scorer.from_pretrained(str(model_dir))
     axes = list(scorer.axes)

@@ -5,7 +5,7 @@ A teacher is one scorer or the plain average of several (the comma-separated
 training). Each candidate part scores the validation texts once; every
 combination of up to ``--max_parts`` parts is then ranked by mean Spearman ρ:
 
-    python -m training.teacher_eval tfidf=runs/baselines/tfidf_ridge.joblib \\
+    python -m zhenping.training.teacher_eval tfidf=runs/baselines/tfidf_ridge.joblib \\
         v3=runs/model_v3 v3d=runs/model_d --out training/results/teachers
 
 writes ``teachers.md`` and ``teachers.json`` with the spec of the best
@@ -23,20 +23,20 @@ from pathlib import Path
 
 import numpy as np
 
-from model.axes import AXES
-from model.normalize import normalize_text
+from zhenping.model.axes import AXES
+from zhenping.model.normalize import normalize_text
 
 
 def part_scores(parts: dict[str, str], texts: list[str]) -> dict[str, np.ndarray]:
     """Each named part's scores of ``texts``, shape (n, axes)."""
-    from training.multitask import teacher_scores
+    from zhenping.training.multitask import teacher_scores
 
     return {name: teacher_scores(spec, texts) for name, spec in parts.items()}
 
 
 def rank_combinations(scores: dict[str, np.ndarray], gold: np.ndarray, max_parts: int) -> list[dict]:
     """Every average of 1..``max_parts`` parts with its Spearman ρ per axis, best first."""
-    from training.finetune import spearman_metrics
+    from zhenping.training.finetune import spearman_metrics
 
     names = list(scores)
     rows = []
@@ -67,9 +67,9 @@ def write_report(rows: list[dict], parts: dict[str, str], split: str, n: int, ou
 
 
 def main(argv: list[str] | None = None) -> int:
-    from training.finetune import read_split
+    from zhenping.training.finetune import read_split
 
-    ap = argparse.ArgumentParser(prog="python -m training.teacher_eval", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m zhenping.training.teacher_eval", description=__doc__.split("\n\n")[0])
     ap.add_argument("parts", nargs="+", metavar="NAME=SPEC",
                     help="a candidate part: a fitted baseline (.joblib), a scorer folder or a GPU teacher's scores")
     ap.add_argument("--data_dir", default="runs/data")

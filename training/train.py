@@ -25,10 +25,10 @@ import sys
 import time
 from pathlib import Path
 
-from training.card import load_baselines, render_card
-from training.config import config_to_dict
-from training.export import add_levels_and_behaviour, make_scorer_config, swap_into_place, write_model_dir
-from training.finetune import FinetuneConfig, train
+from zhenping.training.card import load_baselines, render_card
+from zhenping.training.config import config_to_dict
+from zhenping.training.export import add_levels_and_behaviour, make_scorer_config, swap_into_place, write_model_dir
+from zhenping.training.finetune import FinetuneConfig, train
 
 BASELINES = Path(__file__).resolve().parent / "results" / "baselines.json"
 MIN_HELD_OUT = 2  # rows each in validation and test, for early stopping and a rank correlation
@@ -45,12 +45,12 @@ def training_data(cfg: FinetuneConfig, echo=None) -> tuple[FinetuneConfig, str]:
     Raises:
         TrainInputError: no prepared data, no corpora and no ``extra_train`` file,
             or too few rows in the files to hold any out.
-        training.userdata.LabelFileError: a bad row in a user file.
+        zhenping.training.userdata.LabelFileError: a bad row in a user file.
     """
     import dataclasses
 
-    from training.corpora import corpora_root
-    from training.prepare import prepare
+    from zhenping.training.corpora import corpora_root
+    from zhenping.training.prepare import prepare
 
     echo = echo or (lambda m: print(m, file=sys.stderr))
     data_dir = Path(cfg.data_dir)
@@ -89,7 +89,7 @@ def training_data(cfg: FinetuneConfig, echo=None) -> tuple[FinetuneConfig, str]:
 def base_scorer_dir(base: str) -> Path | None:
     """The base as an exported scorer folder (the shipped model, a trained model), else ``None``."""
     if base == "default":
-        from model.scorer import DEFAULT_MODEL_DIR
+        from zhenping.model.scorer import DEFAULT_MODEL_DIR
 
         return DEFAULT_MODEL_DIR
     path = Path(base).expanduser()
@@ -100,9 +100,9 @@ def evaluate_scorer_dir(model_dir: Path, data_dir: str | Path, split: str = "tes
     """Metrics of an exported scorer on a prepared split (nothing written)."""
     import numpy as np
 
-    from model.scorer import Scorer
-    from training.evaluate import evaluate
-    from training.prepare import load_split
+    from zhenping.model.scorer import Scorer
+    from zhenping.training.evaluate import evaluate
+    from zhenping.training.prepare import load_split
 
     scorer = Scorer.from_pretrained(str(model_dir))
     axes = list(scorer.axes)
@@ -125,7 +125,7 @@ def run_train(
     extra_info: dict | None = None,
 ) -> dict:
     """Fine-tune, evaluate and export. Returns the test metrics."""
-    from training.prepare import read_manifest
+    from zhenping.training.prepare import read_manifest
 
     cfg, mode = training_data(cfg)
     data_dir = Path(cfg.data_dir)
@@ -159,7 +159,7 @@ def run_train(
         # Level cut points fitted on validation (scorer_config.json) and behaviour.json.
         behaviour = add_levels_and_behaviour(staging, data_dir)
 
-        from training.evaluate import evaluate_model
+        from zhenping.training.evaluate import evaluate_model
 
         metrics = evaluate_model(staging, data_dir, "test", staging, baselines=baselines)
         base_dir = base_scorer_dir(cfg.base)

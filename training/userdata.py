@@ -35,8 +35,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from model.axes import AXES, LEVELS
-from training.labels import LabelledText
+from zhenping.model.axes import AXES, LEVELS
+from zhenping.training.labels import LabelledText
 
 log = logging.getLogger(__name__)
 

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import typer
 
-from api import commands as api_commands
-from model import commands as model_commands
-from training import behaviour_commands, feedback_commands, pack_commands
-from training import commands as training_commands
-from training import model_commands as training_model_commands
+from zhenping.api import commands as api_commands
+from zhenping.model import commands as model_commands
+from zhenping.training import behaviour_commands, feedback_commands, pack_commands
+from zhenping.training import commands as training_commands
+from zhenping.training import model_commands as training_model_commands
 
 app = typer.Typer(
     name="zhenping",

@@ -2,7 +2,7 @@
 
 Three reasons lead to an action: a templated comment (fused template score), a
 hostile one (hostility = 1 - warmth) and a campaign (the campaign score of
-:mod:`model.campaign.clusters`, from the comment's cluster in the window). Each
+:mod:`zhenping.model.campaign.clusters`, from the comment's cluster in the window). Each
 has a fold threshold and a lower review threshold; a comment is folded when any
 reason reaches its fold threshold, sent to review when any reaches its review
 threshold, passed otherwise. A threshold above 1 turns that rule off.

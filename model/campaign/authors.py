@@ -16,8 +16,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
-from model.campaign.config import WindowConfig
-from model.campaign.window import hash64
+from zhenping.model.campaign.config import WindowConfig
+from zhenping.model.campaign.window import hash64
 
 
 @lru_cache(maxsize=1 << 16)

@@ -1,6 +1,6 @@
 """Cluster evidence over the rolling window, and the campaign score built on it.
 
-The duplicate window (:mod:`model.campaign.window`) says which cluster of
+The duplicate window (:mod:`zhenping.model.campaign.window`) says which cluster of
 copies a comment belongs to. This module keeps, for every cluster in the
 window, what a moderator would ask about it:
 

@@ -81,7 +81,7 @@ class WindowConfig:
 
 @dataclass(frozen=True)
 class CampaignConfig:
-    """Everything :class:`model.campaign.CampaignDetector` is built from.
+    """Everything :class:`zhenping.model.campaign.CampaignDetector` is built from.
 
     Example:
         >>> CampaignConfig(window=WindowConfig(max_size=10_000)).window.max_size

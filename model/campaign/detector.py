@@ -8,15 +8,15 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from model.axes import score_to_level
-from model.campaign.actions import ActionPolicy, CopyRule
-from model.campaign.authors import AuthorObservation, AuthorSummary, AuthorWindow, author_key
-from model.campaign.clusters import SINGLE, CampaignModel, ClusterEvidence, ClusterWindow
-from model.campaign.config import CampaignConfig
-from model.campaign.evidence import Evidence, EvidenceFinder, duplicate_evidence
-from model.campaign.fusion import Fusion
-from model.campaign.likes import LikesModel, like_context
-from model.campaign.window import Duplicates, DuplicateWindow, WindowItem, caller_key
+from zhenping.model.axes import score_to_level
+from zhenping.model.campaign.actions import ActionPolicy, CopyRule
+from zhenping.model.campaign.authors import AuthorObservation, AuthorSummary, AuthorWindow, author_key
+from zhenping.model.campaign.clusters import SINGLE, CampaignModel, ClusterEvidence, ClusterWindow
+from zhenping.model.campaign.config import CampaignConfig
+from zhenping.model.campaign.evidence import Evidence, EvidenceFinder, duplicate_evidence
+from zhenping.model.campaign.fusion import Fusion
+from zhenping.model.campaign.likes import LikesModel, like_context
+from zhenping.model.campaign.window import Duplicates, DuplicateWindow, WindowItem, caller_key
 
 TEMPLATED_LEVEL = 2  # fused template level from which an author's comment counts as templated
 
@@ -26,7 +26,7 @@ class CampaignInput:
     """One comment as campaign detection sees it.
 
     Attributes:
-        text: the normalised text (:func:`model.normalize.normalize_text`).
+        text: the normalised text (:func:`zhenping.model.normalize.normalize_text`).
         id: the caller's comment id; a comment seen again under the same id with
             the same text is not counted twice.
         author_id: the caller's author id, for author summaries and cluster evidence.

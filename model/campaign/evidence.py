@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from model.lexicons import AI_MARKERS, STOCK_PHRASES, load_lexicon
+from zhenping.model.lexicons import AI_MARKERS, STOCK_PHRASES, load_lexicon
 
 # Categories reported as machine-written boilerplate; every other category is a stock phrase.
 AI_CATEGORIES = frozenset({"buzzword", "ai_phrase", "ai_frame", "ai_boilerplate"})

@@ -25,8 +25,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from model.campaign.authors import AuthorObservation, AuthorStats
-from model.campaign.window import NewObservation, TextRecord, WindowUnavailable, key_hex
+from zhenping.model.campaign.authors import AuthorObservation, AuthorStats
+from zhenping.model.campaign.window import NewObservation, TextRecord, WindowUnavailable, key_hex
 
 DEFAULT_PREFIX = "zhenping:campaign"
 _EVICT_LIMIT = 10_000  # members one script call evicts at most; the next call goes on
@@ -222,7 +222,7 @@ class RedisStore(_RedisBase):
         prefix: key prefix; windows with different prefixes are independent.
 
     Raises:
-        model.campaign.window.WindowUnavailable: from any method, when Redis
+        zhenping.model.campaign.window.WindowUnavailable: from any method, when Redis
             cannot be reached.
     """
 

@@ -1,7 +1,7 @@
 """Exact and near-duplicate detection over a rolling window of recent comments.
 
 A comment is compared in three forms, all derived from its normalised text
-(:func:`model.normalize.normalize_text`):
+(:func:`zhenping.model.normalize.normalize_text`):
 
 * the **dedup form**: lower-cased, white space removed. Two comments with the
   same dedup form are *exact* repeats.
@@ -26,7 +26,7 @@ starts a cluster named after its own key, so the id is stable: the hex key of th
 cluster's first member.
 
 Storage is pluggable: :class:`MemoryStore` (one process) or
-:class:`model.campaign.redis_store.RedisStore` (several replicas share one
+:class:`zhenping.model.campaign.redis_store.RedisStore` (several replicas share one
 window).
 """
 
@@ -47,7 +47,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from model.campaign.config import WindowConfig
+from zhenping.model.campaign.config import WindowConfig
 
 # LSH banding weighs a missed pair (false negative) above a needless comparison
 # (false positive): every candidate is checked against the threshold anyway.

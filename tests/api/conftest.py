@@ -41,7 +41,7 @@ def free_port() -> int:
 
 def serve_command(*args: str) -> list[str]:
     """`zhenping serve ...` through the interpreter running the tests."""
-    return [sys.executable, "-c", "from training.cli import app; app()", "serve", *args]
+    return [sys.executable, "-c", "from zhenping.training.cli import app; app()", "serve", *args]
 
 
 def server_env(settings: dict[str, str]) -> dict[str, str]:

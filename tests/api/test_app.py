@@ -13,10 +13,10 @@ import pytest
 from fastapi.testclient import TestClient
 from pydantic import ValidationError
 
-from api.auth import key_matches
-from api.main import begin_drain, create_app
-from api.settings import Settings
-from model.axes import AXES, score_to_level
+from zhenping.api.auth import key_matches
+from zhenping.api.main import begin_drain, create_app
+from zhenping.api.settings import Settings
+from zhenping.model.axes import AXES, score_to_level
 
 
 @dataclass(frozen=True)
@@ -287,7 +287,7 @@ def test_worker_app_with_a_broken_model_fails_startup():
     ],
 )
 def test_workers_and_threads_follow_the_cores(monkeypatch, env, cores, expected):
-    import api.settings as mod
+    import zhenping.api.settings as mod
 
     monkeypatch.setattr(mod, "available_cores", lambda: cores)
     assert settings(**env).workers_and_threads == expected

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from api.batcher import Batcher, QueueFull, ShuttingDown, approx_tokens
+from zhenping.api.batcher import Batcher, QueueFull, ShuttingDown, approx_tokens
 
 
 class RecordingScorer:

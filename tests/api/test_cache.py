@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from api.cache import LRUCache
+from zhenping.api.cache import LRUCache
 
 
 def test_evicts_the_least_recently_used():

@@ -8,10 +8,10 @@ import pytest
 from fastapi.testclient import TestClient
 from pydantic import ValidationError
 
-from api.main import create_app
-from api.settings import Settings
-from model.axes import AXES
-from model.scorer import CommentScores
+from zhenping.api.main import create_app
+from zhenping.api.settings import Settings
+from zhenping.model.axes import AXES
+from zhenping.model.scorer import CommentScores
 from tests.redis_server import redis_client, redis_url  # noqa: F401 - fixtures
 
 AD = "兼职日结,手机就能做,加微信abc123,月入过万不是梦"
@@ -196,7 +196,7 @@ def test_score_body_is_what_the_response_model_writes(campaign):
     # ScoreResponse, validated and dumped with unset fields left out, would have written.
     from datetime import timezone
 
-    from api.schemas import ScoreResponse
+    from zhenping.api.schemas import ScoreResponse
 
     batch = [{"text": AD, "id": 1, "author_id": "bot1", "likes": 3000, "posted_at": "2026-01-02T03:04:05Z"},
              {"text": AD_EDITS[0], "id": "b", "author_id": "bot2", "likes": 0},
@@ -396,7 +396,7 @@ def api_log():
 
 
 def test_redis_passwords_are_not_printed():
-    from api.campaign import redacted_url
+    from zhenping.api.campaign import redacted_url
 
     assert redacted_url("redis://:s3cret@cache.internal:6380/2") == "redis://:***@cache.internal:6380/2"
     assert redacted_url("redis://app:s3cret@cache/0") == "redis://app:***@cache/0"

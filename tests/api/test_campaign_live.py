@@ -7,7 +7,7 @@ from datetime import datetime, timedelta, timezone
 import httpx
 import pytest
 
-from model.campaign.config import CALIBRATION
+from zhenping.model.campaign.config import CALIBRATION
 from tests.api.conftest import start_server
 
 AD = "兼职日结,手机就能做,加微信abc123,月入过万不是梦"

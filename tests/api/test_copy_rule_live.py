@@ -54,7 +54,7 @@ def test_short_chants_and_one_accounts_repeats_pass(client):
 def test_a_copy_rule_of_one_copy_is_refused_at_start():
     from pydantic import ValidationError
 
-    from api.settings import Settings
+    from zhenping.api.settings import Settings
 
     with pytest.raises(ValidationError, match="action_fold_copies must be 0 \\(off\\) or >= 2, got 1"):
         Settings(model_dir="unused", action_fold_copies=1)

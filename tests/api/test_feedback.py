@@ -11,8 +11,8 @@ import httpx
 import pytest
 from sqlalchemy.exc import IntegrityError
 
-from api.db import SQLITE_FILE, FeedbackStore, StoreSettings, feedback_table, text_sha256
-from model.axes import AXES
+from zhenping.api.db import SQLITE_FILE, FeedbackStore, StoreSettings, feedback_table, text_sha256
+from zhenping.model.axes import AXES
 from tests.api.conftest import API_KEYS, start_server
 
 KEY = {"X-API-Key": API_KEYS[0]}

@@ -21,7 +21,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from api.db import FeedbackStore
+from zhenping.api.db import FeedbackStore
 from tests.api.conftest import API_KEYS, free_port, start_server
 
 pytestmark = pytest.mark.postgres

@@ -31,7 +31,7 @@ import json
 import httpx
 import pytest
 
-from model.axes import AXES, score_to_level
+from zhenping.model.axes import AXES, score_to_level
 from tests.api.conftest import start_server
 
 MAX_BODY = 1 << 20  # the service's defaults

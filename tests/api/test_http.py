@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from model.axes import AXES, score_to_level
+from zhenping.model.axes import AXES, score_to_level
 from tests.api.conftest import API_KEYS, MAIN_SETTINGS, start_server
 from tests.helpers import BATCHING_TOL
 
@@ -25,7 +25,7 @@ TEXTS = ["沙发", "谢谢分享,挺有用的", "👍👍👍", "住了两晚:�
 @pytest.fixture(scope="module")
 def reference(tiny_model_dir):
     """In-process scores of the same model, to check the server's slicing and order."""
-    from model.scorer import Scorer
+    from zhenping.model.scorer import Scorer
 
     scorer = Scorer.from_pretrained(tiny_model_dir)
     return lambda texts: scorer.score(texts)

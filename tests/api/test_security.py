@@ -73,7 +73,7 @@ def write_evil_pickle(path, marker) -> None:
 
 
 def test_pickle_weights_are_never_unpickled(tiny_model_dir, tmp_path):
-    from model.scorer import ModelLoadError, Scorer
+    from zhenping.model.scorer import ModelLoadError, Scorer
 
     marker = tmp_path / "pwned"
     both = shutil.copytree(tiny_model_dir, tmp_path / "both")

@@ -109,7 +109,7 @@ def test_full_queue_answers_429_then_sigterm_drains_in_flight_work(tiny_model_di
 def test_workers_share_the_cores_and_stop_cleanly(tiny_model_dir, tmp_path):
     from pathlib import Path
 
-    from api.settings import available_cores
+    from zhenping.api.settings import available_cores
 
     server = start_server(tiny_model_dir, tmp_path / "workers.log",
                           {"ZHENPING_NUM_THREADS": "0", "ZHENPING_CAMPAIGN": "false"}, args=("--workers", "2"))

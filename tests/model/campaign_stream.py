@@ -1,6 +1,6 @@
 """A fixed, seeded comment stream for campaign detection, and the detector's answers on it.
 
-The stream exercises every path of :class:`model.campaign.CampaignDetector`:
+The stream exercises every path of :class:`zhenping.model.campaign.CampaignDetector`:
 pasted copies and edited near copies of templates (some with ad phrases), exact
 repeats, short organic repeats (好听, 666), one-character and empty texts, author
 ids (some missing), comment ids seen again with the same text and with an edit,
@@ -113,9 +113,9 @@ def requests(seed: int = 7, comments: int = 2500):
 
 def run(seed: int = 7, comments: int = 2500) -> list:
     """The detector's answers on the stream, as plain data."""
-    from model.campaign import CampaignConfig, CampaignDetector, CampaignInput, WindowConfig
-    from model.normalize import normalize_text
-    from model.scorer import CommentScores
+    from zhenping.model.campaign import CampaignConfig, CampaignDetector, CampaignInput, WindowConfig
+    from zhenping.model.normalize import normalize_text
+    from zhenping.model.scorer import CommentScores
 
     detector = CampaignDetector.build(CampaignConfig(window=WindowConfig(**WINDOW), **CONFIG), clock=lambda: 0.0)
     out = []

@@ -19,7 +19,7 @@ def make_spread_checkpoint(src: Path, dst: Path, std: float = 0.5, seed: int = 1
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from training.export import write_model_dir
+    from zhenping.training.export import write_model_dir
 
     model = AutoModelForSequenceClassification.from_pretrained(src)
     gen = torch.Generator().manual_seed(seed)
@@ -41,6 +41,6 @@ def spread_model_dir(tiny_model_dir, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def spread_scorer(spread_model_dir):
-    from model.scorer import Scorer
+    from zhenping.model.scorer import Scorer
 
     return Scorer.from_pretrained(spread_model_dir)

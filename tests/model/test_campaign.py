@@ -10,7 +10,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from model.campaign import (
+from zhenping.model.campaign import (
     ActionPolicy,
     AuthorWindow,
     CampaignConfig,
@@ -22,11 +22,11 @@ from model.campaign import (
     WindowConfig,
     WindowItem,
 )
-from model.campaign.authors import AuthorObservation, author_key
-from model.campaign.config import load_calibration
-from model.campaign.window import Signer, WindowUnavailable, caller_key, dedup_form, lsh_params, shingle_form
-from model.normalize import normalize_text
-from model.scorer import CommentScores
+from zhenping.model.campaign.authors import AuthorObservation, author_key
+from zhenping.model.campaign.config import load_calibration
+from zhenping.model.campaign.window import Signer, WindowUnavailable, caller_key, dedup_form, lsh_params, shingle_form
+from zhenping.model.normalize import normalize_text
+from zhenping.model.scorer import CommentScores
 from tests.redis_server import redis_client, redis_url  # noqa: F401 - fixtures
 
 # Real repeats: the most repeated danmaku and NetEase comments of the staged
@@ -363,7 +363,7 @@ def test_process_checks_lengths():
 
 
 def _redis_detector(client, clock, prefix="test:campaign", **window):
-    from model.campaign.redis_store import RedisAuthorStore, RedisStore
+    from zhenping.model.campaign.redis_store import RedisAuthorStore, RedisStore
 
     config = CampaignConfig(window=WindowConfig(**window), **FIXED)
     return CampaignDetector.build(config, window_store=RedisStore(client, prefix),
@@ -423,7 +423,7 @@ def test_redis_window_evicts_by_size_and_clears(redis_client):
 
 def test_unreachable_redis_is_reported_with_where():
     redis = pytest.importorskip("redis")
-    from model.campaign.redis_store import RedisStore
+    from zhenping.model.campaign.redis_store import RedisStore
 
     from redis.backoff import NoBackoff
     from redis.retry import Retry
@@ -440,7 +440,7 @@ def test_unreachable_redis_is_reported_with_where():
 
 @pytest.mark.real_data
 def test_bilibili_danmaku_stream_forms_clusters():
-    from training.corpora import corpora_root, get_file, iter_rows, row_text
+    from zhenping.training.corpora import corpora_root, get_file, iter_rows, row_text
 
     corpus, cf = get_file("bilibili_danmaku_small", "zhuosd_danmaku.csv.gz")
     path = corpora_root() / corpus.name / cf.name

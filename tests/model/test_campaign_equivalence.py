@@ -62,8 +62,8 @@ def test_batched_signatures_are_datasketch_minhash_in_any_batch():
     import numpy as np
     from datasketch import MinHash
 
-    from model.campaign import WindowConfig
-    from model.campaign.window import SIGN_CHUNK, Signer, hash64
+    from zhenping.model.campaign import WindowConfig
+    from zhenping.model.campaign.window import SIGN_CHUNK, Signer, hash64
 
     config = WindowConfig()
     signer = Signer(config)
@@ -87,7 +87,7 @@ def test_batched_signatures_are_datasketch_minhash_in_any_batch():
             assert sig is None or (sig.base is None and sig.dtype == np.uint32)
     assert [signer.signature(f) is None for f in forms] == [not f for f in forms]
     # The punctuation table drops exactly Unicode punctuation.
-    from model.campaign.window import shingle_form
+    from zhenping.model.campaign.window import shingle_form
 
     sample = "".join(chr(c) for c in range(0x20, 0x3100)) + "好听!!!。“”😂"
     assert shingle_form(sample) == "".join(ch for ch in sample if not unicodedata.category(ch).startswith("P"))
@@ -101,8 +101,8 @@ def test_a_full_shingle_cache_is_cleared_without_losing_the_batch(monkeypatch):
     import numpy as np
     from datasketch import MinHash
 
-    from model.campaign import WindowConfig
-    from model.campaign import window as window_module
+    from zhenping.model.campaign import WindowConfig
+    from zhenping.model.campaign import window as window_module
 
     monkeypatch.setattr(window_module, "GRAM_CACHE", 200)
     config = WindowConfig()
@@ -122,8 +122,8 @@ def test_a_full_shingle_cache_is_cleared_without_losing_the_batch(monkeypatch):
 def test_local_band_keys_are_equal_exactly_where_bands_are():
     import numpy as np
 
-    from model.campaign import WindowConfig
-    from model.campaign.window import Signer
+    from zhenping.model.campaign import WindowConfig
+    from zhenping.model.campaign.window import Signer
 
     signer = Signer(WindowConfig())
     rng = np.random.default_rng(0)

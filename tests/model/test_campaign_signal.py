@@ -6,12 +6,12 @@ import math
 
 import pytest
 
-from model.campaign import CampaignConfig, CampaignDetector, CampaignInput, WindowConfig
-from model.campaign.actions import ActionPolicy, CopyRule
-from model.campaign.clusters import FEATURES, CampaignModel, ClusterEvidence, ClusterWindow
-from model.campaign.config import CALIBRATION, load_calibration
-from model.campaign.likes import LikesModel, engagement, like_context, rank_by_engagement
-from model.scorer import CommentScores
+from zhenping.model.campaign import CampaignConfig, CampaignDetector, CampaignInput, WindowConfig
+from zhenping.model.campaign.actions import ActionPolicy, CopyRule
+from zhenping.model.campaign.clusters import FEATURES, CampaignModel, ClusterEvidence, ClusterWindow
+from zhenping.model.campaign.config import CALIBRATION, load_calibration
+from zhenping.model.campaign.likes import LikesModel, engagement, like_context, rank_by_engagement
+from zhenping.model.scorer import CommentScores
 
 AD = "兼职日结,手机就能做,加微信abc123,月入过万不是梦"
 AD_EDITS = ["兼职日结，手机就能做，加微信abc123，月入过万不是梦！", "【福利】兼职日结 手机就能做 加微信abc123 月入过万"]
@@ -65,7 +65,7 @@ def test_author_overlap_counts_authors_seen_in_other_clusters():
 def test_author_overlap_matches_a_scan_of_the_window_as_comments_come_and_go():
     import random
 
-    from model.campaign.clusters import OVERLAP_SCAN
+    from zhenping.model.campaign.clusters import OVERLAP_SCAN
 
     rng = random.Random(11)
     window = ClusterWindow(10_000, 50.0)  # short-lived: comments leave by age (before the batch is added)

@@ -18,8 +18,8 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-from model.axes import AXES
-from training.cli import app
+from zhenping.model.axes import AXES
+from zhenping.training.cli import app
 
 # Eleven comments; the fourth holds a bare carriage return.
 COMMENTS = ["沙发", "谢谢分享,挺有用的", "默认好评", "第一句\r第二句", "好听", "顶顶顶", "抱抱你", "哈哈哈",
@@ -119,7 +119,7 @@ def test_csv_line_breaks_inside_quoted_fields_stay_in_the_field(tmp_path, tiny_m
 def test_bare_cr_filter_across_block_boundaries():
     import io
 
-    from training.score_dataset import _BareCR
+    from zhenping.training.score_dataset import _BareCR
 
     class Tiny(io.BytesIO):
         def read(self, n=-1):  # one byte at a time: every \r lands at a block's end
@@ -131,7 +131,7 @@ def test_bare_cr_filter_across_block_boundaries():
 
 
 def test_the_progress_bar_has_a_total(tmp_path, spread_model_dir, monkeypatch):
-    from model import commands
+    from zhenping.model import commands
 
     totals = []
     real = commands.iter_chunks

@@ -13,8 +13,8 @@ import time
 import pytest
 from typer.testing import CliRunner
 
-from model.scorer import ModelLoadError, Scorer
-from training.cli import app
+from zhenping.model.scorer import ModelLoadError, Scorer
+from zhenping.training.cli import app
 
 FAST = 3.0  # seconds: what "at once" allows on a busy 2-core machine
 
@@ -70,7 +70,7 @@ def test_offline_mode_fails_at_once(in_project, monkeypatch):
 
 
 def _feedback_db(path):
-    from api.db import FeedbackStore
+    from zhenping.api.db import FeedbackStore
 
     store = FeedbackStore(f"sqlite:///{path}")
     try:

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from model.normalize import MAX_RUN, normalize_text
+from zhenping.model.normalize import MAX_RUN, normalize_text
 
 # Any code point except surrogates (which a Python str from decoded text never
 # holds), mixed with fragments normalisation rewrites: controls, zero-width and
@@ -148,7 +148,7 @@ def _dictionary_keys(limit: int = 100_000) -> list[str]:
 def test_skipping_the_converter_changes_nothing_on_dictionary_entries():
     # Every dictionary key, alone and inside simplified text, converts exactly as
     # the converter would: the fast path is only taken when nothing can change.
-    from model.normalize import _t2s, _to_simplified
+    from zhenping.model.normalize import _t2s, _to_simplified
 
     convert = _t2s().convert
     for key in _dictionary_keys():
@@ -162,13 +162,13 @@ _POOL = "".join(sorted(set("".join(_dictionary_keys(600))))) + "的一是不了�
 @settings(max_examples=300, deadline=None)
 @given(st.text(alphabet=_POOL, max_size=30))
 def test_fast_path_matches_the_converter_on_mixed_text(text):
-    from model.normalize import _t2s, _to_simplified
+    from zhenping.model.normalize import _t2s, _to_simplified
 
     assert _to_simplified(text) == _t2s().convert(text)
 
 
 def test_plain_simplified_text_skips_the_converter(monkeypatch):
-    import model.normalize as norm
+    import zhenping.model.normalize as norm
 
     class Boom:
         def convert(self, text):
@@ -193,7 +193,7 @@ def _strip_controls_reference(text: str) -> str:
 @settings(max_examples=500, deadline=None)
 @given(st.text(alphabet=st.characters(codec=None, exclude_categories=()), max_size=40))
 def test_control_stripping_matches_the_per_character_definition(text):
-    from model.normalize import _strip_controls
+    from zhenping.model.normalize import _strip_controls
 
     assert _strip_controls(text) == _strip_controls_reference(text)
 
@@ -202,7 +202,7 @@ def test_control_stripping_on_every_control_and_format_character():
     import sys
     import unicodedata
 
-    from model.normalize import _strip_controls
+    from zhenping.model.normalize import _strip_controls
 
     every = "".join(chr(c) for c in range(sys.maxunicode + 1)
                     if unicodedata.category(chr(c)) in ("Cc", "Cf", "Co") and c < 0xF0000)
@@ -210,7 +210,7 @@ def test_control_stripping_on_every_control_and_format_character():
 
 
 def test_short_texts_are_remembered_long_ones_are_not():
-    from model.normalize import _MEMO_MAX_CHARS, _normalize_memo
+    from zhenping.model.normalize import _MEMO_MAX_CHARS, _normalize_memo
 
     short, long = "火钳刘明!!!!!!!!!!!!", "长短" * (_MEMO_MAX_CHARS // 2 + 1)
     normalize_text(short)

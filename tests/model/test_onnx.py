@@ -9,10 +9,10 @@ import shutil
 import pytest
 from typer.testing import CliRunner
 
-from model import ModelLoadError, Scorer, parity
-from model.onnx_backend import EXPORT_INFO_FILE, FP32_FILE, INT8_FILE, export_onnx
+from zhenping.model import ModelLoadError, Scorer, parity
+from zhenping.model.onnx_backend import EXPORT_INFO_FILE, FP32_FILE, INT8_FILE, export_onnx
 from tests.helpers import TINY_TEXTS
-from training.cli import app
+from zhenping.training.cli import app
 
 # fp32 runs the same arithmetic as PyTorch up to operator order.
 FP32_TOLERANCE = 1e-4
@@ -88,7 +88,7 @@ def test_missing_onnx_file(spread_model_dir):
 
 
 def test_fallback_to_torch_warns(spread_model_dir, caplog):
-    with caplog.at_level(logging.WARNING, logger="model.scorer"):
+    with caplog.at_level(logging.WARNING, logger="zhenping.model.scorer"):
         s = Scorer.from_pretrained(spread_model_dir, backend="onnx", fallback_to_torch=True)
     assert s.backend == "torch"
     assert "ONNX backend unavailable, scoring with PyTorch instead: no ONNX model in" in caplog.text
@@ -100,7 +100,7 @@ def test_corrupt_onnx_file(spread_model_dir, tmp_path, caplog):
     with pytest.raises(ModelLoadError) as err:
         Scorer.from_pretrained(d, backend="onnx")
     assert str(err.value).startswith(f"{d / FP32_FILE} is not a loadable ONNX model: ")
-    with caplog.at_level(logging.WARNING, logger="model.scorer"):
+    with caplog.at_level(logging.WARNING, logger="zhenping.model.scorer"):
         s = Scorer.from_pretrained(d, backend="onnx", fallback_to_torch=True)
     assert s.backend == "torch"
     assert "is not a loadable ONNX model" in caplog.text
@@ -147,7 +147,7 @@ def test_auto_backend_picks_onnx_when_the_folder_ships_it(spread_model_dir, tmp_
 def test_auto_backend_falls_back_to_torch_on_a_broken_onnx_file(spread_model_dir, tmp_path, caplog):
     d = shutil.copytree(spread_model_dir, tmp_path / "broken")
     (d / INT8_FILE).write_bytes(b"not a model")
-    with caplog.at_level(logging.WARNING, logger="model.scorer"):
+    with caplog.at_level(logging.WARNING, logger="zhenping.model.scorer"):
         s = Scorer.from_pretrained(d, backend="auto")
     assert s.backend == "torch"
     assert "is not a loadable ONNX model" in caplog.text

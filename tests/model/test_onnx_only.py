@@ -10,12 +10,13 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
-import model.commands
-from model.onnx_backend import FP32_FILE, INT8_FILE
-from model.scorer import SAFE_WEIGHTS, Scorer, parity
+import zhenping.model.commands
+from zhenping import model
+from zhenping.model.onnx_backend import FP32_FILE, INT8_FILE
+from zhenping.model.scorer import SAFE_WEIGHTS, Scorer, parity
 from tests.api.conftest import start_server
 from tests.helpers import TINY_TEXTS
-from training.cli import app
+from zhenping.training.cli import app
 
 
 def fingerprint(folder) -> dict[str, str]:
@@ -26,7 +27,7 @@ def fingerprint(folder) -> dict[str, str]:
 @pytest.fixture
 def shipped(spread_model_dir, tmp_path, monkeypatch):
     """A stand-in for model/default (with an int8 file, as shipped), so no test can touch the real one."""
-    from model.onnx_backend import export_onnx
+    from zhenping.model.onnx_backend import export_onnx
 
     d = shutil.copytree(spread_model_dir, tmp_path / "default")
     export_onnx(d, d, quantize=True)

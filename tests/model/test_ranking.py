@@ -6,8 +6,8 @@ import math
 
 import pytest
 
-from model.ranking import DEFAULT_WEIGHTS, check_weights, quality, rank
-from model.scorer import CommentScores
+from zhenping.model.ranking import DEFAULT_WEIGHTS, check_weights, quality, rank
+from zhenping.model.scorer import CommentScores
 
 HEARTFELT = {"id": "a", "warmth": 0.9, "substance": 0.8, "template": 0.1}
 STOCK = {"id": "b", "warmth": 0.4, "substance": 0.1, "template": 0.9}

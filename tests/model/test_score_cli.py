@@ -9,9 +9,9 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from model.commands import iter_chunks
+from zhenping.model.commands import iter_chunks
 from tests.helpers import BATCHING_TOL, TINY_TEXTS
-from training.cli import app
+from zhenping.training.cli import app
 
 # Rows without text follow the input contract, tested in tests/model/test_input_contract.py.
 TEXTS = TINY_TEXTS[:6] + ["第二行\t有制表符"]

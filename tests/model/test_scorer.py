@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from model import DEFAULT_MODEL_DIR, CommentScores, ModelLoadError, Scorer
-from model.axes import AXES
-from model.normalize import normalize_text
-from model.scorer import pad_batch, plan_batches
+from zhenping.model import DEFAULT_MODEL_DIR, CommentScores, ModelLoadError, Scorer
+from zhenping.model.axes import AXES
+from zhenping.model.normalize import normalize_text
+from zhenping.model.scorer import pad_batch, plan_batches
 from tests.helpers import BATCHING_TOL, TINY_TEXTS
 
 
@@ -58,7 +58,7 @@ def test_loads_and_describes_itself(spread_scorer, spread_model_dir):
 
 
 def test_default_model_missing_is_explained(monkeypatch, tmp_path):
-    monkeypatch.setattr("model.scorer.DEFAULT_MODEL_DIR", tmp_path / "default")
+    monkeypatch.setattr("zhenping.model.scorer.DEFAULT_MODEL_DIR", tmp_path / "default")
     with pytest.raises(ModelLoadError) as err:
         Scorer.from_pretrained()
     msg = str(err.value)

@@ -1,7 +1,7 @@
 """Builders for tiny corpora and gold label files in the real registry's layout.
 
 Files are named like registered ones (``waimai_10k/waimai_10k.csv.gz``...) so the
-real :data:`training.corpora.CORPORA` reads them; no monkeypatching needed.
+real :data:`zhenping.training.corpora.CORPORA` reads them; no monkeypatching needed.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from tests.training.corpus_fixtures import make_tiny
-from training.baselines import (
+from zhenping.training.baselines import (
     STOCK_PHRASES,
     TONE_PHRASES,
     RulesBaseline,
@@ -17,8 +17,8 @@ from training.baselines import (
     load_lexicon,
     run_baselines,
 )
-from training.cli import app
-from training.prepare import load_split, prepare
+from zhenping.training.cli import app
+from zhenping.training.prepare import load_split, prepare
 
 
 def quiet(_msg: str) -> None:

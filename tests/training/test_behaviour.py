@@ -11,8 +11,8 @@ import shutil
 import pytest
 from typer.testing import CliRunner
 
-from model.scorer import CommentScores
-from training.behaviour import (
+from zhenping.model.scorer import CommentScores
+from zhenping.training.behaviour import (
     CASES_FILE,
     CATEGORY_DESCRIPTIONS,
     Case,
@@ -26,7 +26,7 @@ from training.behaviour import (
     run_suite,
     write_report,
 )
-from training.cli import app
+from zhenping.training.cli import app
 
 
 class FakeScorer:
@@ -218,8 +218,8 @@ def test_report_file_table_and_card_section(tmp_path):
 def test_card_shows_behaviour_and_levels_when_present(tmp_path):
     import numpy as np
 
-    from training.card import render_card, rerender_card
-    from training.evaluate import evaluate
+    from zhenping.training.card import render_card, rerender_card
+    from zhenping.training.evaluate import evaluate
 
     t = np.array([[0, 0, 0], [1 / 3, 1 / 3, 1 / 3], [2 / 3, 2 / 3, 2 / 3], [1, 1, 1]])
     metrics = evaluate(t, np.clip(t + 0.1, 0, 1), level_thresholds={"warmth": [0.1, 0.5, 0.95]})
@@ -271,8 +271,8 @@ def test_behaviour_command(tiny_model_dir, tmp_path):
 def test_rebuilt_card_keeps_rows_per_split_without_the_data_folder(tmp_path):
     import numpy as np
 
-    from training.card import rerender_card
-    from training.evaluate import evaluate
+    from zhenping.training.card import rerender_card
+    from zhenping.training.evaluate import evaluate
 
     t = np.array([[0, 0, 0], [1, 1, 1]], dtype=float)
     metrics = evaluate(t, t)

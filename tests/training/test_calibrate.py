@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from model.axes import check_level_thresholds, score_to_level
-from model.scorer import CommentScores, ModelLoadError, Scorer
-from training.calibrate import (
+from zhenping.model.axes import check_level_thresholds, score_to_level
+from zhenping.model.scorer import CommentScores, ModelLoadError, Scorer
+from zhenping.training.calibrate import (
     apply_thresholds,
     fit_all,
     fit_thresholds,
@@ -21,8 +21,8 @@ from training.calibrate import (
     level_accuracy,
     write_thresholds,
 )
-from training.cli import app
-from training.evaluate import evaluate, level_metrics
+from zhenping.training.cli import app
+from zhenping.training.evaluate import evaluate, level_metrics
 
 
 def compressed(n: int, seed: int):
@@ -210,7 +210,7 @@ def test_bad_thresholds_in_a_folder_are_a_load_error(tiny_model_dir, tmp_path):
 
 def test_onnx_backend_uses_the_thresholds_too(tiny_model_dir, tmp_path):
     pytest.importorskip("onnxruntime")
-    from model.onnx_backend import export_onnx
+    from zhenping.model.onnx_backend import export_onnx
 
     model = _copy(tiny_model_dir, tmp_path / "m")
     export_onnx(model, quantize=False)

@@ -7,11 +7,11 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from model.campaign import CampaignConfig
-from model.campaign.likes import LikesModel
-from model.normalize import normalize_text
-from model.scorer import CommentScores
-from training import campaign_bench as cb
+from zhenping.model.campaign import CampaignConfig
+from zhenping.model.campaign.likes import LikesModel
+from zhenping.model.normalize import normalize_text
+from zhenping.model.scorer import CommentScores
+from zhenping.training import campaign_bench as cb
 
 POOLS = {
     "ad": ["兼职日结,手机就能做,加微信abc123,月入过万不是梦", "还有四张送7天会员有人互关嘛,动态自取"],
@@ -99,7 +99,7 @@ def test_the_detector_run_and_the_measures_fit_together():
 
 
 def test_decide_matches_the_action_policy():
-    from model.campaign.actions import ActionPolicy
+    from zhenping.model.campaign.actions import ActionPolicy
 
     th = {"fold_template": 0.9, "review_template": 0.6, "fold_hostile": 1.01, "review_hostile": 0.8,
           "fold_campaign": 0.85, "review_campaign": 0.5}

@@ -8,10 +8,10 @@ import random
 import numpy as np
 import pytest
 
-from model.axes import AXES
-from model.campaign.config import WindowConfig, load_calibration
+from zhenping.model.axes import AXES
+from zhenping.model.campaign.config import WindowConfig, load_calibration
 from tests.training.corpus_fixtures import write_csv_gz
-from training.campaign_eval import (
+from zhenping.training.campaign_eval import (
     FileStream,
     choose_thresholds,
     parse_streams,
@@ -21,7 +21,7 @@ from training.campaign_eval import (
     stream_file,
     weighted_spearman,
 )
-from training.corpora import get_file
+from zhenping.training.corpora import get_file
 
 ZMS = "netease_music_comments/latest_comments_zms.csv.gz"
 DANMAKU = "bilibili_danmaku_small/zhuosd_danmaku.csv.gz"
@@ -102,7 +102,7 @@ def test_parse_streams_names_unknown_corpora():
 
 
 def test_stage_writes_results_and_calibration(tmp_path):
-    from training.baselines import TfidfRidgeBaseline
+    from zhenping.training.baselines import TfidfRidgeBaseline
 
     root = tmp_path / "corpora"
     write_netease(root)

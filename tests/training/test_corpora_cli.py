@@ -13,10 +13,10 @@ import threading
 import pytest
 from typer.testing import CliRunner
 
-import training.corpora as corpora_mod
+import zhenping.training.corpora as corpora_mod
 from tests.training.corpus_fixtures import make_tiny
-from training.cli import app
-from training.corpora import Corpus, CorpusFile, corpora_root, download, iter_rows, row_text
+from zhenping.training.cli import app
+from zhenping.training.corpora import Corpus, CorpusFile, corpora_root, download, iter_rows, row_text
 
 runner = CliRunner()
 

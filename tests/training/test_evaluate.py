@@ -9,8 +9,8 @@ import pytest
 from typer.testing import CliRunner
 
 from tests.training.corpus_fixtures import make_tiny
-from training.cli import app
-from training.evaluate import comparison_table, evaluate, write_report
+from zhenping.training.cli import app
+from zhenping.training.evaluate import comparison_table, evaluate, write_report
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -125,7 +125,7 @@ def test_write_report_files_and_plots(tmp_path):
 
 
 def test_confusion_counts():
-    from training.evaluate import confusion_counts
+    from zhenping.training.evaluate import confusion_counts
 
     cm = confusion_counts(np.array([0, 1 / 3, 1 / 3, 1]), np.array([0.1, 0.2, 0.5, 0.95]))
     assert cm.tolist() == [[1, 0, 0, 0], [0, 1, 1, 0], [0, 0, 0, 0], [0, 0, 0, 1]]

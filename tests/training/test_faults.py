@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from model.axes import AXES
+from zhenping.model.axes import AXES
 from tests.helpers import make_tiny_checkpoint
 from tests.training.corpus_fixtures import WAIMAI, make_tiny, sha1, write_gold
 from tests.training.test_train import _tiny_data, _tiny_encoder
-from training.cli import app
+from zhenping.training.cli import app
 
 ROOT = Path(__file__).resolve().parents[2]
 runner = CliRunner()
@@ -84,7 +84,7 @@ def test_gold_label_whose_corpus_row_changed_is_named_by_id(tmp_path):
 
 
 def train_command(data: Path, enc: Path, ft: Path, out: Path, epochs: int) -> list[str]:
-    return [sys.executable, "-c", "from training.cli import app; app()", "train",
+    return [sys.executable, "-c", "from zhenping.training.cli import app; app()", "train",
             "--out", str(out), "--version", "resume-test",
             f"--data_dir={data}", f"--base={enc}", f"--out_dir={ft}", f"--epochs={epochs}",
             "--batch_size=4", "--max_length=32", "--patience=1000", "--num_threads=1", "--lr=1e-4"]
@@ -134,7 +134,7 @@ def test_killed_fine_tune_resumes_from_the_last_checkpoint(tmp_path):
     assert int(Path(resumed[0].removeprefix("resuming from ")).name.split("-")[1]) >= step
     assert f"model exported to {out}" in second.stderr
 
-    from model.scorer import Scorer
+    from zhenping.model.scorer import Scorer
 
     scorer = Scorer.from_pretrained(out)
     assert scorer.model_version == "resume-test"
@@ -162,13 +162,13 @@ def tiny_model_and_tokenizer(tmp_path):
 def assert_untouched(model: Path, digest: dict[str, str]) -> None:
     assert tree_digest(model) == digest
     assert sorted(p.name for p in model.parent.iterdir() if p.name.startswith(f".{model.name}")) == []
-    from model.scorer import Scorer
+    from zhenping.model.scorer import Scorer
 
     assert Scorer.from_pretrained(model).model_version == "tiny-test"
 
 
 def test_crash_while_writing_the_export_keeps_the_previous_model(tmp_path, previous_model, monkeypatch):
-    import training.export as export
+    import zhenping.training.export as export
 
     model, digest = previous_model
     new_model, tok = tiny_model_and_tokenizer(tmp_path)
@@ -184,7 +184,7 @@ def test_crash_while_writing_the_export_keeps_the_previous_model(tmp_path, previ
 
 
 def test_failed_swap_puts_the_previous_model_back(tmp_path, previous_model, monkeypatch):
-    import training.export as export
+    import zhenping.training.export as export
 
     model, digest = previous_model
     new_model, tok = tiny_model_and_tokenizer(tmp_path)
@@ -205,8 +205,9 @@ def test_failed_swap_puts_the_previous_model_back(tmp_path, previous_model, monk
 
 
 def test_crash_during_train_evaluation_keeps_the_previous_model(tmp_path, previous_model, monkeypatch):
-    import training.evaluate
-    import training.train
+    import zhenping.training.evaluate
+    import zhenping.training.train
+    from zhenping import training
 
     model, digest = previous_model
     new_model, tok = tiny_model_and_tokenizer(tmp_path)
@@ -225,8 +226,8 @@ def test_crash_during_train_evaluation_keeps_the_previous_model(tmp_path, previo
 
 
 def test_export_replaces_the_previous_model_when_it_succeeds(tmp_path, previous_model):
-    from model.scorer import Scorer
-    from training.export import make_scorer_config, write_model_dir
+    from zhenping.model.scorer import Scorer
+    from zhenping.training.export import make_scorer_config, write_model_dir
 
     model, digest = previous_model
     new_model, tok = tiny_model_and_tokenizer(tmp_path)

@@ -13,7 +13,7 @@ import pytest
 
 from tests.helpers import synthetic_texts
 
-from training.pack import build_pack, doc_lines, load_pack, write_label_pack
+from zhenping.training.pack import build_pack, doc_lines, load_pack, write_label_pack
 
 _texts = synthetic_texts
 
@@ -23,8 +23,8 @@ def teacher(tmp_path_factory):
     """A corpus, a pack with labels, a tiny shipped-style model and a teacher run on CPU."""
     from transformers import RobertaPreLayerNormConfig, RobertaPreLayerNormForSequenceClassification
 
-    from training import gpu_teacher
-    from training.tokenizer import save_tokenizer, train_tokenizer
+    from zhenping.training import gpu_teacher
+    from zhenping.training.tokenizer import save_tokenizer, train_tokenizer
 
     root = tmp_path_factory.mktemp("distill")
     work = root / "work"
@@ -67,7 +67,7 @@ def _expected(t) -> dict[str, np.ndarray]:
 
 
 def _cfg(t, tmp_path, **kw):
-    from training.finetune import FinetuneConfig
+    from zhenping.training.finetune import FinetuneConfig
 
     base = dict(data_dir=str(t["data"]), base=str(t["model"]), out_dir=str(tmp_path / "ft"), max_length=32,
                 batch_size=16, epochs=1, patience=1, num_threads=1, pseudo_teacher=str(t["out"]),
@@ -87,7 +87,7 @@ def test_scores_npz_records_the_corpus_mapping(teacher):
 
 
 def test_fine_tune_with_the_gpu_teacher_output_as_pseudo_teacher(teacher, tmp_path):
-    from training.finetune import pseudo_rows, read_split, train
+    from zhenping.training.finetune import pseudo_rows, read_split, train
 
     cfg = _cfg(teacher, tmp_path)
     gold = {r["text"] for s in ("train", "validation") for r in read_split(teacher["data"], s)}
@@ -118,8 +118,8 @@ def test_fine_tune_with_the_gpu_teacher_output_as_pseudo_teacher(teacher, tmp_pa
 def test_averaged_with_a_baseline_only_over_the_texts_it_scored(teacher, tmp_path):
     """A scores file from a smaller pack (its first 100 documents) averaged with a
     TF-IDF baseline: only the 100 texts it scored are drawn."""
-    from training.baselines import TfidfRidgeBaseline
-    from training.finetune import pseudo_rows
+    from zhenping.training.baselines import TfidfRidgeBaseline
+    from zhenping.training.finetune import pseudo_rows
 
     with np.load(teacher["out"] / "scores.npz") as z:
         arrays = {k: z[k] for k in z.files}
@@ -144,8 +144,8 @@ def test_averaged_with_a_baseline_only_over_the_texts_it_scored(teacher, tmp_pat
 
 
 def test_a_corpus_that_is_not_the_packs_is_refused(teacher, tmp_path):
-    from training.finetune import pseudo_rows
-    from training.pack_scores import TeacherDataError
+    from zhenping.training.finetune import pseudo_rows
+    from zhenping.training.pack_scores import TeacherDataError
 
     other = tmp_path / "corpus.txt"
     other.write_text("\n".join(teacher["lines"][::-1]) + "\n", encoding="utf-8")
@@ -163,9 +163,9 @@ def test_a_corpus_that_is_not_the_packs_is_refused(teacher, tmp_path):
 def test_completed_output_folder_is_a_scorer_and_scores_new_texts(teacher, tmp_path):
     import shutil
 
-    from model.scorer import Scorer
-    from training.finetune import pseudo_rows
-    from training.pack_scores import TeacherDataError, load_pack_scores, lookup, main
+    from zhenping.model.scorer import Scorer
+    from zhenping.training.finetune import pseudo_rows
+    from zhenping.training.pack_scores import TeacherDataError, load_pack_scores, lookup, main
 
     out = tmp_path / "teacher"
     shutil.copytree(teacher["out"], out)

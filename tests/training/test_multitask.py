@@ -6,7 +6,7 @@ import csv
 import gzip
 import json
 
-from training.multitask import MultitaskConfig, load_task_data, run
+from zhenping.training.multitask import MultitaskConfig, load_task_data, run
 from tests.training.test_train import _tiny_encoder
 
 
@@ -53,7 +53,7 @@ def test_multitask_saves_encoder_with_summary(tmp_path):
 def test_multitask_distils_a_teacher_on_unlabelled_text(tmp_path):
     import numpy as np
 
-    from training.baselines import TfidfRidgeBaseline
+    from zhenping.training.baselines import TfidfRidgeBaseline
     from tests.helpers import TINY_TEXTS
 
     rng = np.random.default_rng(0)
@@ -78,10 +78,10 @@ def test_teachers_are_averaged_baseline_and_scorer_folder(tmp_path, tiny_model_d
     import numpy as np
     import pytest
 
-    from model.normalize import normalize_text
-    from model.scorer import Scorer
-    from training.baselines import TfidfRidgeBaseline
-    from training.multitask import teacher_scores
+    from zhenping.model.normalize import normalize_text
+    from zhenping.model.scorer import Scorer
+    from zhenping.training.baselines import TfidfRidgeBaseline
+    from zhenping.training.multitask import teacher_scores
     from tests.helpers import BATCHING_TOL, TINY_TEXTS
 
     rng = np.random.default_rng(1)

@@ -11,8 +11,8 @@ import pytest
 
 from tests.helpers import synthetic_texts
 
-from training.pack import build_pack, load_label_pack, load_pack, pack_sequences, write_label_pack
-from training.pretrain import PretrainConfig, choose_positions, run
+from zhenping.training.pack import build_pack, load_label_pack, load_pack, pack_sequences, write_label_pack
+from zhenping.training.pretrain import PretrainConfig, choose_positions, run
 
 _texts = synthetic_texts
 
@@ -22,7 +22,7 @@ def tiny(tmp_path_factory):
     """A work dir with a corpus, a tokenizer, a pack with labels, and a tiny shipped-style model."""
     from transformers import RobertaPreLayerNormConfig, RobertaPreLayerNormForSequenceClassification
 
-    from training.tokenizer import save_tokenizer, train_tokenizer
+    from zhenping.training.tokenizer import save_tokenizer, train_tokenizer
 
     root = tmp_path_factory.mktemp("pack")
     work = root / "work"
@@ -62,7 +62,7 @@ def test_pack_round_trip(tiny):
     assert h["vocab_size"] == len(tok) and pk.tokens.dtype == np.uint16
     assert h["tokens"] == len(pk.tokens) == int(pk.offsets[-1])
     # Document k is corpus line doc_lines[k], tokenised without special tokens.
-    from training.pack import doc_lines, tokenizer_sha1
+    from zhenping.training.pack import doc_lines, tokenizer_sha1
 
     lines = doc_lines(h)
     for k in (0, 39, 40, 399):
@@ -171,7 +171,7 @@ def test_init_from_a_classifier_then_fine_tune_and_pipeline(tiny, tmp_path):
     from safetensors.torch import load_file
     from transformers import AutoModelForSequenceClassification, pipeline
 
-    from training.finetune import load_base
+    from zhenping.training.finetune import load_base
 
     out = tmp_path / "rtd_init"
     enc = run(_cfg(tiny, out, objective="rtd", max_steps=1, lr=1e-9, warmup_steps=1, init_from=str(tiny["model"]),
@@ -206,7 +206,7 @@ def test_init_from_for_mlm_and_a_mismatched_tokenizer(tiny, tmp_path):
     import shutil
 
     shutil.copytree(tiny["model"], other)
-    from training.tokenizer import save_tokenizer, train_tokenizer
+    from zhenping.training.tokenizer import save_tokenizer, train_tokenizer
 
     save_tokenizer(train_tokenizer(_texts(50, seed=9), vocab_size=80, min_frequency=1), other)
     with pytest.raises(ValueError, match="tokenizer differs"):
@@ -216,7 +216,7 @@ def test_init_from_for_mlm_and_a_mismatched_tokenizer(tiny, tmp_path):
 def test_gpu_teacher_end_to_end_on_cpu(tiny, tmp_path):
     from transformers import AutoModelForSequenceClassification
 
-    from training import gpu_teacher
+    from zhenping.training import gpu_teacher
 
     out = tmp_path / "teacher"
     rc = gpu_teacher.main(["--config", "gpu_teacher_tiny.toml", f"--pack={tiny['pack']}", f"--out={out}"])
@@ -249,7 +249,7 @@ def test_gpu_teacher_end_to_end_on_cpu(tiny, tmp_path):
 
 
 def test_gpu_teacher_refuses_an_oversized_teacher(tiny, tmp_path, capsys):
-    from training import gpu_teacher
+    from zhenping.training import gpu_teacher
 
     rc = gpu_teacher.main(["--config", "gpu_teacher_tiny.toml", f"--pack={tiny['pack']}",
                            f"--out={tmp_path / 't'}", "--max_output_mib=0.01"])
@@ -260,7 +260,7 @@ def test_gpu_teacher_refuses_an_oversized_teacher(tiny, tmp_path, capsys):
 def test_cli_errors_are_one_line(tmp_path):
     from typer.testing import CliRunner
 
-    from training.cli import app
+    from zhenping.training.cli import app
 
     runner = CliRunner()
     res = runner.invoke(app, ["pretrain", "--config", "pretrain_rtd_cpu.toml", f"--pack={tmp_path / 'none'}",

@@ -71,7 +71,7 @@ def write_labels(path: Path, n: int) -> None:
 
 @pytest.mark.slow
 def test_installed_package_ships_the_gold_labels_and_is_the_one_imported(venv, tmp_path):
-    code = ("import training, training.labels as l; print(training.__file__); "
+    code = ("from zhenping import training; import zhenping.training.labels as l; print(training.__file__); "
             "print(len(l.gold_files()), l.gold_dir())")
     out = subprocess.run([str(venv / "bin" / "python"), "-c", code], cwd=tmp_path, env=_env(),
                          capture_output=True, text=True, check=True).stdout.splitlines()

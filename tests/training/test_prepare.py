@@ -8,7 +8,7 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from model.normalize import normalize_text
+from zhenping.model.normalize import normalize_text
 from tests.training.corpus_fixtures import (
     HC3,
     NETEASE,
@@ -18,10 +18,10 @@ from tests.training.corpus_fixtures import (
     write_csv_gz,
     write_gold,
 )
-from training.cli import app
-from training.labels import gold_files, join_gold, read_gold
-from training.prepare import PrepareError, load_split, merge_duplicates, prepare, read_manifest
-from training.splits import SPLITS, split_of, split_of_normalized
+from zhenping.training.cli import app
+from zhenping.training.labels import gold_files, join_gold, read_gold
+from zhenping.training.prepare import PrepareError, load_split, merge_duplicates, prepare, read_manifest
+from zhenping.training.splits import SPLITS, split_of, split_of_normalized
 
 runner = CliRunner()
 
@@ -175,7 +175,7 @@ def test_duplicates_are_merged_and_levels_averaged(tmp_path):
 
 
 def test_merge_drops_texts_that_normalise_to_nothing():
-    from training.labels import LabelledText
+    from zhenping.training.labels import LabelledText
 
     rows, stats = merge_duplicates([
         LabelledText("a", "s", "\u200b\u200b", (1.0, 0.0, 3.0)),

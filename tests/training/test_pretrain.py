@@ -8,7 +8,7 @@ import random
 import numpy as np
 import pytest
 
-from training.pretrain import PretrainConfig, mask_tokens, run
+from zhenping.training.pretrain import PretrainConfig, mask_tokens, run
 
 CHARS = "的一是不了人我在有他这为之大来以个中上们到说国和地也子时道出要就下得可你年生自会那后能对着事其里所去行过家十用发天如然作方成者多日都三小于"
 
@@ -102,7 +102,7 @@ def test_mask_tokens_never_masks_special_tokens():
 
 
 def test_unknown_config_key_is_refused():
-    from training.config import load_config
+    from zhenping.training.config import load_config
 
     with pytest.raises(ValueError, match="unknown config key"):
         load_config(PretrainConfig, None, {"hidden": "3"})

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from training.labels import gold_files
-from training.prepare import prepare
-from training.splits import SPLITS
+from zhenping.training.labels import gold_files
+from zhenping.training.prepare import prepare
+from zhenping.training.splits import SPLITS
 
 pytestmark = pytest.mark.real_data
 

@@ -11,14 +11,15 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-import training.backends
-import training.baselines
-import training.multitask
-import training.pack
-import training.prepare
-import training.pretrain
-import training.train
-from training.cli import app
+import zhenping.training.backends
+import zhenping.training.baselines
+import zhenping.training.multitask
+import zhenping.training.pack
+import zhenping.training.prepare
+import zhenping.training.pretrain
+import zhenping.training.train
+from zhenping import training
+from zhenping.training.cli import app
 
 
 def test_reproduce_default_runs_the_v2_v3_then_v4_stages(tmp_path, monkeypatch):

@@ -11,10 +11,10 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-from model.axes import AXES
-from model.scorer import Scorer
+from zhenping.model.axes import AXES
+from zhenping.model.scorer import Scorer
 from tests.helpers import BATCHING_TOL, TINY_TEXTS
-from training.score_dataset import CampaignStage, DatasetError, output_columns, score_dataset
+from zhenping.training.score_dataset import CampaignStage, DatasetError, output_columns, score_dataset
 
 LONG = "入住三晚,前台办理很快,房间干净,早餐不错,隔音略差。" * 30  # far over the tiny model's 64 tokens
 TEXTS = [t for t in TINY_TEXTS for _ in range(2)] + ["沙发!", LONG, None, ""]
@@ -124,7 +124,7 @@ def test_bad_inputs_are_named(inputs, tiny_model_dir, tmp_path):
     with pytest.raises(DatasetError, match="nope.csv: no such file"):
         score_dataset(str(tmp_path / "nope.csv"), str(tmp_path / "o.csv"), model_dir=tiny_model_dir)
 
-    from training.cli import app
+    from zhenping.training.cli import app
 
     result = CliRunner().invoke(app, ["score-dataset", str(tmp_path / "no_text.parquet"), str(tmp_path / "o.csv"),
                                       "--model", str(tiny_model_dir), "--no-progress"])
@@ -172,7 +172,7 @@ def test_ray_engine_gives_the_local_engines_rows(local_ray, inputs, local_out, t
 @pytest.mark.slow
 def test_ray_engine_defaults_fit_a_two_cpu_ray(local_ray, inputs, local_out, tiny_model_dir, tmp_path):
     # The plain command on a 2-CPU Ray: the scorer pool sizes itself (1 actor, 1 CPU left for reading).
-    from training.cli import app
+    from zhenping.training.cli import app
 
     out = tmp_path / "out.parquet"
     result = CliRunner().invoke(app, ["score-dataset", str(inputs / "in.parquet"), str(out), "--engine", "ray",

@@ -6,11 +6,11 @@ import json
 
 import pytest
 
-from model.axes import AXES
-from training.card import rerender_card, sizes_section
-from training.compare_models import main as compare_main
-from training.finetune import FinetuneConfig, load_base
-from training.train import run_train
+from zhenping.model.axes import AXES
+from zhenping.training.card import rerender_card, sizes_section
+from zhenping.training.compare_models import main as compare_main
+from zhenping.training.finetune import FinetuneConfig, load_base
+from zhenping.training.train import run_train
 from tests.training.test_train import _tiny_data, _tiny_encoder
 
 

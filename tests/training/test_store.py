@@ -11,10 +11,10 @@ import time
 import pytest
 from typer.testing import CliRunner
 
-from model.axes import AXES
-from model.scorer import Scorer
+from zhenping.model.axes import AXES
+from zhenping.model.scorer import Scorer
 from tests.helpers import TINY_TEXTS, make_tiny_checkpoint
-from training.store import (
+from zhenping.training.store import (
     CURRENT,
     ModelStore,
     StoreError,
@@ -28,7 +28,7 @@ runner = CliRunner()
 
 
 def cli(*args: str):
-    from training.cli import app
+    from zhenping.training.cli import app
 
     return runner.invoke(app, list(args), catch_exceptions=False)
 
@@ -62,7 +62,8 @@ def shipped_dir(tmp_path_factory):
 
 @pytest.fixture
 def tiny_shipped(shipped_dir, monkeypatch):
-    import training.store
+    import zhenping.training.store
+    from zhenping import training
 
     monkeypatch.setattr(training.store, "shipped_model_dir", lambda: shipped_dir)
     return shipped_dir
@@ -199,7 +200,7 @@ def test_cli_promote_refusal_exits_1_and_rollback_and_list(models, data, tmp_pat
 
 
 def test_an_empty_store_cannot_be_served_or_rolled_back(tmp_path):
-    from api.service import ModelLoadError, check_model_dir
+    from zhenping.api.service import ModelLoadError, check_model_dir
 
     store = ModelStore(tmp_path / "store")
     store.versions_dir.mkdir(parents=True)
@@ -212,8 +213,8 @@ def test_an_empty_store_cannot_be_served_or_rolled_back(tmp_path):
 def test_the_service_serves_the_current_version_and_info_names_it(models, data, tmp_path, tiny_shipped):
     from fastapi.testclient import TestClient
 
-    from api.main import create_app
-    from api.settings import Settings
+    from zhenping.api.main import create_app
+    from zhenping.api.settings import Settings
 
     good, bad = models
     store = ModelStore(tmp_path / "store")
@@ -238,7 +239,7 @@ def test_the_service_serves_the_current_version_and_info_names_it(models, data, 
 
 
 def test_a_new_store_starts_with_the_shipped_model_as_version_0(models, data, tmp_path):
-    from model.scorer import DEFAULT_MODEL_DIR
+    from zhenping.model.scorer import DEFAULT_MODEL_DIR
 
     shipped = json.loads((DEFAULT_MODEL_DIR / "scorer_config.json").read_text())["model_version"]
     good, _ = models
@@ -259,8 +260,9 @@ def test_a_new_store_starts_with_the_shipped_model_as_version_0(models, data, tm
 
 @pytest.mark.slow
 def test_feedback_export_train_and_promote(tmp_path, monkeypatch):
-    import training.store
-    from api.db import FeedbackStore
+    import zhenping.training.store
+    from zhenping import training
+    from zhenping.api.db import FeedbackStore
 
     monkeypatch.setattr(training.store, "shipped_model_dir", lambda: None)  # no version 0: nothing to compare with
     from tests.training.test_train import _tiny_data, _tiny_encoder
@@ -303,7 +305,7 @@ def test_feedback_export_train_and_promote(tmp_path, monkeypatch):
     assert "1 comments had axes nobody corrected: uncorrected axes filled with tiny-test's levels" in exported.output
     assert all(isinstance(r[a], int) and 0 <= r[a] <= 3 for r in rows for a in AXES)
 
-    from training.userdata import load_labelled
+    from zhenping.training.userdata import load_labelled
 
     assert len(load_labelled(out)) == 3  # the training format reads it back
 

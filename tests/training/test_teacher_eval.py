@@ -6,9 +6,9 @@ import json
 
 import numpy as np
 
-from model.axes import AXES
-from training.baselines import TfidfRidgeBaseline
-from training.teacher_eval import main, rank_combinations
+from zhenping.model.axes import AXES
+from zhenping.training.baselines import TfidfRidgeBaseline
+from zhenping.training.teacher_eval import main, rank_combinations
 from tests.training.test_train import _tiny_data
 
 

@@ -9,9 +9,9 @@ import random
 import pytest
 from transformers import pipeline
 
-from model.axes import AXES
-from training.finetune import FinetuneConfig
-from training.train import run_train
+from zhenping.model.axes import AXES
+from zhenping.training.finetune import FinetuneConfig
+from zhenping.training.train import run_train
 from tests.helpers import TINY_TEXTS
 
 
@@ -19,7 +19,7 @@ def _tiny_encoder(path):
     import torch
     from transformers import BertConfig, BertForMaskedLM
 
-    from training.tokenizer import save_tokenizer, train_tokenizer
+    from zhenping.training.tokenizer import save_tokenizer, train_tokenizer
 
     torch.manual_seed(0)
     tok = train_tokenizer(TINY_TEXTS * 3, vocab_size=300, min_frequency=1)
@@ -79,7 +79,7 @@ def test_train_exports_a_complete_scorer_dir(tmp_path):
     assert "### Levels" in card and "## Behavioural tests" in card
 
     # Plain transformers gives the scorer's scores on normalised text.
-    from model.scorer import Scorer
+    from zhenping.model.scorer import Scorer
 
     scorer = Scorer.from_pretrained(str(out))
     texts = ["沙发", "质量很好,物流很快,会回购的"]
@@ -139,7 +139,7 @@ def test_a_different_run_never_resumes_another_runs_checkpoints(tmp_path, capfd)
 def test_eval_steps_enters_the_run_fingerprint_only_when_set(tmp_path):
     import dataclasses
 
-    from training.finetune import run_fingerprint
+    from zhenping.training.finetune import run_fingerprint
 
     data = _tiny_data(tmp_path / "data", n=8)
     base = FinetuneConfig(data_dir=str(data), base="no-such-hub-id", out_dir=str(tmp_path / "ft"))

@@ -8,7 +8,7 @@ import logging
 
 import pytest
 
-from training.userdata import LabelFileError, load_labelled, read_labelled
+from zhenping.training.userdata import LabelFileError, load_labelled, read_labelled
 
 
 def write_jsonl(path, records):
@@ -205,7 +205,7 @@ def test_skip_invalid_reports_what_was_skipped(tmp_path, caplog):
     p = tmp_path / "bad.jsonl"
     p.write_text(json.dumps(rec("好")) + "\n{oops\n" + json.dumps(rec("x", w=9)) + "\n",
                  encoding="utf-8")
-    with caplog.at_level(logging.WARNING, logger="training.userdata"):
+    with caplog.at_level(logging.WARNING, logger="zhenping.training.userdata"):
         lf = read_labelled(p, skip_invalid=True)
     assert [r.text for r in lf.rows] == ["好"]
     assert [p.where for p in lf.skipped] == ["line 2", "line 3"]

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
-import model
+from zhenping import model
 import zhenping
-from model.scorer import Backend, CommentScores, Scorer
+from zhenping.model.scorer import Backend, CommentScores, Scorer
 from zhenping.cli import app
 
 runner = CliRunner()
@@ -33,8 +35,9 @@ def test_scores_through_the_facade(tiny_model_dir):
 
 
 def test_one_backend_enum():
-    import api.commands
-    import model.commands
+    import zhenping.api.commands
+    import zhenping.model.commands
+    from zhenping import api, model
 
     assert api.commands.Backend is Backend and model.commands.Backend is Backend
     assert [b.value for b in Backend] == ["torch", "onnx", "auto"]
@@ -49,22 +52,22 @@ def test_root_lists_every_packages_commands():
 
 
 def test_earlier_import_path_is_the_same_app():
-    from training.cli import app as earlier
+    from zhenping.training.cli import app as earlier
 
     assert earlier is app
 
 
 def test_importing_a_package_does_not_load_the_command_line():
-    code = ("import sys, zhenping, model, api.service, training.store; "
-            "print(sorted(m for m in ('zhenping.cli', 'training.cli', 'typer') if m in sys.modules))")
+    code = ("import sys, zhenping, zhenping.model, zhenping.api.service, zhenping.training.store; "
+            "print(sorted(m for m in ('zhenping.cli', 'zhenping.training.cli', 'typer') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 
 
-@pytest.mark.xfail(strict=True, reason="issue 12 item 6: zhenping still imports the top-level `model` package, "
-                   "which a local model.py shadows; passes once the code moves under the zhenping namespace")
 def test_a_local_model_py_does_not_shadow_the_package(tmp_path):
     (tmp_path / "model.py").write_text("VALUE = 1\n", encoding="utf-8")
+    # this checkout on the path, as an install would put it (tests/zhenping/test_install.py installs it)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     run = subprocess.run([sys.executable, "-c", "from zhenping import Scorer"], cwd=tmp_path,
-                         capture_output=True, text=True)
+                         capture_output=True, text=True, env=env)
     assert run.returncode == 0, run.stderr
