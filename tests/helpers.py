@@ -67,3 +67,22 @@ def synthetic_texts(n: int, seed: int = 0) -> list[str]:
 
     rng = random.Random(seed)
     return ["".join(rng.choice(SYNTHETIC_CHARS) for _ in range(rng.randint(5, 40))) + f" {i}" for i in range(n)]
+
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+PACKAGE_SOURCES = ("pyproject.toml", "README.md", "zhenping", "model", "api", "training")
+
+
+def copy_package_sources(dst: Path) -> Path:
+    """What a wheel or an editable install is built from, copied to ``dst`` (no caches)."""
+    import shutil
+
+    dst.mkdir(parents=True, exist_ok=True)
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
+    for name in PACKAGE_SOURCES:
+        path = REPO_ROOT / name
+        if path.is_dir():
+            shutil.copytree(path, dst / name, ignore=ignore)
+        else:
+            shutil.copy2(path, dst / name)
+    return dst

@@ -10,15 +10,15 @@ from __future__ import annotations
 import json
 import os
 import random
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from tests.helpers import copy_package_sources
+
 ROOT = Path(__file__).resolve().parents[2]
-SOURCES = ("pyproject.toml", "README.md", "zhenping", "model", "api", "training")
 
 WORDS = ["物流很快", "质量不错", "客服态度差", "谢谢分享", "房间干净", "早餐一般", "隔音差", "会回购",
          "包装破了", "性价比高", "味道偏咸", "送货准时"]
@@ -28,15 +28,7 @@ WORDS = ["物流很快", "质量不错", "客服态度差", "谢谢分享", "房
 def venv(tmp_path_factory):
     """A virtual environment with zhenping installed from a wheel build of this source."""
     tmp = tmp_path_factory.mktemp("plain")
-    src = tmp / "src"
-    src.mkdir()
-    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
-    for name in SOURCES:
-        path = ROOT / name
-        if path.is_dir():
-            shutil.copytree(path, src / name, ignore=ignore)
-        else:
-            shutil.copy2(path, src / name)
+    src = copy_package_sources(tmp / "src")
     env_dir = tmp / "venv"
     # No pip of its own: this environment's pip and setuptools build and install the package.
     subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", str(env_dir)],

@@ -12,15 +12,15 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from tests.helpers import copy_package_sources
+
 ROOT = Path(__file__).resolve().parents[2]
-SOURCES = ("pyproject.toml", "README.md", "zhenping", "model", "api", "training")
 
 CHECK = """
 import json, sys
@@ -57,15 +57,7 @@ def _user_folder(path: Path) -> Path:
 
 
 def _copy_sources(dst: Path) -> Path:
-    dst.mkdir(parents=True)
-    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
-    for name in SOURCES:
-        path = ROOT / name
-        if path.is_dir():
-            shutil.copytree(path, dst / name, ignore=ignore)
-        else:
-            shutil.copy2(path, dst / name)
-    return dst
+    return copy_package_sources(dst)
 
 
 def _venv(tmp: Path, *pip_args: str) -> Path:
