@@ -24,7 +24,7 @@ from zhenping.api.deps import RankBody, ServiceDep, comment_texts, not_ready_err
 from zhenping.api.errors import ApiError
 from zhenping.api.schemas import ErrorBody, RankResponse
 from zhenping.api.settings import Settings
-from zhenping.model.campaign import CampaignConfig, CampaignDetector, CampaignInput, CampaignResult, WindowConfig
+from zhenping.model.campaign import CampaignConfig, CampaignDetector, CampaignResult, WindowConfig
 from zhenping.model.campaign.clusters import SINGLE
 from zhenping.model.campaign.likes import engagement, rank_by_engagement
 from zhenping.model.campaign.window import WindowUnavailable
@@ -162,15 +162,16 @@ async def campaign_fields(detector: CampaignDetector, comments, normalized, scor
     Raises:
         ApiError: 503 ``window_unavailable`` when a shared window cannot be reached.
     """
-    inputs = [CampaignInput(text, c.id, c.author_id, c.likes, epoch_seconds(c.posted_at))
-              for c, text in zip(comments, normalized)]
+    # The detector's columns straight from the request's comments: no input object per comment.
+    columns = (normalized, [c.id for c in comments], [c.author_id for c in comments], [c.likes for c in comments],
+               [None if c.posted_at is None else epoch_seconds(c.posted_at) for c in comments])
     try:
         if detector.in_process:
-            # Pure CPU under the interpreter lock, about 2 ms for 32 comments: a worker thread would
+            # Pure CPU under the interpreter lock, about 1.5 ms for 32 comments: a worker thread would
             # not let the event loop run meanwhile, only add a hand-off to every request.
-            report = detector.process(inputs, scores, None, record)
+            report = detector.process_columns(*columns, scores, None, record)
         else:  # network round trips to Redis: off the event loop
-            report = await asyncio.to_thread(detector.process, inputs, scores, None, record)
+            report = await asyncio.to_thread(detector.process_columns, *columns, scores, None, record)
     except WindowUnavailable as exc:
         logger.error("%s", exc)
         raise ApiError(503, "window_unavailable",

@@ -13,8 +13,8 @@ import threading
 import time
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass
 from functools import lru_cache
+from typing import NamedTuple
 
 from zhenping.model.campaign.config import WindowConfig
 from zhenping.model.campaign.window import hash64
@@ -26,9 +26,9 @@ def author_key(author_id: str) -> int:
     return hash64(f"author:{author_id}")
 
 
-@dataclass(frozen=True)
-class AuthorObservation:
-    """One comment's contribution to its author's summary."""
+class AuthorObservation(NamedTuple):
+    """One comment's contribution to its author's summary (a named tuple: one is
+    made per comment, and a tuple is the cheapest immutable record to make)."""
 
     author: int
     templated: bool
@@ -37,9 +37,9 @@ class AuthorObservation:
     substance: float
 
 
-@dataclass(frozen=True)
-class AuthorStats:
-    """Sums over an author's comments in the window."""
+class AuthorStats(NamedTuple):
+    """Sums over an author's comments in the window (a named tuple, like
+    :class:`AuthorObservation`)."""
 
     comments: int = 0
     templated: int = 0
@@ -51,9 +51,8 @@ class AuthorStats:
 _NO_STATS = AuthorStats()
 
 
-@dataclass(frozen=True)
-class AuthorSummary:
-    """What the window says about one author.
+class AuthorSummary(NamedTuple):
+    """What the window says about one author (a named tuple, like :class:`AuthorStats`).
 
     Attributes:
         author_id: as the caller sent it.
@@ -92,25 +91,31 @@ class MemoryAuthorStore:
     backend = "memory"
 
     def __init__(self) -> None:
-        self._order: deque[tuple] = deque()  # (time, author, templated, duplicated, warmth, substance)
+        # Observations in arrival order, in parallel deques of plain values (no record object per
+        # comment for the garbage collector to track): time, author, templated, duplicated, warmth,
+        # substance.
+        self._columns: tuple[deque, ...] = tuple(deque() for _ in range(6))
         self._sums: dict[int, list] = {}  # author -> [comments, templated, duplicated, warmth, substance]
 
     def __len__(self) -> int:
-        return len(self._order)
+        return len(self._columns[0])
 
     @property
     def authors(self) -> int:
         return len(self._sums)
 
     def clear(self) -> None:
-        self._order.clear()
+        for column in self._columns:
+            column.clear()
         self._sums.clear()
 
     def evict(self, now: float, ttl: float, max_size: int) -> None:
-        order = self._order
+        times, authors, templated, duplicated, warmth, substance = self._columns
         cutoff = now - ttl if ttl > 0 else None
-        while order and (len(order) > max_size or (cutoff is not None and order[0][0] < cutoff)):
-            _, author, t, d, w, s = order.popleft()
+        while times and (len(times) > max_size or (cutoff is not None and times[0] < cutoff)):
+            times.popleft()
+            author, t, d, w, s = (authors.popleft(), templated.popleft(), duplicated.popleft(), warmth.popleft(),
+                                  substance.popleft())
             sums = self._sums[author]
             sums[0] -= 1
             if sums[0] <= 0:
@@ -122,22 +127,32 @@ class MemoryAuthorStore:
                 sums[4] -= s
 
     def add(self, observations: Sequence[AuthorObservation], now: float) -> None:
-        for o in observations:
-            t, d = int(o.templated), int(o.duplicated)
-            self._order.append((now, o.author, t, d, o.warmth, o.substance))
-            sums = self._sums.setdefault(o.author, [0, 0, 0, 0.0, 0.0])
+        times, authors, templated_of, duplicated_of, warmth_of, substance_of = self._columns
+        known = self._sums
+        for author, templated, duplicated, warmth, substance in observations:
+            t, d = int(templated), int(duplicated)
+            times.append(now)
+            authors.append(author)
+            templated_of.append(t)
+            duplicated_of.append(d)
+            warmth_of.append(warmth)
+            substance_of.append(substance)
+            sums = known.get(author)
+            if sums is None:
+                sums = known[author] = [0, 0, 0, 0.0, 0.0]
             sums[0] += 1
             sums[1] += t
             sums[2] += d
-            sums[3] += o.warmth
-            sums[4] += o.substance
+            sums[3] += warmth
+            sums[4] += substance
 
     def stats(self, authors: Sequence[int]) -> dict[int, AuthorStats]:
         out = {}
+        known = self._sums
         for author in authors:
-            sums = self._sums.get(author)
+            sums = known.get(author)
             if sums is not None:
-                out[author] = AuthorStats(*sums)
+                out[author] = AuthorStats._make(sums)
         return out
 
 

@@ -35,6 +35,7 @@ import threading
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 RATE_FLOOR_SECONDS = 60.0  # a cluster's span counts as at least this long for its arrival rate
 OVERLAP_SCAN = 64  # authors of one cluster looked at for the overlap share
@@ -42,9 +43,9 @@ FEATURES = ("log_size", "log_authors", "author_share", "log_rate", "template_mea
             "author_overlap", "log_length", "template_length", "lexicon_ad", "lexicon_ai")
 
 
-@dataclass(frozen=True)
-class ClusterEvidence:
-    """What the window knows about a comment's cluster.
+class ClusterEvidence(NamedTuple):
+    """What the window knows about a comment's cluster (a named tuple: one is made per
+    cluster of every request, and a tuple is the cheapest immutable record to make).
 
     Attributes:
         size: comments of the cluster in the window, this one included.
@@ -103,7 +104,14 @@ class ClusterWindow:
     def __init__(self, max_size: int, ttl_seconds: float):
         self.max_size = max_size
         self.ttl_seconds = ttl_seconds
-        self._order: deque[tuple[float, int, int | None, int, float]] = deque()
+        # Observations in arrival order, one entry each in five parallel deques of plain values (no
+        # record object per comment for the garbage collector to track): time, cluster, author, text
+        # key, template score.
+        self._times: deque[float] = deque()
+        self._cluster_of: deque = deque()
+        self._author_of: deque[int | None] = deque()
+        self._text_of: deque[int] = deque()
+        self._template_of: deque[float] = deque()
         self._clusters: dict[int, _Cluster] = {}
         # author -> clusters of 2+ comments the author posted into: an author of such a cluster also
         # posted into another exactly when this is 2 or more (kept as comments come and go, so the
@@ -112,11 +120,12 @@ class ClusterWindow:
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
-        return len(self._order)
+        return len(self._times)
 
     def clear(self) -> None:
         with self._lock:
-            self._order.clear()
+            for column in self._columns():
+                column.clear()
             self._clusters.clear()
             self._multi.clear()
 
@@ -158,13 +167,18 @@ class ClusterWindow:
                         self._leave_multi(author)
 
     def _evict(self, now: float) -> None:
-        order = self._order
+        times = self._times
         cutoff = now - self.ttl_seconds if self.ttl_seconds > 0 else None
-        while order and (len(order) > self.max_size or (cutoff is not None and order[0][0] < cutoff)):
-            t, cluster, author, text, template = order.popleft()
-            self._remove(cluster, author, text, template, oldest=True)
+        while times and (len(times) > self.max_size or (cutoff is not None and times[0] < cutoff)):
+            times.popleft()
+            self._remove(self._cluster_of.popleft(), self._author_of.popleft(), self._text_of.popleft(),
+                         self._template_of.popleft(), oldest=True)
+
+    def _columns(self) -> tuple[deque, ...]:
+        return self._times, self._cluster_of, self._author_of, self._text_of, self._template_of
 
     def _add(self, observations, now: float) -> None:
+        times, cluster_of, author_of, text_of, template_of = self._columns()
         for cluster, author, text, template in observations:
             rec = self._clusters.get(cluster)
             if rec is None:
@@ -186,7 +200,11 @@ class ClusterWindow:
                     multi[known] = multi.get(known, 0) + 1
             elif rec.count > 2 and new_author:
                 multi[author] = multi.get(author, 0) + 1
-            self._order.append((now, cluster, author, text, template))
+            times.append(now)
+            cluster_of.append(cluster)
+            author_of.append(author)
+            text_of.append(text)
+            template_of.append(template)
 
     def add(self, observations: Sequence[tuple[int, int | None, int, float]], now: float) -> None:
         """Add ``(cluster, author, text, template)`` observations seen at ``now``."""
@@ -246,8 +264,9 @@ class ClusterWindow:
                 self._evict(now)
             else:
                 for _ in range(len(new)):
-                    t, cluster, author, text, template = self._order.pop()
-                    self._remove(cluster, author, text, template, oldest=False)
+                    self._times.pop()
+                    self._remove(self._cluster_of.pop(), self._author_of.pop(), self._text_of.pop(),
+                                 self._template_of.pop(), oldest=False)
             return out
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from zhenping.model.axes import score_to_level
 from zhenping.model.campaign.actions import ActionPolicy, CopyRule
@@ -16,7 +17,7 @@ from zhenping.model.campaign.config import CampaignConfig
 from zhenping.model.campaign.evidence import Evidence, EvidenceFinder, duplicate_evidence
 from zhenping.model.campaign.fusion import Fusion
 from zhenping.model.campaign.likes import LikesModel, like_context
-from zhenping.model.campaign.window import Duplicates, DuplicateWindow, WindowItem, caller_key
+from zhenping.model.campaign.window import Duplicates, DuplicateWindow, caller_key
 
 TEMPLATED_LEVEL = 2  # fused template level from which an author's comment counts as templated
 
@@ -42,9 +43,9 @@ class CampaignInput:
     posted_at: float | None = None
 
 
-@dataclass(frozen=True)
-class CampaignResult:
-    """Campaign evidence for one comment.
+class CampaignResult(NamedTuple):
+    """Campaign evidence for one comment (a named tuple: one is made per comment, and a
+    tuple is the cheapest immutable record to make).
 
     Attributes:
         duplicates: its copies in the window.
@@ -181,26 +182,47 @@ class CampaignDetector:
         """
         if len(comments) != len(scores):
             raise ValueError(f"{len(comments)} comments but {len(scores)} scores")
+        return self.process_columns([c.text for c in comments], [c.id for c in comments],
+                                    [c.author_id for c in comments], [c.likes for c in comments],
+                                    [c.posted_at for c in comments], scores, now, record)
+
+    def process_columns(self, texts: Sequence[str], ids: Sequence[str | int | None],
+                        author_ids: Sequence[str | None], likes: Sequence[int | None],
+                        posted_at: Sequence[float | None], scores: Sequence, now: float | None = None,
+                        record: bool = True) -> CampaignReport:
+        """:meth:`process` of comments given as columns, one list per :class:`CampaignInput`
+        field, without an input object per comment (the service's path).
+
+        Raises:
+            ValueError: the columns and ``scores`` differ in length.
+        """
+        n = len(texts)
+        if not len(ids) == len(author_ids) == len(likes) == len(posted_at) == len(scores) == n:
+            raise ValueError(f"{n} texts but {len(ids)} ids, {len(author_ids)} author ids, {len(likes)} like "
+                             f"counts, {len(posted_at)} posting times and {len(scores)} scores")
         now = self.window.clock() if now is None else now
-        found, keys, lengths = self.window.observe_keyed([WindowItem(c.text, caller_key(c.id)) for c in comments],
-                                                         now=now, record=record)
-        author_keys = [None if c.author_id is None else author_key(c.author_id) for c in comments]
+        found, keys, lengths = self.window.observe_texts(texts, list(map(caller_key, ids)), now=now, record=record)
+        author_keys = [None if a is None else author_key(a) for a in author_ids]
         templates = [float(s.template) for s in scores]
         new = [(dup.cluster_id, author, key, template)
                for dup, author, key, template in zip(found, author_keys, keys, templates) if not dup.seen_before]
         clusters = self.clusters.observe_batch(new, [dup.cluster_id for dup in found], now, record=record)
         results = []
         observations = []
-        context = like_context([c.likes for c in comments])
-        fuse, find, decide = self.fusion.fuse, self.evidence.find_tuple, self.policy.decide
-        model, likes = self.campaign, self.likes
+        context = like_context(likes)
+        find, decide = self.evidence.find_tuple, self.policy.decide
+        # Fusion.fuse written out: the same arithmetic, without a call per comment.
+        neg_exact, neg_near = -self.fusion.exact_weight, -self.fusion.near_weight
+        model, likes_model_ = self.campaign, self.likes
         copy_rule = self.copy_rule.applies if self.copy_rule.on else None
         min_size = model.min_size
         campaign_scores: dict[tuple, float] = {}  # one cluster's comments of one length and evidence score alike
-        for comment, score, template, dup, length, cluster, author in zip(comments, scores, templates, found, lengths,
-                                                                         clusters, author_keys):
-            fused = fuse(template, dup.exact_count, dup.near_count)
-            evidence = find(comment.text)
+        for text, score, template, dup, length, cluster, author, liked, posted in zip(
+                texts, scores, templates, found, lengths, clusters, author_keys, likes, posted_at):
+            exact, near = dup.exact_count, dup.near_count
+            fused = min(1.0, max(0.0, 1.0 - (1.0 - template) * (1.0 + exact) ** neg_exact
+                                 * (1.0 + near) ** neg_near))
+            evidence = find(text)
             campaign = 0.0
             if cluster.size >= min_size:
                 ad = any(e.category == "ad" for e in evidence)
@@ -209,30 +231,30 @@ class CampaignDetector:
                 campaign = campaign_scores.get(memo)
                 if campaign is None:
                     campaign = campaign_scores[memo] = model.score(cluster, length, ad, ai)
-            if dup.exact_count:
-                evidence += (duplicate_evidence("exact", dup.exact_count),)
-            if dup.near_count:
-                evidence += (duplicate_evidence("near", dup.near_count),)
+            if exact:
+                evidence += (duplicate_evidence("exact", exact),)
+            if near:
+                evidence += (duplicate_evidence("near", near),)
             warmth = float(score.warmth)
             action = decide(fused, warmth, campaign)
-            if copy_rule is not None and action != "fold" and dup.exact_count and \
-                    copy_rule(dup.exact_count + 1, length, cluster.authors, cluster.template_mean):
+            if copy_rule is not None and action != "fold" and exact and \
+                    copy_rule(exact + 1, length, cluster.authors, cluster.template_mean):
                 action = "fold"
             fused = 1.0 - (1.0 - fused) * (1.0 - campaign)
             suspicious = expected = None
-            if comment.likes is not None:
+            if liked is not None:
                 quality = warmth + float(score.substance) - fused
-                age = likes.age_hours(comment.posted_at, now)
-                expected, suspicious = likes.check(comment.likes, quality, age, campaign, context)
+                age = likes_model_.age_hours(posted, now)
+                expected, suspicious = likes_model_.check(liked, quality, age, campaign, context)
             results.append(CampaignResult(dup, fused, evidence, action, campaign, cluster, suspicious, expected))
             if author is not None and not dup.seen_before:
                 observations.append(AuthorObservation(
-                    author, score_to_level(fused) >= TEMPLATED_LEVEL, dup.copies > 0, warmth,
+                    author, score_to_level(fused) >= TEMPLATED_LEVEL, exact + near > 0, warmth,
                     float(score.substance)))
         authors: list[AuthorSummary] = []
-        author_ids = [c.author_id for c in comments if c.author_id is not None]
-        if self.authors is not None and author_ids:
+        given = [a for a in author_ids if a is not None]
+        if self.authors is not None and given:
             if record and observations:
                 self.authors.add(observations, now=now)
-            authors = self.authors.summaries(author_ids, now=now)
+            authors = self.authors.summaries(given, now=now)
         return CampaignReport(results, authors)

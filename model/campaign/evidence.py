@@ -92,6 +92,8 @@ class EvidenceFinder:
         # category patterns, which could find nothing either.
         patterns = [p.pattern for _, _, p, _, _ in self._patterns if p is not None]
         self._any = re.compile("|".join(patterns)) if patterns else None
+        # The categories with one-character phrases, in order: all a text without phrases needs looked at.
+        self._single_patterns = [entry for entry in self._patterns if entry[3]]
         # Repeated comments (好听, pasted copies) are the common case: remember recent answers.
         self._cached = lru_cache(maxsize=FIND_CACHE)(self._find)
 
@@ -119,7 +121,7 @@ class EvidenceFinder:
         alnum = None  # the distinct letters and digits of the text, when a one-character phrase needs them
         found: dict[tuple[str, str], tuple[int, Evidence]] = {}
         phrases = self._any is not None and self._any.search(text) is not None
-        for kind, category, pattern, singles, firsts in self._patterns:
+        for kind, category, pattern, singles, firsts in (self._patterns if phrases else self._single_patterns):
             matched = False
             # A phrase can only match where its first character occurs.
             if phrases and pattern is not None and not firsts.isdisjoint(chars):

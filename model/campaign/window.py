@@ -353,9 +353,9 @@ class WindowUnavailable(RuntimeError):
     """The window's store cannot be reached (a shared Redis is down); the message says which."""
 
 
-@dataclass(frozen=True)
-class Duplicates:
-    """What the window knows about one comment's repeats.
+class Duplicates(NamedTuple):
+    """What the window knows about one comment's repeats (a named tuple: one is made
+    per distinct text of every request, and a tuple is the cheapest immutable record to make).
 
     Attributes:
         exact_count: other comments in the window and the request with the same
@@ -424,16 +424,6 @@ class NewObservation(NamedTuple):
 # ------------------------------------------------------------------ in-process store
 
 
-class _Obs:
-    __slots__ = ("time", "text", "caller", "live")
-
-    def __init__(self, time_: float, text: int, caller: int | None):
-        self.time = time_
-        self.text = text
-        self.caller = caller
-        self.live = True
-
-
 class _Text:
     __slots__ = ("count", "cluster", "first_seen", "sig", "bands")
 
@@ -448,8 +438,9 @@ class _Text:
 class MemoryStore:
     """The window in this process's memory; not shared between processes.
 
-    Memory is bounded by ``max_size`` observations: each costs a small record,
-    each distinct text its signature and band entries (see
+    Memory is bounded by ``max_size`` observations: each costs three entries of
+    plain numbers (no object of its own for the garbage collector to track), each
+    distinct text its signature and band entries (see
     ``benchmarks/bench_campaign.py`` for measured bytes per comment).
     Not thread-safe by itself: :class:`DuplicateWindow` serialises access.
     """
@@ -458,60 +449,86 @@ class MemoryStore:
     local_bands = True  # band keys never leave the process: the window may use Signer.local_band_keys
 
     def __init__(self) -> None:
-        self._order: deque[_Obs] = deque()
+        # Observations in arrival order, one entry each in three parallel deques. An observation's
+        # sequence number counts from the first one ever added; the oldest held is number _head.
+        self._times: deque[float] = deque()
+        self._keys: deque[int] = deque()  # text keys
+        self._ids: deque[int | None] = deque()  # caller keys
+        self._head = 0
+        self._gone: set[int] = set()  # observations released before they leave the deques
         self._texts: dict[int, _Text] = {}
         self._bands: dict[int, int | set[int]] = {}
-        self._callers: dict[int, _Obs] = {}
+        self._callers: dict[int, int] = {}  # caller key -> sequence number of its observation
 
     def __len__(self) -> int:
-        return len(self._order)
+        return len(self._times)
 
     @property
     def distinct_texts(self) -> int:
         return len(self._texts)
 
     def clear(self) -> None:
-        self._order.clear()
+        self._times.clear()
+        self._keys.clear()
+        self._ids.clear()
+        self._head = 0
+        self._gone.clear()
         self._texts.clear()
         self._bands.clear()
         self._callers.clear()
 
-    def _release(self, obs: _Obs) -> None:
-        if obs.live:
-            obs.live = False
-            rec = self._texts[obs.text]
-            rec.count -= 1
-            if rec.count <= 0:
-                del self._texts[obs.text]
-                for band in rec.bands:
-                    members = self._bands.get(band)
-                    if isinstance(members, set):
-                        members.discard(obs.text)
-                        if len(members) == 1:
-                            self._bands[band] = next(iter(members))
-                    elif members == obs.text:
-                        del self._bands[band]
-        if obs.caller is not None and self._callers.get(obs.caller) is obs:
-            del self._callers[obs.caller]
+    def _drop(self, text: int) -> None:
+        """One observation of ``text`` fewer; the text leaves with its last."""
+        rec = self._texts[text]
+        rec.count -= 1
+        if rec.count <= 0:
+            del self._texts[text]
+            for band in rec.bands:
+                members = self._bands.get(band)
+                if isinstance(members, set):
+                    members.discard(text)
+                    if len(members) == 1:
+                        self._bands[band] = next(iter(members))
+                elif members == text:
+                    del self._bands[band]
+
+    def _release(self, seq: int, caller: int) -> None:
+        """Release observation ``seq`` (still in the deques) of caller key ``caller`` early."""
+        if seq not in self._gone:
+            self._gone.add(seq)
+            self._drop(self._keys[seq - self._head])
+        if self._callers.get(caller) == seq:
+            del self._callers[caller]
 
     def evict(self, now: float, ttl: float, max_size: int) -> None:
-        order = self._order
+        times, keys, ids, gone, callers = self._times, self._keys, self._ids, self._gone, self._callers
         cutoff = now - ttl if ttl > 0 else None
-        while order and (len(order) > max_size or (cutoff is not None and order[0].time < cutoff)):
-            self._release(order.popleft())
+        while times and (len(times) > max_size or (cutoff is not None and times[0] < cutoff)):
+            times.popleft()
+            text = keys.popleft()
+            caller = ids.popleft()
+            seq = self._head
+            self._head = seq + 1
+            if seq in gone:
+                gone.remove(seq)
+            else:
+                self._drop(text)
+            if caller is not None and callers.get(caller) == seq:
+                del callers[caller]
 
     def retire(self, callers: Sequence[int]) -> None:
         for caller in callers:
-            obs = self._callers.get(caller)
-            if obs is not None:
-                self._release(obs)
+            seq = self._callers.get(caller)
+            if seq is not None:
+                self._release(seq, caller)
 
     def callers(self, keys: Sequence[int]) -> dict[int, int]:
         out = {}
+        known, gone, texts, head = self._callers, self._gone, self._keys, self._head
         for key in keys:
-            obs = self._callers.get(key)
-            if obs is not None and obs.live:
-                out[key] = obs.text
+            seq = known.get(key)
+            if seq is not None and seq not in gone:
+                out[key] = texts[seq - head]
         return out
 
     def band_members(self, bands: Sequence[int]) -> dict[int, set[int]]:
@@ -533,7 +550,8 @@ class MemoryStore:
         return out
 
     def add(self, observations: Sequence[NewObservation], now: float) -> None:
-        texts, table, order, callers = self._texts, self._bands, self._order, self._callers
+        texts, table, callers = self._texts, self._bands, self._callers
+        times, keys, ids = self._times, self._keys, self._ids
         for caller, text, cluster, first_seen, sig, bands in observations:
             rec = texts.get(text)
             if rec is None:
@@ -550,13 +568,14 @@ class MemoryStore:
                         elif members != text:
                             table[band] = {members, text}
             rec.count += 1
-            obs = _Obs(now, text, caller)
-            order.append(obs)
+            times.append(now)
+            keys.append(text)
+            ids.append(caller)
             if caller is not None:
                 old = callers.get(caller)
-                if old is not None and old is not obs:
-                    self._release(old)
-                callers[caller] = obs
+                if old is not None:  # the id's earlier observation (in this batch: ids already held were retired)
+                    self._release(old, caller)
+                callers[caller] = self._head + len(times) - 1
 
 
 # ------------------------------------------------------------------ the window
@@ -633,11 +652,18 @@ class DuplicateWindow:
                       record: bool = True) -> tuple[list[Duplicates], list[int], list[int]]:
         """:meth:`observe`, also returning each item's text key (:func:`hash64` of
         its dedup form) and the length of its dedup form."""
+        return self.observe_texts([item.text for item in items], [item.key for item in items], now, record)
+
+    def observe_texts(self, texts: Sequence[str], callers: Sequence[int | None], now: float | None = None,
+                      record: bool = True) -> tuple[list[Duplicates], list[int], list[int]]:
+        """:meth:`observe_keyed` of the comments given as two columns, their normalised
+        texts and their :func:`caller_key` keys (``None`` for no id), without a
+        :class:`WindowItem` per comment."""
         if now is None:
             now = self.clock()
-        keys, lengths, sigs, bands = self._prepare([item.text for item in items])
+        keys, lengths, sigs, bands = self._prepare(texts)
         with self._lock:
-            return self._observe(items, keys, sigs, bands, now, record), keys, lengths
+            return self._observe(callers, keys, sigs, bands, now, record), keys, lengths
 
     def _prepare(self, texts: Sequence[str]):
         """Keys, dedup-form lengths, and signatures and band keys once per distinct
@@ -678,23 +704,23 @@ class DuplicateWindow:
                 cache[text] = (key, len(form), sigs[key], bands[key])
         return keys, lengths, sigs, bands
 
-    def _observe(self, items, keys, sigs, bands, now, record) -> list[Duplicates]:
+    def _observe(self, callers, keys, sigs, bands, now, record) -> list[Duplicates]:
         store = self.store
         self._evict(now)
-        callers = [item.key for item in items if item.key is not None]
-        in_window = store.callers(callers) if callers else {}
+        given = [caller for caller in callers if caller is not None]
+        in_window = store.callers(given) if given else {}
         if in_window:
-            seen_before = [item.key is not None and in_window.get(item.key) == key for item, key in zip(items, keys)]
-            replaced = [item.key for item, key, seen in zip(items, keys, seen_before)
-                        if item.key is not None and item.key in in_window and not seen]
+            seen_before = [caller is not None and in_window.get(caller) == key for caller, key in zip(callers, keys)]
+            replaced = [caller for caller, key, seen in zip(callers, keys, seen_before)
+                        if caller is not None and caller in in_window and not seen]
             if record and replaced:
                 store.retire(replaced)
                 # The id's old text has left the window, so no comment of that id in
                 # this request is already there, even one repeating the old text.
                 gone = set(replaced)
-                seen_before = [seen and item.key not in gone for item, seen in zip(items, seen_before)]
+                seen_before = [seen and caller not in gone for caller, seen in zip(callers, seen_before)]
         else:
-            seen_before = [False] * len(items)
+            seen_before = [False] * len(keys)
 
         # Copies in this request, counting only comments not already in the window.
         request_count: dict[int, int] = {}
@@ -791,8 +817,8 @@ class DuplicateWindow:
             out.append(dup)
         if record:
             store.add([
-                NewObservation(item.key, key, cluster[key][1], cluster[key][0], sigs[key], bands[key])
-                for item, key, seen in zip(items, keys, seen_before) if not seen
+                NewObservation(caller, key, cluster[key][1], cluster[key][0], sigs[key], bands[key])
+                for caller, key, seen in zip(callers, keys, seen_before) if not seen
             ], now)
             self._evict(now)
         return out

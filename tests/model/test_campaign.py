@@ -467,3 +467,65 @@ def test_bilibili_danmaku_stream_forms_clusters():
     assert [d.exact_count for d in found] == expected
     assert sum(d.copies > 0 for d in found) > sum(n > 0 for n in expected)  # near copies add to exact ones
     assert len(window) == len(texts)
+
+
+def test_memory_store_columns_match_a_list_of_observations():
+    # The in-process store keeps observations as parallel deques of plain values and a set of those
+    # released early; a plain list of observation records, recomputed step by step, must agree with it
+    # on every count, id, band and length through adds, id replacements, retirements and evictions.
+    import random
+
+    from zhenping.model.campaign.window import MemoryStore, NewObservation
+
+    rng = random.Random(11)
+    store = MemoryStore()
+    held: list[dict] = []  # the straightforward window: one dict per observation, oldest first
+    mapped: dict[int, dict] = {}  # caller -> its observation
+    bands_of = {text: tuple(rng.sample(range(40), 3)) for text in range(30)}
+
+    def release(obs):
+        obs["live"] = False
+        if obs["caller"] is not None and mapped.get(obs["caller"]) is obs:
+            del mapped[obs["caller"]]
+
+    now = 0.0
+    for step in range(400):
+        now += rng.choice([0.0, 1.0, 5.0])
+        op = rng.random()
+        if op < 0.6:
+            batch = []
+            for _ in range(rng.randint(1, 6)):
+                text = rng.randrange(30)
+                caller = None if rng.random() < 0.3 else rng.randrange(25)
+                batch.append(NewObservation(caller, text, text, now, None, bands_of[text]))
+            store.add(batch, now)
+            for caller, text, *_ in batch:
+                obs = {"time": now, "text": text, "caller": caller, "live": True}
+                held.append(obs)
+                if caller is not None:
+                    if caller in mapped:
+                        release(mapped[caller])
+                    mapped[caller] = obs
+        elif op < 0.75:
+            callers = rng.sample(range(25), 4)
+            store.retire(callers)
+            for caller in callers:
+                if caller in mapped:
+                    release(mapped[caller])
+        else:
+            ttl, max_size = rng.choice([0.0, 20.0]), rng.randint(5, 40)
+            store.evict(now, ttl, max_size)
+            while held and (len(held) > max_size or (ttl > 0 and held[0]["time"] < now - ttl)):
+                obs = held.pop(0)
+                if obs["live"]:
+                    release(obs)
+        counts = Counter(obs["text"] for obs in held if obs["live"])
+        assert len(store) == len(held), step
+        assert store.distinct_texts == len(counts), step
+        assert {k: r.count for k, r in store.texts(list(range(30))).items()} == dict(counts), step
+        assert store.callers(list(range(25))) == {c: obs["text"] for c, obs in mapped.items()}, step
+        expected_bands: dict[int, set[int]] = {}
+        for text in counts:
+            for band in bands_of[text]:
+                expected_bands.setdefault(band, set()).add(text)
+        assert store.band_members(list(range(40))) == expected_bands, step
