@@ -75,15 +75,24 @@ SINGLE = ClusterEvidence(1, 1, 0.0, 0.0, 0.0, 1, 0.0)
 
 
 class _Cluster:
-    __slots__ = ("count", "template_sum", "authors", "anonymous", "texts", "times")
+    """One cluster's sums. Most clusters only ever hold one comment: such a cluster
+    keeps that comment's time, author and text in ``first_*`` and makes its
+    ``times``, ``authors`` and ``texts`` containers when a second comment arrives
+    (until then they are ``None``)."""
 
-    def __init__(self) -> None:
+    __slots__ = ("count", "template_sum", "authors", "anonymous", "texts", "times", "first_time", "first_author",
+                 "first_text")
+
+    def __init__(self, time: float, author: int | None, text: int) -> None:
         self.count = 0
         self.template_sum = 0.0
-        self.authors: dict[int, int] = {}
         self.anonymous = 0
-        self.texts: dict[int, int] = {}
-        self.times: deque[float] = deque()
+        self.authors: dict[int, int] | None = None
+        self.texts: dict[int, int] | None = None
+        self.times: deque[float] | None = None
+        self.first_time = time
+        self.first_author = author
+        self.first_text = text
 
 
 class ClusterWindow:
@@ -180,11 +189,25 @@ class ClusterWindow:
     def _add(self, observations, now: float) -> None:
         times, cluster_of, author_of, text_of, template_of = self._columns()
         for cluster, author, text, template in observations:
+            times.append(now)
+            cluster_of.append(cluster)
+            author_of.append(author)
+            text_of.append(text)
+            template_of.append(template)
             rec = self._clusters.get(cluster)
             if rec is None:
-                rec = self._clusters[cluster] = _Cluster()
+                rec = self._clusters[cluster] = _Cluster(now, author, text)
             rec.count += 1
             rec.template_sum += template
+            if rec.times is None:
+                if rec.count == 1:  # the cluster's only comment so far: kept in first_*
+                    if author is None:
+                        rec.anonymous += 1
+                    continue
+                # A second comment: the containers, holding the first one.
+                rec.times = deque((rec.first_time,))
+                rec.texts = {rec.first_text: 1}
+                rec.authors = {} if rec.first_author is None else {rec.first_author: 1}
             rec.times.append(now)
             rec.texts[text] = rec.texts.get(text, 0) + 1
             multi = self._multi
@@ -200,11 +223,6 @@ class ClusterWindow:
                     multi[known] = multi.get(known, 0) + 1
             elif rec.count > 2 and new_author:
                 multi[author] = multi.get(author, 0) + 1
-            times.append(now)
-            cluster_of.append(cluster)
-            author_of.append(author)
-            text_of.append(text)
-            template_of.append(template)
 
     def add(self, observations: Sequence[tuple[int, int | None, int, float]], now: float) -> None:
         """Add ``(cluster, author, text, template)`` observations seen at ``now``."""

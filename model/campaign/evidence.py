@@ -54,8 +54,13 @@ def duplicate_evidence(category: str, count: int) -> Evidence:
     return Evidence("duplicate", category, count=count)
 
 
+def _regex(phrase: str) -> str:
+    """The regular expression of one phrase: its pieces, escaped, with a gap for each ``*``."""
+    return _GAP.join(re.escape(piece) for piece in phrase.split("*"))
+
+
 def _compile(phrases: Sequence[str]) -> re.Pattern | None:
-    parts = [_GAP.join(re.escape(piece) for piece in p.split("*")) for p in phrases if len(p) > 1]
+    parts = [_regex(p) for p in phrases if len(p) > 1]
     return re.compile("|".join(parts)) if parts else None
 
 
@@ -88,10 +93,17 @@ class EvidenceFinder:
             firsts = frozenset(p[0] for p in ordered if len(p) > 1)
             self._patterns.append((kind, category, _compile(ordered), singles, firsts))
         self.phrases = sum(len(p) for p in merged.values())
-        # Every category's phrases in one pattern: a text it finds nothing in (most texts) skips the
-        # category patterns, which could find nothing either.
-        patterns = [p.pattern for _, _, p, _, _ in self._patterns if p is not None]
-        self._any = re.compile("|".join(patterns)) if patterns else None
+        # Every category's phrases, in one pattern per first character: a text none of them finds
+        # anything in (most texts) skips the category patterns, which could find nothing either. A
+        # text is searched only with the patterns of its own characters, each of a few phrases; a
+        # phrase that opens with a gap is searched in every text.
+        by_first: dict[str, list[str]] = {}
+        for phrases in merged.values():
+            for phrase in sorted(phrases):
+                if len(phrase) > 1:
+                    by_first.setdefault("" if phrase[0] == "*" else phrase[0], []).append(_regex(phrase))
+        self._by_first = {first: re.compile("|".join(parts)) for first, parts in by_first.items() if first}
+        self._anywhere = re.compile("|".join(by_first[""])) if "" in by_first else None
         # The categories with one-character phrases, in order: all a text without phrases needs looked at.
         self._single_patterns = [entry for entry in self._patterns if entry[3]]
         # Repeated comments (好听, pasted copies) are the common case: remember recent answers.
@@ -115,12 +127,21 @@ class EvidenceFinder:
             return self._cached(normalized)
         return self._find(normalized)
 
+    def _any_phrase(self, text: str, chars: set[str]) -> bool:
+        """Whether a phrase of two or more characters occurs in ``text`` (lower-cased;
+        ``chars``, its characters): the patterns of the characters it holds, and of
+        the phrases that open with a gap, find one."""
+        if self._anywhere is not None and self._anywhere.search(text) is not None:
+            return True
+        by_first = self._by_first
+        return any(by_first[first].search(text) is not None for first in by_first.keys() & chars)
+
     def _find(self, normalized: str) -> tuple[Evidence, ...]:
         text = normalized.lower()
         chars = set(text)
         alnum = None  # the distinct letters and digits of the text, when a one-character phrase needs them
         found: dict[tuple[str, str], tuple[int, Evidence]] = {}
-        phrases = self._any is not None and self._any.search(text) is not None
+        phrases = self._any_phrase(text, chars)
         for kind, category, pattern, singles, firsts in (self._patterns if phrases else self._single_patterns):
             matched = False
             # A phrase can only match where its first character occurs.

@@ -180,7 +180,8 @@ class Signer:
                 self._fast = (_fmix, np.asarray(a, dtype=np.uint32), np.asarray(b, dtype=np.uint32))
         except ImportError:  # another datasketch version: build MinHash objects
             self._fast = None
-        self._grams: dict[str, int] = {}
+        self._grams: dict[str, int] = {}  # shingle -> its premixed hash
+        self._cuts: list[slice] = []  # slice(i, i + shingle) for i = 0, 1, ...
         self._persons = [i.to_bytes(2, "big") for i in range(self.bands)]
         self._band_seeds = np.array([hash64(f"band:{i}") for i in range(self.bands)], dtype=np.uint64)
 
@@ -264,18 +265,28 @@ class Signer:
         """Signatures of forms of ``shingle`` characters or more (``counts`` shingles
         each), in one array operation."""
         k = self.shingle
-        # Every shingle of every form, repeats included (they do not change a minimum).
-        grams = [form[i:i + k] for form in forms for i in range(len(form) - k + 1)]
+        # Every shingle of every form, repeats included (they do not change a minimum), cut by
+        # slice objects made once: one C-level map per form instead of a slice expression per shingle.
+        cuts = self._cuts
+        if len(cuts) < max(counts):
+            cuts = self._cuts = [slice(i, i + k) for i in range(max(counts) * 2)]
+        grams: list[str] = []
+        for form, count in zip(forms, counts):
+            grams += map(form.__getitem__, cuts[:count])
         cache = self._grams
         values = list(map(cache.get, grams))
+        fmix, a, b = self._fast
         if None in values:
             missing = list(set(compress(grams, map(operator.is_, values, repeat(None)))))
             # datasketch's sha1_hash32 of the UTF-8 bytes: the first 4 of each 20-byte digest, little-endian
             digests = b"".join(map(_DIGEST, map(_sha1, map(str.encode, missing))))
             if _LITTLE:
-                hashed = dict(zip(missing, memoryview(digests).cast("I")[::5].tolist()))
+                raw = np.frombuffer(digests, dtype=np.uint32)[::5]
             else:
-                hashed = dict(zip(missing, np.frombuffer(digests, dtype="<u4")[::5].tolist()))
+                raw = np.frombuffer(digests, dtype="<u4")[::5]
+            # The cache holds each hash after datasketch's premix (MurmurHash3's finaliser), ready for
+            # the permutations.
+            hashed = dict(zip(missing, fmix(raw, 32).tolist()))
             # Values come from this call's lookups, never read back from the cache: a full cache is
             # cleared here, and another thread's call may clear it at any time.
             values = list(map(hashed.get, grams, values))
@@ -284,11 +295,11 @@ class Signer:
             cache.update(hashed)
         starts = np.zeros(len(forms), dtype=np.intp)
         np.cumsum(counts[:-1], out=starts[1:])
-        fmix, a, b = self._fast
         # Array arithmetic wraps modulo 2**32 without a warning (as datasketch's does).
-        hashes = fmix(np.fromiter(values, dtype=np.uint32, count=len(values)), 32)
+        hashes = np.fromiter(values, dtype=np.uint32, count=len(values))
         # One row per permutation, so that each form's minimum runs over contiguous values.
-        permuted = a[:, None] * hashes + b[:, None]
+        permuted = a[:, None] * hashes
+        permuted += b[:, None]
         return np.ascontiguousarray(np.minimum.reduceat(permuted, starts, axis=1).T)
 
     def _signature_minhash(self, form: str) -> np.ndarray | None:

@@ -318,6 +318,25 @@ def test_evidence_reads_extra_lexicons(tmp_path):
         EvidenceFinder.default([bad])
 
 
+
+def test_phrase_check_by_first_character_agrees_with_one_pattern_of_every_phrase(tmp_path):
+    # A text is searched only with the patterns of the characters it holds (and of phrases that open
+    # with a gap); one pattern of every category's phrases must find a phrase in exactly the same texts.
+    import random
+    import re
+
+    extra = tmp_path / "site.txt"
+    extra.write_text("site\t*必胜\nsite\t冲冲冲*必胜\nsite\t好\n", encoding="utf-8")
+    rng = random.Random(5)
+    for finder in (EvidenceFinder.default(), EvidenceFinder.default([extra])):
+        one = re.compile("|".join(p.pattern for _, _, p, _, _ in finder._patterns if p is not None))
+        phrases = sorted({e.match for e in finder.find("在流量焦虑的当下,唯有深度赋能才能构建闭环")} | {"沙发", "加微信"})
+        pieces = [*phrases, *ORDINARY, "好", "的", "我", "必胜", "冲冲冲", "!", " ", "abc", "a"]
+        texts = ["".join(rng.choice(pieces)[:rng.randint(1, 6)] for _ in range(rng.randint(1, 5))) for _ in range(500)]
+        for text in [normalize_text(t).lower() for t in texts + list(ORDINARY)]:
+            assert finder._any_phrase(text, set(text)) == (one.search(text) is not None), text
+
+
 # ------------------------------------------------------------------ authors
 
 
