@@ -25,7 +25,7 @@ from zhenping.api.errors import ApiError
 from zhenping.api.schemas import ErrorBody, RankResponse
 from zhenping.api.settings import Settings
 from zhenping.model.campaign import CampaignConfig, CampaignDetector, CampaignResult, WindowConfig
-from zhenping.model.campaign.clusters import SINGLE
+from zhenping.model.campaign.clusters import SINGLE, rounded
 from zhenping.model.campaign.likes import engagement, rank_by_engagement
 from zhenping.model.campaign.window import WindowUnavailable
 from zhenping.model.ranking import check_weights, quality, rank
@@ -142,7 +142,7 @@ def result_fields(result: CampaignResult, clusters: dict | None = None, times: d
         "campaign": result.campaign,
         "cluster": cluster_fields,
         "suspicious_likes": result.suspicious_likes,
-        "expected_likes": None if result.expected_likes is None else round(result.expected_likes, 3),
+        "expected_likes": None if result.expected_likes is None else rounded(result.expected_likes, 3),
     }
 
 

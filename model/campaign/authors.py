@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from functools import lru_cache
 from typing import NamedTuple
 
+from zhenping.model.campaign.clusters import rounded
 from zhenping.model.campaign.config import WindowConfig
 from zhenping.model.campaign.window import hash64
 
@@ -75,9 +76,9 @@ class AuthorSummary(NamedTuple):
         n = stats.comments
         if n <= 0:
             return cls(author_id, 0, 0.0, 0.0, 0.0, 0.0)
-        return cls(author_id, n, round(stats.templated / n, 6), round(stats.duplicated / n, 6),
-                   round(min(1.0, max(0.0, stats.warmth_sum / n)), 6),
-                   round(min(1.0, max(0.0, stats.substance_sum / n)), 6))
+        return cls(author_id, n, rounded(stats.templated / n, 6), rounded(stats.duplicated / n, 6),
+                   rounded(min(1.0, max(0.0, stats.warmth_sum / n)), 6),
+                   rounded(min(1.0, max(0.0, stats.substance_sum / n)), 6))
 
     def as_dict(self) -> dict:
         return {"author_id": self.author_id, "comments": self.comments, "template_rate": self.template_rate,

@@ -35,12 +35,32 @@ import threading
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import NamedTuple
 
+ROUND_CACHE = 1 << 14  # rounded values remembered by :func:`rounded`
 RATE_FLOOR_SECONDS = 60.0  # a cluster's span counts as at least this long for its arrival rate
 OVERLAP_SCAN = 64  # authors of one cluster looked at for the overlap share
 FEATURES = ("log_size", "log_authors", "author_share", "log_rate", "template_mean", "variant_share",
             "author_overlap", "log_length", "template_length", "lexicon_ad", "lexicon_ai")
+
+
+@lru_cache(maxsize=ROUND_CACHE, typed=True)
+def _rounded(value: float, digits: int) -> float:
+    return round(value, digits)
+
+
+def rounded(value: float, digits: int) -> float:
+    """``round(value, digits)``, remembered for values met again.
+
+    A correctly rounded ``round`` of a float to some digits costs about as much
+    as building a whole response field, and the values written (rates of small
+    counts, means of scores a request shares) repeat. Zeros are rounded every
+    time: ``0.0`` and ``-0.0`` are equal keys but round to different results.
+    """
+    if not value:
+        return round(value, digits)
+    return _rounded(value, digits)
 
 
 class ClusterEvidence(NamedTuple):
@@ -66,9 +86,9 @@ class ClusterEvidence(NamedTuple):
     author_overlap: float
 
     def as_dict(self) -> dict:
-        return {"size": self.size, "authors": self.authors, "arrival_rate": round(self.arrival_rate, 4),
-                "span_seconds": round(self.span_seconds, 3), "template_mean": round(self.template_mean, 6),
-                "variants": self.variants, "author_overlap": round(self.author_overlap, 6)}
+        return {"size": self.size, "authors": self.authors, "arrival_rate": rounded(self.arrival_rate, 4),
+                "span_seconds": rounded(self.span_seconds, 3), "template_mean": rounded(self.template_mean, 6),
+                "variants": self.variants, "author_overlap": rounded(self.author_overlap, 6)}
 
 
 SINGLE = ClusterEvidence(1, 1, 0.0, 0.0, 0.0, 1, 0.0)

@@ -134,7 +134,10 @@ class EvidenceFinder:
         if self._anywhere is not None and self._anywhere.search(text) is not None:
             return True
         by_first = self._by_first
-        return any(by_first[first].search(text) is not None for first in by_first.keys() & chars)
+        for first in by_first.keys() & chars:
+            if by_first[first].search(text) is not None:
+                return True
+        return False
 
     def _find(self, normalized: str) -> tuple[Evidence, ...]:
         text = normalized.lower()

@@ -548,3 +548,19 @@ def test_memory_store_columns_match_a_list_of_observations():
             for band in bands_of[text]:
                 expected_bands.setdefault(band, set()).add(text)
         assert store.band_members(list(range(40))) == expected_bands, step
+
+
+def test_remembered_rounding_is_round():
+    # Response fields round through a cache of recent values; every answer, a repeat or not, must be
+    # round()'s own (the sign of a zero included).
+    import random
+
+    from zhenping.model.campaign.clusters import rounded
+
+    rng = random.Random(2)
+    values = [0.0, -0.0, 1.0, -1e-17, 5e-7, 0.5, 2.675, 1 / 3, *(rng.uniform(-5, 5) for _ in range(300)),
+              *(rng.randint(0, 9) / rng.randint(1, 9) for _ in range(300))]
+    for _ in range(2):
+        for value in values:
+            for digits in (3, 4, 6):
+                assert repr(rounded(value, digits)) == repr(round(value, digits)), (value, digits)
