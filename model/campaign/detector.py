@@ -213,7 +213,7 @@ class CampaignDetector:
         find, decide = self.evidence.find_tuple, self.policy.decide
         # Fusion.fuse written out: the same arithmetic, without a call per comment.
         neg_exact, neg_near = -self.fusion.exact_weight, -self.fusion.near_weight
-        model, likes_model_ = self.campaign, self.likes
+        model, liking = self.campaign, self.likes
         copy_rule = self.copy_rule.applies if self.copy_rule.on else None
         min_size = model.min_size
         campaign_scores: dict[tuple, float] = {}  # one cluster's comments of one length and evidence score alike
@@ -244,8 +244,8 @@ class CampaignDetector:
             suspicious = expected = None
             if liked is not None:
                 quality = warmth + float(score.substance) - fused
-                age = likes_model_.age_hours(posted, now)
-                expected, suspicious = likes_model_.check(liked, quality, age, campaign, context)
+                age = liking.age_hours(posted, now)
+                expected, suspicious = liking.check(liked, quality, age, campaign, context)
             results.append(CampaignResult(dup, fused, evidence, action, campaign, cluster, suspicious, expected))
             if author is not None and not dup.seen_before:
                 observations.append(AuthorObservation(
