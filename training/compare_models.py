@@ -11,6 +11,11 @@ made on validation and shown beside test:
 
 writes ``objectives.md`` and ``objectives.json``; the row with the best
 validation mean Spearman is marked as chosen.
+
+With ``--data DIR`` every run is scored afresh on the validation and test
+splits of that prepared folder, so models trained on different label versions
+(or a fitted baseline, ``NAME=path.joblib``) are compared on exactly the same
+rows; the pretraining columns still come from each folder's ``metrics.json``.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import sys
 from pathlib import Path
 
 from zhenping.model.axes import AXES
+from zhenping.model.normalize import normalize_text
 
 
 def summarise(name: str, model_dir: str | Path) -> dict:
@@ -57,17 +63,55 @@ def summarise(name: str, model_dir: str | Path) -> dict:
     }
 
 
+def rescore(row: dict, spec: str, data_dir: str | Path) -> dict:
+    """``row`` with its validation mean Spearman and test figures measured afresh on
+    the validation and test splits of ``data_dir`` (``spec``: a scorer folder or a
+    fitted baseline's ``.joblib``)."""
+    from zhenping.training.evaluate import evaluate
+    from zhenping.training.multitask import teacher_scores
+    from zhenping.training.prepare import load_split, read_manifest
+
+    figures = {}
+    for split in ("validation", "test"):
+        data = load_split(data_dir, split, AXES)
+        pred = teacher_scores(spec, [normalize_text(t) for t in data.texts])
+        figures[split] = evaluate(data.scores, pred, None, AXES)["overall"]
+    val, test = figures["validation"], figures["test"]
+    manifest = read_manifest(data_dir)
+    return {
+        **row,
+        "validation_mean_spearman": sum(val[a]["spearman"] for a in AXES) / len(AXES),
+        "test_spearman": {a: test[a]["spearman"] for a in AXES},
+        "test_template_auroc": test["template_ge2"]["auroc"],
+        "test_hostile_auroc": test["hostile"]["auroc"],
+        "data": {"dir": str(data_dir), "label_files": manifest.get("label_files", {}),
+                 "rows": {s: figures[s]["n"] for s in figures}},
+    }
+
+
+def _baseline_row(name: str, path: str) -> dict:
+    """A fitted baseline's row: no pretraining or fine-tuning figures of its own."""
+    return {"name": name, "model": path, "objective": "–", "pretrain_tokens": None, "pretrain_seconds": None,
+            "tokens_per_second": None, "heldout": {}, "finetune_epochs": None, "finetune_seconds": None}
+
+
 def _f(v, digits: int = 3) -> str:
     return "–" if v is None else f"{v:,.{digits}f}"
 
 
 def to_markdown(rows: list[dict], title: str, note: str | None = None) -> str:
     chosen = max(rows, key=lambda r: r["validation_mean_spearman"] or -1.0)["name"]
+    data = next((r["data"] for r in rows if r.get("data")), None)
+    how = ("each run scored afresh on the same prepared rows" if data else "fine-tuning's best epoch")
     out = [f"# {title}", "",
-           "Chosen by validation mean Spearman (fine-tuning's best epoch); test figures are shown, not used.", "",
-           "| run | objective | pretraining tokens | minutes | tokens/s | held-out accuracy | validation mean ρ "
-           "| test warmth ρ | test substance ρ | test template ρ | template≥2 AUROC | hostile AUROC |",
-           "|---|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|"]
+           f"Chosen by validation mean Spearman ({how}); test figures are shown, not used.", ""]
+    if data:
+        files = ", ".join(f"`{k}`" for k in data["label_files"]) or "–"
+        out += [f"Rows: `{data['dir']}` (label files {files}): validation {data['rows']['validation']:,}, "
+                f"test {data['rows']['test']:,}.", ""]
+    out += ["| run | objective | pretraining tokens | minutes | tokens/s | held-out accuracy | validation mean ρ "
+            "| test warmth ρ | test substance ρ | test template ρ | template≥2 AUROC | hostile AUROC |",
+            "|---|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         held = ", ".join(f"{k} {v:.3f}" for k, v in r["heldout"].items()) or "–"
         mins = None if r["pretrain_seconds"] is None else r["pretrain_seconds"] / 60
@@ -87,6 +131,9 @@ def main(argv=None) -> int:
     p.add_argument("runs", nargs="+", help="NAME=MODEL_DIR, one per run")
     p.add_argument("--out", required=True, help="path stem: writes STEM.md and STEM.json")
     p.add_argument("--title", default="Model comparison")
+    p.add_argument("--data", default=None,
+                   help="prepared folder: score every run afresh on its validation and test splits "
+                        "(NAME=path.joblib then adds a fitted baseline on the same rows)")
     p.add_argument("--note", default=None,
                    help="a paragraph under the table, e.g. what ships when speed or size weighs against the best "
                         "validation figure")
@@ -98,7 +145,14 @@ def main(argv=None) -> int:
             print(f"error: expected NAME=MODEL_DIR, got {spec!r}", file=sys.stderr)
             return 2
         try:
-            rows.append(summarise(name, folder))
+            if folder.endswith(".joblib"):
+                if not args.data:
+                    print(f"error: {spec}: a fitted baseline needs --data", file=sys.stderr)
+                    return 2
+                row = _baseline_row(name, folder)
+            else:
+                row = summarise(name, folder)
+            rows.append(rescore(row, folder, args.data) if args.data else row)
         except (FileNotFoundError, KeyError, ValueError) as err:
             print(f"error: {folder}: {err}", file=sys.stderr)
             return 2

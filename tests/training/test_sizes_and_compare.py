@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from zhenping.model.axes import AXES
@@ -116,6 +117,40 @@ def test_compare_models_writes_both_files_and_marks_the_best_validation(two_mode
     assert f"| {best} (chosen) |" in md and md.count("(chosen)") == 1
     assert md.rstrip().endswith("Ships: the cut model, twice as fast.")
     assert data["note"] == "Ships: the cut model, twice as fast."
+
+
+@pytest.mark.slow
+def test_compare_models_with_data_rescores_every_run_on_the_same_rows(two_models, tmp_path):
+    from scipy.stats import spearmanr
+
+    from zhenping.model.scorer import Scorer
+    from zhenping.training.prepare import load_split
+
+    data_dir = two_models["full"].parent / "data"
+    stem = tmp_path / "same_rows"
+    rc = compare_main([f"full={two_models['full']}", f"cut={two_models['cut']}", "--out", str(stem),
+                       "--data", str(data_dir)])
+    assert rc == 0
+    rows = {r["name"]: r for r in json.loads(stem.with_suffix(".json").read_text())["runs"]}
+    for name, row in rows.items():
+        scorer = Scorer.from_pretrained(str(two_models[name]))
+        for split in ("validation", "test"):
+            split_data = load_split(data_dir, split)
+            # scores travel as float32 (as teachers' do), so ties are those of float32 values
+            pred = np.asarray([[getattr(s, a) for a in AXES] for s in scorer.score(split_data.texts)], np.float32)
+            rho = [spearmanr(pred[:, i], split_data.scores[:, i]).correlation for i in range(len(AXES))]
+            if split == "validation":
+                assert row["validation_mean_spearman"] == pytest.approx(sum(rho) / len(rho), abs=1e-4)
+            else:
+                assert [row["test_spearman"][a] for a in AXES] == pytest.approx(rho, abs=1e-4)
+        assert row["data"]["rows"]["validation"] == len(load_split(data_dir, "validation"))
+    md = stem.with_suffix(".md").read_text()
+    assert "each run scored afresh on the same prepared rows" in md and f"Rows: `{data_dir}`" in md
+
+
+def test_compare_models_needs_data_for_a_fitted_baseline(tmp_path, capsys):
+    assert compare_main([f"tfidf={tmp_path / 'tfidf_ridge.joblib'}", "--out", str(tmp_path / "o")]) == 2
+    assert "a fitted baseline needs --data" in capsys.readouterr().err
 
 
 def test_compare_models_rejects_a_folder_without_metrics(tmp_path, capsys):
