@@ -67,6 +67,7 @@ class Settings(BaseSettings):
     max_wait_ms: float = Field(0.0, ge=0)  # how long the first queued text waits for others when a worker is idle; 0: score at once (the queue grows while workers are busy)
     queue_size: int = Field(4096, gt=0)  # texts waiting for the model; more is a 429
     cache_size: int = Field(10000, ge=0)  # LRU entries of (model version, normalised text); 0 disables
+    gc_young_threshold: int = Field(10000, ge=0)  # objects made (less those freed) between the garbage collector's young passes; 0: the interpreter's own (700)
     api_keys: Annotated[list[str], NoDecode] = []  # comma-separated; empty: no authentication
     cors_origins: Annotated[list[str], NoDecode] = []  # comma-separated origins, or "*"; empty: CORS off
     log_text: bool = False  # false: comment text never appears in logs

@@ -55,11 +55,12 @@ def rounded(value: float, digits: int) -> float:
 
     A correctly rounded ``round`` of a float to some digits costs about as much
     as building a whole response field, and the values written (rates of small
-    counts, means of scores a request shares) repeat. Zeros are rounded every
-    time: ``0.0`` and ``-0.0`` are equal keys but round to different results.
+    counts, means of scores a request shares) repeat. Zeros are not looked up:
+    ``0.0`` and ``-0.0`` are equal keys but round to different results, and a
+    zero rounds to itself (the same value, sign and type), so it is returned as is.
     """
     if not value:
-        return round(value, digits)
+        return value
     return _rounded(value, digits)
 
 

@@ -110,6 +110,22 @@ def test_pass_budget_and_workers_are_settings():
     assert batching["threads_per_call"] == 1
 
 
+def test_the_collectors_young_threshold_is_a_setting():
+    import gc
+
+    before = gc.get_threshold()
+    try:
+        gc.set_threshold(700, *before[1:])
+        with TestClient(create_app(settings(gc_young_threshold=0), scorer=FakeScorer())):
+            assert gc.get_threshold() == (700, *before[1:])  # 0: the interpreter's own
+        with TestClient(create_app(settings(), scorer=FakeScorer())):
+            assert gc.get_threshold() == (10_000, *before[1:])  # the default, set once the model is ready
+        with TestClient(create_app(settings(gc_young_threshold=2500), scorer=FakeScorer())):
+            assert gc.get_threshold() == (2500, *before[1:])
+    finally:
+        gc.set_threshold(*before)
+
+
 def test_500_hides_internals_and_logs_the_traceback(api_log):
     app = create_app(settings(), scorer=FakeScorer(fail=RuntimeError("secret detail /srv/weights")))
     with TestClient(app, raise_server_exceptions=False) as client:
