@@ -100,8 +100,11 @@ def build_detector(settings: Settings) -> CampaignDetector | None:
 SINGLE_FIELDS = SINGLE.as_dict()  # the cluster of a comment without copies, shared by every such result
 
 
-def result_fields(result: CampaignResult, clusters: dict | None = None, times: dict | None = None) -> dict:
-    """The campaign fields of one result, in ScoreResult's field order, as the API writes them.
+def result_fields(result: CampaignResult, clusters: dict | None = None, times: dict | None = None,
+                  out: dict | None = None) -> dict:
+    """The campaign fields of one result, in ScoreResult's field order, as the API writes them:
+    added to ``out`` (a result's dict, which then holds them after its own fields) when given,
+    else in a new dict.
 
     ``clusters`` remembers, across one request's results, cluster dicts by evidence object (the
     detector hands every comment of a cluster the same evidence) and evidence dicts by evidence
@@ -129,21 +132,19 @@ def result_fields(result: CampaignResult, clusters: dict | None = None, times: d
         if fields is None:
             fields = clusters[id(e)] = e.as_dict()
         evidence.append(fields)
-    return {
-        "duplicates": {
-            "exact_count": dup.exact_count,
-            "near_count": dup.near_count,
-            "cluster_id": dup.cluster_id,
-            "first_seen": first_seen,
-        },
-        "template_fused": result.template_fused,
-        "evidence": evidence,
-        "action": result.action,
-        "campaign": result.campaign,
-        "cluster": cluster_fields,
-        "suspicious_likes": result.suspicious_likes,
-        "expected_likes": None if result.expected_likes is None else rounded(result.expected_likes, 3),
-    }
+    if out is None:
+        out = {}
+    out["duplicates"] = {"exact_count": dup.exact_count, "near_count": dup.near_count, "cluster_id": dup.cluster_id,
+                         "first_seen": first_seen}
+    out["template_fused"] = result.template_fused
+    out["evidence"] = evidence
+    out["action"] = result.action
+    out["campaign"] = result.campaign
+    out["cluster"] = cluster_fields
+    out["suspicious_likes"] = result.suspicious_likes
+    expected = result.expected_likes
+    out["expected_likes"] = None if expected is None else rounded(expected, 3)
+    return out
 
 
 def epoch_seconds(when: datetime | None) -> float | None:
@@ -156,8 +157,11 @@ def epoch_seconds(when: datetime | None) -> float | None:
 
 
 async def campaign_fields(detector: CampaignDetector, comments, normalized, scores,
-                          record: bool) -> tuple[list[dict], list[dict] | None]:
+                          record: bool, into: list[dict] | None = None) -> tuple[list[dict], list[dict] | None]:
     """Campaign fields per comment and author summaries (``None`` without author ids).
+
+    With ``into`` (one result dict per comment), each comment's fields are added to its
+    result dict, and those dicts are returned: no separate dict per comment to merge.
 
     Raises:
         ApiError: 503 ``window_unavailable`` when a shared window cannot be reached.
@@ -181,7 +185,11 @@ async def campaign_fields(detector: CampaignDetector, comments, normalized, scor
         authors = [a.as_dict() for a in report.authors]
     clusters: dict = {}
     times: dict = {}
-    return [result_fields(r, clusters, times) for r in report.results], authors
+    if into is None:
+        return [result_fields(r, clusters, times) for r in report.results], authors
+    for r, out in zip(report.results, into):
+        result_fields(r, clusters, times, out)
+    return into, authors
 
 
 router = APIRouter()
@@ -233,9 +241,7 @@ async def rank_comments(request: Request, service: ServiceDep, body: RankBody):
                for c, s, cut_here in zip(body.comments, scores, cut)]
     detector = request.app.state.campaign
     if detector is not None:
-        fields, _ = await campaign_fields(detector, body.comments, normalized, scores, record=False)
-        for result, extra in zip(results, fields):
-            result.update(extra)
+        await campaign_fields(detector, body.comments, normalized, scores, record=False, into=results)
     if body.order == "quality_engagement":
         like_weight = settings.rank_like_weight
         qualities = [quality(r, weights) for r in results]

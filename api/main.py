@@ -341,9 +341,8 @@ def _add_routes(app: FastAPI) -> None:
         response = {"model": service.model, "results": results}
         detector = request.app.state.campaign
         if detector is not None:
-            fields, authors = await campaign_fields(detector, body.comments, normalized, scores, record=True)
-            for result, extra in zip(results, fields):
-                result.update(extra)
+            _, authors = await campaign_fields(detector, body.comments, normalized, scores, record=True,
+                                               into=results)
             if authors is not None:
                 response["authors"] = authors
         # Built in ScoreResponse's field order and written by pydantic-core's JSON writer, the one

@@ -42,7 +42,7 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from itertools import compress, repeat
+from itertools import chain, compress, repeat
 from typing import NamedTuple
 
 import numpy as np
@@ -739,7 +739,7 @@ class DuplicateWindow:
             request_count[key] = request_count.get(key, 0) + (not seen)
         distinct = list(request_count)
 
-        all_bands = [b for key in distinct for b in bands[key]]
+        all_bands = list(chain.from_iterable(map(bands.__getitem__, distinct)))
         members = store.band_members(all_bands) if all_bands else {}
         window_candidates: dict[int, set[int]] = {}
         wanted = set(distinct)
