@@ -55,6 +55,12 @@ INTENDED_USE = """\
 """
 
 
+PRETRAIN_OBJECTIVES = {
+    "mlm": "Masked-language-model pretraining",
+    "rtd": "Replaced-token detection pretraining (a small generator sharing the embeddings)",
+}
+
+
 def _fmt(v, digits: int = 3) -> str:
     if v is None:
         return "–"
@@ -171,10 +177,14 @@ def render_card(scorer_config: dict, metrics: dict, baselines: dict | None, info
         lines += [
             "## Pretraining",
             "",
-            f"Masked-language-model pretraining from scratch: {pre.get('steps', 0):,} steps, "
+            f"{PRETRAIN_OBJECTIVES.get(pre.get('objective') or 'mlm', 'Pretraining')}: {pre.get('steps', 0):,} steps, "
             f"{pre.get('tokens', 0):,} tokens in {pre.get('seconds', 0) / 60:.0f} minutes "
-            f"({pre.get('tokens_per_second', 0):,.0f} tokens/s); held-out masked-token accuracy "
-            f"{_fmt(ev.get('mlm_accuracy'))}. Encoder parameters: {pre.get('encoder_parameters', 0) / 1e6:.1f}M.",
+            f"({pre.get('tokens_per_second', 0):,.0f} tokens/s); "
+            + (f"held-out replaced-token accuracy {_fmt(ev.get('rtd_replaced_accuracy'))} (original tokens "
+               f"{_fmt(ev.get('rtd_original_accuracy'))}), generator masked-token accuracy "
+               f"{_fmt(ev.get('gen_mlm_accuracy'))}" if pre.get("objective") == "rtd" else
+               f"held-out masked-token accuracy {_fmt(ev.get('mlm_accuracy'))}")
+            + f". Encoder parameters: {pre.get('encoder_parameters', 0) / 1e6:.1f}M.",
             "",
         ]
     mt = info.get("multitask")
@@ -182,13 +192,25 @@ def render_card(scorer_config: dict, metrics: dict, baselines: dict | None, info
         lines += ["## Intermediate multi-task stage", "",
                   f"Tasks: {', '.join(mt.get('tasks', []))}; {mt.get('steps', 0):,} steps in "
                   f"{mt.get('seconds', 0) / 60:.0f} minutes.", ""]
+    soup = info.get("soup")
+    if soup:
+        lines += ["## Weight averaging", "",
+                  "The weights are the average of fine-tuned models that share a pretrained ancestor "
+                  "(`python -m zhenping.training.soup`); validation mean Spearman of each:", "",
+                  "| model | weight | validation mean ρ |", "| --- | ---: | ---: |"]
+        lines += [f"| `{part['dir']}` | {w:.3f} | {_fmt(part.get('validation_mean_spearman'))} |"
+                  for part, w in zip(soup.get("parts", []), soup.get("weights", []))]
+        lines.append("")
     ft = info.get("finetune", {})
     lines += [
         "## Fine-tuning",
         "",
-        f"{ft.get('train_rows', 0):,} training and {ft.get('validation_rows', 0):,} validation "
-        f"comments; {_fmt(ft.get('epochs_run'), 1)} epochs in {ft.get('train_seconds', 0) / 60:.1f} minutes; "
-        f"best validation mean Spearman {_fmt(ft.get('best_validation_mean_spearman'))}.",
+        (f"Each part's own fine-tuning is in its folder; the average's validation mean Spearman "
+         f"({ft.get('validation_rows', 0):,} comments): {_fmt(ft.get('best_validation_mean_spearman'))}."
+         if soup else
+         f"{ft.get('train_rows', 0):,} training and {ft.get('validation_rows', 0):,} validation "
+         f"comments; {_fmt(ft.get('epochs_run'), 1)} epochs in {ft.get('train_seconds', 0) / 60:.1f} minutes; "
+         f"best validation mean Spearman {_fmt(ft.get('best_validation_mean_spearman'))}."),
         "",
         "Hyperparameters:",
         "",
