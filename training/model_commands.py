@@ -166,21 +166,26 @@ def reproduce_default_cmd(
                    "0 skips the stage)."),
     multitask_steps: int = typer.Option(2000, help="Multi-task steps (the shipped model used 2000)."),
     corpora: Optional[str] = typer.Option(None, help="Corpora root (default: $ZHENPING_CORPORA or ../shared)."),
-    model_version: str = typer.Option("zhenping-small-v4", help="Version the export is named with."),
+    model_version: str = typer.Option("zhenping-small-v5", help="Version the export is named with."),
 ) -> None:
     """Rebuild the shipped default model from the corpora and gold labels, end to end.
 
     v2 stage (gold v1-v3, as v2 was built): pretrain (two stages) → prepare → baselines →
-    multi-task → fine-tune (finetune_shipped.toml) → runs/model_v2. v3 stage (all gold
-    labels): prepare → baselines → fine-tune v2 (finetune_v3.toml) → self-training with
-    the TF-IDF + stage-1 ensemble as teacher (finetune_v3_distill.toml, the teacher of
-    the last stage) → pack → replaced-token detection continued from v2's encoder
-    (pretrain_rtd_v3.toml) → fine-tuning that encoder with the TF-IDF + stage-2
+    multi-task → fine-tune (finetune_shipped.toml) → runs/model_v2. v3 stage (gold v1-v6,
+    as v3 and v4 were built, runs/data_v6): prepare → baselines → fine-tune v2
+    (finetune_v3.toml) → self-training with the TF-IDF + stage-1 ensemble as teacher
+    (finetune_v3_distill.toml) → pack → replaced-token detection continued from v2's
+    encoder (pretrain_rtd_v3.toml) → fine-tuning that encoder with the TF-IDF + stage-2
     ensemble as teacher (finetune_v3_rtd.toml) → runs/model_v3. v4 stage: distillation
     from the TF-IDF + v3 ensemble on 120,000 corpus texts (finetune_v4_distill.toml) →
-    a short gold-only fine-tune (finetune_v4.toml) → levels, behavioural tests → ONNX
-    int8 check. All on the CPU; where a GPU teacher was run (training/gpu_teacher.py), its
-    output can replace the stage-2 model as `pseudo_teacher`. Every stage resumes or
+    a short gold-only fine-tune (finetune_v4.toml) → runs/model_v4b. v5 stage (all gold
+    labels, runs/data): prepare → baselines → the RTD run resumed to 5,560 steps
+    (pretrain_rtd_v5.toml) → that encoder fine-tuned with the TF-IDF + v4 ensemble as
+    teacher (finetune_v5_rtd.toml) → distilled from it on 120,000 texts
+    (finetune_v5_distill.toml) → gold only (finetune_v5.toml) → the average of the last
+    two (training/soup.py) → levels, behavioural tests → ONNX int8 check. All on the
+    CPU; where a GPU teacher was run (training/gpu_teacher.py), its output can join the
+    v5 teacher as `pseudo_teacher`. Every stage resumes or
     reuses its output under runs/ when rerun."""
     import shutil
 
@@ -220,15 +225,21 @@ def reproduce_default_cmd(
                       "out_dir": "runs/finetune_v2"})
     run_train(ft, "runs/model_v2", model_version="zhenping-small-v2")
 
-    # v3 stage: all gold labels.
-    prepare(corpora=corpora, out="runs/data")
-    run_baselines(data_dir="runs/data")
-    stage1 = load_config(FinetuneConfig, "finetune_v3.toml", {})
+    # v3 and v4 stages: the label files they were trained on (v1-v6), their own baselines.
+    v6_gold = Path("runs/gold_v6")
+    v6_gold.mkdir(parents=True, exist_ok=True)
+    for f in gold_files():
+        if f.name in V4_LABEL_FILES:
+            shutil.copyfile(f, v6_gold / f.name)
+    d6, b6 = "runs/data_v6", "runs/baselines_v6"
+    prepare(corpora=corpora, gold=v6_gold, out=d6)
+    run_baselines(data_dir=d6, out="runs/results_v6", models_dir=b6)
+    tfidf6 = f"{b6}/tfidf_ridge.joblib"
+    stage1 = load_config(FinetuneConfig, "finetune_v3.toml", {"data_dir": d6})
     stage1_out = "runs/model_v3a"
     run_train(stage1, stage1_out, model_version="zhenping-small-v3-stage1")
     distill = load_config(FinetuneConfig, "finetune_v3_distill.toml",
-                          {"base": stage1_out,
-                           "pseudo_teacher": f"runs/baselines/tfidf_ridge.joblib,{stage1_out}"})
+                          {"base": stage1_out, "data_dir": d6, "pseudo_teacher": f"{tfidf6},{stage1_out}"})
     teacher_out = "runs/model_v3d"
     run_train(distill, teacher_out, model_version="zhenping-small-v3-teacher")
 
@@ -242,19 +253,42 @@ def reproduce_default_cmd(
     run_pretrain(load_config(PretrainConfig, "pretrain_rtd_v3.toml", {"max_steps": RTD_FIRST_STEPS}))
     rtd_encoder = run_pretrain(rtd)
     final = load_config(FinetuneConfig, "finetune_v3_rtd.toml",
-                        {"base": str(rtd_encoder),
-                         "pseudo_teacher": f"runs/baselines/tfidf_ridge.joblib,{teacher_out}"})
+                        {"base": str(rtd_encoder), "data_dir": d6, "pseudo_teacher": f"{tfidf6},{teacher_out}"})
     v3_out = "runs/model_v3"
     run_train(final, v3_out, model_version="zhenping-small-v3")
 
     # v4 stage: distillation at scale from the TF-IDF + v3 ensemble (the best teacher on
-    # validation, training/results/teachers.md) on 120,000 corpus texts, then a short
-    # gold-only fine-tune. A GPU teacher's output joins the teacher here when there is one.
-    v4_teacher = f"runs/baselines/tfidf_ridge.joblib,{v3_out}"
+    # validation, training/results/teachers_v4.md) on 120,000 corpus texts, then a short
+    # gold-only fine-tune.
     distilled = "runs/model_v4a"
-    run_train(load_config(FinetuneConfig, "finetune_v4_distill.toml", {"base": v3_out, "pseudo_teacher": v4_teacher}),
-              distilled, model_version=f"{model_version}-distilled")
-    run_train(load_config(FinetuneConfig, "finetune_v4.toml", {"base": distilled}), out, model_version=model_version)
+    run_train(load_config(FinetuneConfig, "finetune_v4_distill.toml",
+                          {"base": v3_out, "data_dir": d6, "pseudo_teacher": f"{tfidf6},{v3_out}"}),
+              distilled, model_version="zhenping-small-v4-distilled")
+    v4_out = "runs/model_v4b"
+    run_train(load_config(FinetuneConfig, "finetune_v4.toml", {"base": distilled, "data_dir": d6}), v4_out,
+              model_version="zhenping-small-v4")
+
+    # v5 stage: all gold labels (v1-v7) and the committed baselines; the RTD run resumed to
+    # 5,560 steps; that encoder fine-tuned and distilled from the TF-IDF + v4 ensemble (the
+    # best teacher on validation, training/results/teachers.md), then gold only; the shipped
+    # model is the average of the distilled and the gold-tuned weights (both chosen on
+    # validation, training/results/candidates_v5.md). A GPU teacher's output joins the
+    # teacher here when there is one.
+    from zhenping.training.soup import run_soup
+
+    prepare(corpora=corpora, out="runs/data")
+    run_baselines(data_dir="runs/data")
+    v5_teacher = f"runs/baselines/tfidf_ridge.joblib,{v4_out}"
+    rtd5_encoder = run_pretrain(load_config(PretrainConfig, "pretrain_rtd_v5.toml", {}))
+    run_train(load_config(FinetuneConfig, "finetune_v5_rtd.toml",
+                          {"base": str(rtd5_encoder), "pseudo_teacher": v5_teacher}),
+              "runs/model_v5a", model_version="zhenping-small-v5-stage1")
+    run_train(load_config(FinetuneConfig, "finetune_v5_distill.toml",
+                          {"base": "runs/model_v5a", "pseudo_teacher": v5_teacher}),
+              "runs/model_v5b", model_version="zhenping-small-v5-distilled")
+    run_train(load_config(FinetuneConfig, "finetune_v5.toml", {"base": "runs/model_v5b"}),
+              "runs/model_v5c", model_version="zhenping-small-v5-gold")
+    run_soup(["runs/model_v5b", "runs/model_v5c"], out, "runs/data", version=model_version)
     check_backends_cmd(model=out, data="runs/data", split="test", keep_fp32=False)
 
 
@@ -262,6 +296,7 @@ RTD_FIRST_STEPS = 272  # the first RTD run's steps; its schedule decayed to 0 th
 
 
 V2_LABEL_FILES = ("gold_v1.jsonl", "gold_v2.jsonl", "gold_v3.jsonl")  # what zhenping-small-v2 was trained on
+V4_LABEL_FILES = V2_LABEL_FILES + ("gold_v4.jsonl", "gold_v5.jsonl", "gold_v6.jsonl")  # v3 and v4
 
 
 @app.command("check-backends")

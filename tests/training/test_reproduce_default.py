@@ -17,12 +17,13 @@ import zhenping.training.multitask
 import zhenping.training.pack
 import zhenping.training.prepare
 import zhenping.training.pretrain
+import zhenping.training.soup
 import zhenping.training.train
 from zhenping import training
 from zhenping.training.cli import app
 
 
-def test_reproduce_default_runs_the_v2_v3_then_v4_stages(tmp_path, monkeypatch):
+def test_reproduce_default_runs_the_v2_v3_v4_then_v5_stages(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     calls: list[tuple] = []
 
@@ -52,6 +53,8 @@ def test_reproduce_default_runs_the_v2_v3_then_v4_stages(tmp_path, monkeypatch):
     monkeypatch.setattr(training.train, "run_train", train)
     monkeypatch.setattr(training.pack, "build_pack",
                         lambda out, tok, **k: calls.append(("pack", str(out), str(tok), k.get("max_mib"))))
+    monkeypatch.setattr(training.soup, "run_soup", lambda models, out, data_dir, version=None, **_:
+                        calls.append(("soup", list(models), str(out), str(data_dir), version)))
     monkeypatch.setattr(training.backends, "check_backends", lambda *a, **k: calls.append(("check-backends", a[0])))
 
     result = CliRunner().invoke(app, ["reproduce-default", "--out", "out-model"])
@@ -64,21 +67,35 @@ def test_reproduce_default_runs_the_v2_v3_then_v4_stages(tmp_path, monkeypatch):
     assert calls[4] == ("multitask", "runs/pretrain/encoder", "runs/baselines_v2/tfidf_ridge.joblib")
     assert calls[5] == ("train", "runs/multitask/encoder", "runs/data_v2", "runs/baselines_v2/tfidf_ridge.joblib",
                         12000, "runs/model_v2", "zhenping-small-v2")
-    # v3 stage: all labels, committed baselines, v2 fine-tuned, then the ensemble teacher
-    assert calls[6] == ("prepare", "runs/data", "all")
-    assert calls[7] == ("baselines", "runs/data", None, None)
-    assert calls[8] == ("train", "runs/model_v2", "runs/data", None, 0, "runs/model_v3a", "zhenping-small-v3-stage1")
-    assert calls[9] == ("train", "runs/model_v3a", "runs/data", "runs/baselines/tfidf_ridge.joblib,runs/model_v3a",
+    # v3 stage: the label files v3 and v4 were trained on (v1-v6), their own baselines
+    v6 = ["gold_v1.jsonl", "gold_v2.jsonl", "gold_v3.jsonl", "gold_v4.jsonl", "gold_v5.jsonl", "gold_v6.jsonl"]
+    t6 = "runs/baselines_v6/tfidf_ridge.joblib"
+    assert calls[6] == ("prepare", "runs/data_v6", v6)
+    assert calls[7] == ("baselines", "runs/data_v6", "runs/results_v6", "runs/baselines_v6")
+    assert calls[8] == ("train", "runs/model_v2", "runs/data_v6", None, 0, "runs/model_v3a", "zhenping-small-v3-stage1")
+    assert calls[9] == ("train", "runs/model_v3a", "runs/data_v6", f"{t6},runs/model_v3a",
                         10000, "runs/model_v3d", "zhenping-small-v3-teacher")
     # the pack with v2's tokenizer, RTD from v2's encoder (first run, then resumed), the final fine-tune
     assert calls[10] == ("pack", "runs/pack", "runs/model_v2", 28)
     assert calls[11] == ("pretrain", 272, "rtd", "runs/model_v2")
     assert calls[12] == ("pretrain", 1428, "rtd", "runs/model_v2")
-    assert calls[13] == ("train", "runs/pretrain_rtd_v3/encoder", "runs/data",
-                         "runs/baselines/tfidf_ridge.joblib,runs/model_v3d", 10000, "runs/model_v3", "zhenping-small-v3")
+    assert calls[13] == ("train", "runs/pretrain_rtd_v3/encoder", "runs/data_v6", f"{t6},runs/model_v3d",
+                         10000, "runs/model_v3", "zhenping-small-v3")
     # v4 stage: distillation from the TF-IDF + v3 ensemble at scale, then gold only
-    assert calls[14] == ("train", "runs/model_v3", "runs/data", "runs/baselines/tfidf_ridge.joblib,runs/model_v3",
+    assert calls[14] == ("train", "runs/model_v3", "runs/data_v6", f"{t6},runs/model_v3",
                          120000, "runs/model_v4a", "zhenping-small-v4-distilled")
-    assert calls[15] == ("train", "runs/model_v4a", "runs/data", None, 0, "out-model", "zhenping-small-v4")
-    assert calls[16] == ("check-backends", "out-model")
-    assert len(calls) == 17
+    assert calls[15] == ("train", "runs/model_v4a", "runs/data_v6", None, 0, "runs/model_v4b", "zhenping-small-v4")
+    # v5 stage: all labels and the committed baselines; the RTD run resumed to 5,560 steps,
+    # fine-tuned and distilled from the TF-IDF + v4 ensemble, gold only, then the average
+    t = "runs/baselines/tfidf_ridge.joblib,runs/model_v4b"
+    assert calls[16] == ("prepare", "runs/data", "all")
+    assert calls[17] == ("baselines", "runs/data", None, None)
+    assert calls[18] == ("pretrain", 5560, "rtd", "runs/model_v2")
+    assert calls[19] == ("train", "runs/pretrain_rtd_v3/encoder", "runs/data", t, 10000, "runs/model_v5a",
+                         "zhenping-small-v5-stage1")
+    assert calls[20] == ("train", "runs/model_v5a", "runs/data", t, 120000, "runs/model_v5b",
+                         "zhenping-small-v5-distilled")
+    assert calls[21] == ("train", "runs/model_v5b", "runs/data", None, 0, "runs/model_v5c", "zhenping-small-v5-gold")
+    assert calls[22] == ("soup", ["runs/model_v5b", "runs/model_v5c"], "out-model", "runs/data", "zhenping-small-v5")
+    assert calls[23] == ("check-backends", "out-model")
+    assert len(calls) == 24
