@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -95,13 +94,10 @@ def run_soup(models: Sequence[str | Path], out: str | Path, data_dir: str | Path
     ``zhenping train`` does). Returns the test metrics."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from zhenping.training.card import load_baselines, render_card
-    from zhenping.training.evaluate import evaluate_model
-    from zhenping.training.export import add_levels_and_behaviour, make_scorer_config, swap_into_place, write_model_dir
+    from zhenping.training.export import make_scorer_config
     from zhenping.training.prepare import read_manifest
-    from zhenping.training.train import BASELINES, evaluate_scorer_dir
+    from zhenping.training.train import BASELINES, evaluate_scorer_dir, export_scorer
 
-    baselines = baselines or BASELINES
     models = [str(m) for m in models]
     check_compatible(models)
     t0 = time.time()
@@ -121,36 +117,29 @@ def run_soup(models: Sequence[str | Path], out: str | Path, data_dir: str | Path
         label_files=dict(manifest.get("label_files", {})),
         training_config={"soup": models, "weights": used}, base=models[0])
 
-    export_dir = Path(out).resolve()
-    staging = export_dir.with_name(f".{export_dir.name}.staging")
-    shutil.rmtree(staging, ignore_errors=True)
-    try:
-        write_model_dir(model, tokenizer, staging, scorer_cfg)
-        behaviour = add_levels_and_behaviour(staging, data_dir)
+    info: dict = {}
+
+    def add_metrics(staging: Path) -> dict:
         validation = evaluate_scorer_dir(staging, data_dir, "validation")
-        val_mean = sum(validation["overall"][a]["spearman"] for a in AXES) / len(AXES)
-        parts = []
-        for m in models:
-            part_val = evaluate_scorer_dir(Path(m), data_dir, "validation")
-            parts.append({"dir": m, "validation_mean_spearman":
-                          sum(part_val["overall"][a]["spearman"] for a in AXES) / len(AXES)})
-        metrics = evaluate_model(staging, data_dir, "test", staging, baselines=baselines)
-        ft = {"best_validation_mean_spearman": val_mean, "config": scorer_cfg["training_config"],
-              "validation_rows": validation["n"]}
-        info = {"finetune": ft, "soup": {"parts": parts, "weights": used}}
-        metrics["training"] = {"soup": info["soup"], "finetune": ft, "total_seconds": round(time.time() - t0, 1)}
-        (staging / "metrics.json").write_text(json.dumps(metrics, ensure_ascii=False, indent=2) + "\n")
-        card = render_card(scorer_cfg, metrics, load_baselines(baselines, "test", scorer_cfg["axes"]), info,
-                           manifest, behaviour=behaviour)
-        (staging / "README.md").write_text(card, encoding="utf-8")
-        swap_into_place(staging, export_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+        parts = [{"dir": m, "validation_mean_spearman": _mean_spearman(evaluate_scorer_dir(Path(m), data_dir,
+                                                                                             "validation"))}
+                 for m in models]
+        info["finetune"] = {"best_validation_mean_spearman": _mean_spearman(validation),
+                            "config": scorer_cfg["training_config"], "validation_rows": validation["n"]}
+        info["soup"] = {"parts": parts, "weights": used}
+        return {"training": {**info, "total_seconds": round(time.time() - t0, 1)}}
+
+    metrics = export_scorer(model, tokenizer, out, scorer_cfg, data_dir, manifest, info,
+                            baselines or BASELINES, add_metrics)
+    val_mean = info["finetune"]["best_validation_mean_spearman"]
+    parts = info["soup"]["parts"]
     print(f"validation mean Spearman: soup {val_mean:.4f}; "
           + ", ".join(f"{p['dir']} {p['validation_mean_spearman']:.4f}" for p in parts), file=sys.stderr)
-    print(f"model exported to {export_dir}", file=sys.stderr)
     return metrics
+
+
+def _mean_spearman(metrics: dict) -> float:
+    return sum(metrics["overall"][a]["spearman"] for a in AXES) / len(AXES)
 
 
 def main(argv: list[str] | None = None) -> int:

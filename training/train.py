@@ -24,6 +24,7 @@ import shutil
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 from zhenping.training.card import load_baselines, render_card
 from zhenping.training.config import config_to_dict
@@ -151,30 +152,49 @@ def run_train(
         training_config=config_to_dict(cfg),
         base=cfg.base,
     )
+
+    def add_metrics(staging: Path) -> dict:
+        extra = {}
+        base_dir = base_scorer_dir(cfg.base)
+        if base_dir is not None:  # the model it started from, on the same held-out rows
+            extra["base_on_test"] = {"dir": str(base_dir), **evaluate_scorer_dir(base_dir, data_dir, "test")}
+        extra["data_mode"] = mode
+        training = {k: v for k, v in info.items() if k != "finetune"}
+        training["finetune"] = {k: v for k, v in ft_info.items() if k != "validation_history"}
+        training["total_seconds"] = round(time.time() - t0, 1)
+        extra["training"] = training
+        return extra
+
+    return export_scorer(model, tok, export_dir, scorer_cfg, data_dir, manifest, info, baselines, add_metrics)
+
+
+def export_scorer(model, tokenizer, export_dir: str | Path, scorer_cfg: dict, data_dir: str | Path,
+                  manifest: dict, info: dict, baselines: str | Path = BASELINES,
+                  add_metrics: Callable[[Path], dict] | None = None) -> dict:
+    """Export a trained scorer the way every training path does, and return its test metrics.
+
+    The folder is written to a staging folder beside ``export_dir``: level cut points fitted on
+    ``data_dir``'s validation split and the behavioural suite, the test split evaluated beside the
+    baselines, ``add_metrics(staging)``'s keys merged into ``metrics.json``, the model card built
+    from ``info`` (read after ``add_metrics`` ran, so it may fill it in), then the folder swapped
+    into place: a scorer never sees half a model, and a failure leaves the old folder intact.
+    """
+    from zhenping.training.evaluate import evaluate_model
+
     export_dir = Path(export_dir).resolve()
     staging = export_dir.with_name(f".{export_dir.name}.staging")
     shutil.rmtree(staging, ignore_errors=True)
     try:
-        write_model_dir(model, tok, staging, scorer_cfg)
+        write_model_dir(model, tokenizer, staging, scorer_cfg)
         # Level cut points fitted on validation (scorer_config.json) and behaviour.json.
         behaviour = add_levels_and_behaviour(staging, data_dir)
-
-        from zhenping.training.evaluate import evaluate_model
-
         metrics = evaluate_model(staging, data_dir, "test", staging, baselines=baselines)
-        base_dir = base_scorer_dir(cfg.base)
-        if base_dir is not None:  # the model it started from, on the same held-out rows
-            metrics["base_on_test"] = {"dir": str(base_dir), **evaluate_scorer_dir(base_dir, data_dir, "test")}
-        metrics["data_mode"] = mode
-        metrics["training"] = {k: v for k, v in info.items() if k != "finetune"}
-        metrics["training"]["finetune"] = {k: v for k, v in ft_info.items() if k != "validation_history"}
-        metrics["training"]["total_seconds"] = round(time.time() - t0, 1)
+        if add_metrics is not None:
+            metrics.update(add_metrics(staging))
         (staging / "metrics.json").write_text(json.dumps(metrics, ensure_ascii=False, indent=2) + "\n")
         base_metrics = load_baselines(baselines, "test", scorer_cfg["axes"])
         card = render_card(scorer_cfg, metrics, base_metrics, info, manifest, behaviour=behaviour)
         (staging / "README.md").write_text(card, encoding="utf-8")
-
-        # Swap the finished folder into place: the scorer never sees half a model.
         swap_into_place(staging, export_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
