@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from zhenping.model.axes import AXES
+
 # What holds between runs that batch the same texts differently (other batch
 # sizes, chunking, padding, the order of a float32 reduction, the CPU's kernels):
 # scores agree to about 1e-6, not to the last bit. Tests that compare across
@@ -86,3 +88,15 @@ def copy_package_sources(dst: Path) -> Path:
         else:
             shutil.copy2(path, dst / name)
     return dst
+
+
+class StubScorer:
+    """What the service reads from a ``Scorer`` besides its scores; a test's scorer
+    subclasses it and gives ``score_normalized`` (and overrides what it needs)."""
+
+    axes = AXES
+    max_length = 64
+    model_id = "stub"
+    model_version = "v1"
+    backend = "torch"
+    config = {"level_scale": 3}

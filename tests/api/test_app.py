@@ -17,6 +17,7 @@ from zhenping.api.auth import key_matches
 from zhenping.api.main import begin_drain, create_app
 from zhenping.api.settings import Settings
 from zhenping.model.axes import AXES, score_to_level
+from tests.helpers import StubScorer
 
 
 @dataclass(frozen=True)
@@ -30,14 +31,10 @@ class Scores:
         return {a: score_to_level(getattr(self, a)) for a in AXES}
 
 
-class FakeScorer:
+class FakeScorer(StubScorer):
     """The Scorer interface with deterministic scores; optionally failing."""
 
-    axes = AXES
-    max_length = 64
     model_id = "fake"
-    model_version = "v1"
-    backend = "torch"
     config = {"level_scale": 3, "normalization": "zhenping-nfkc-t2s-v1"}
 
     def __init__(self, fail: Exception | None = None, short_by: int = 0):

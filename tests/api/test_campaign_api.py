@@ -12,6 +12,7 @@ from zhenping.api.main import create_app
 from zhenping.api.settings import Settings
 from zhenping.model.axes import AXES
 from zhenping.model.scorer import CommentScores
+from tests.helpers import StubScorer
 from tests.redis_server import redis_client, redis_url  # noqa: F401 - fixtures
 
 AD = "兼职日结,手机就能做,加微信abc123,月入过万不是梦"
@@ -27,15 +28,10 @@ SCORES = {
 AD_SCORES = CommentScores(0.35, 0.1, 0.45)
 
 
-class FakeScorer:
+class FakeScorer(StubScorer):
     """Deterministic scores: the table above, the ad's scores for anything else."""
 
-    axes = AXES
-    max_length = 64
     model_id = "fake"
-    model_version = "v1"
-    backend = "torch"
-    config = {"level_scale": 3}
 
     def score_normalized(self, texts, batch_size=32, max_tokens=None):
         return [SCORES.get(t, AD_SCORES) for t in texts]

@@ -29,6 +29,7 @@ from zhenping.model.axes import AXES
 from zhenping.model.campaign import CampaignConfig, CampaignDetector, CampaignInput, WindowConfig
 from zhenping.model.normalize import normalize_text
 from zhenping.model.scorer import CommentScores
+from tests.helpers import StubScorer
 from tests.model.campaign_stream import CONFIG, WINDOW, requests
 
 EXPECTED = Path(__file__).resolve().parent / "campaign_responses_expected.json"
@@ -40,15 +41,11 @@ def scores_of(text: str) -> CommentScores:
     return CommentScores(h[0] / 255, h[1] / 255, (h[2] / 255) ** 0.5)
 
 
-class HashScorer:
+class HashScorer(StubScorer):
     """Scores from a hash of the normalised text: varied, and the same for the same text."""
 
-    axes = AXES
     max_length = 128
     model_id = "hash"
-    model_version = "v1"
-    backend = "torch"
-    config = {"level_scale": 3}
 
     def score_normalized(self, texts, batch_size=32, max_tokens=None):
         return [scores_of(t) for t in texts]
