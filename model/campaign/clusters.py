@@ -18,7 +18,8 @@ window, what a moderator would ask about it:
   campaigns).
 
 The campaign score is a logistic model of these (and of the comment's length,
-its product with the template mean, and lexicon evidence), fitted on the injected-campaign benchmark's validation
+its product with the template mean, its product with the share of copies posted again by an
+account already in the cluster, and lexicon evidence), fitted on the injected-campaign benchmark's validation
 seeds by ``training/campaign_bench.py``; a comment whose cluster is smaller than
 ``min_size`` scores 0. Observations leave with the duplicate window's size and
 time limits, so memory stays bounded. Author ids are kept as 64-bit hashes.
@@ -42,7 +43,7 @@ ROUND_CACHE = 1 << 14  # rounded values remembered by :func:`rounded`
 RATE_FLOOR_SECONDS = 60.0  # a cluster's span counts as at least this long for its arrival rate
 OVERLAP_SCAN = 64  # authors of one cluster looked at for the overlap share
 FEATURES = ("log_size", "log_authors", "author_share", "log_rate", "template_mean", "variant_share",
-            "author_overlap", "log_length", "template_length", "lexicon_ad", "lexicon_ai")
+            "author_overlap", "log_length", "template_length", "lexicon_ad", "lexicon_ai", "repeat_length")
 
 
 @lru_cache(maxsize=ROUND_CACHE, typed=True)
@@ -330,6 +331,9 @@ def feature_vector(ev: ClusterEvidence, length: int, lexicon_ad: bool, lexicon_a
         ev.template_mean * math.log1p(length),  # long and templated: stock text, not a chant or a lyric
         float(lexicon_ad),
         float(lexicon_ai),
+        # Accounts posting the cluster's text again, by its length: one account pasting a long text over
+        # and over works a campaign; one repeating a short chant (火钳刘明, 好听) is a fan.
+        (1.0 - ev.authors / ev.size) * math.log1p(length),
     ]
 
 

@@ -64,9 +64,9 @@ class WindowConfig:
 
     max_size: int = 100_000  # comments kept; the oldest leave first
     ttl_seconds: float = 86_400.0  # a comment leaves this long after it was seen; 0: no time limit
-    threshold: float = 0.6  # estimated Jaccard similarity of shingle sets that makes a near duplicate
+    threshold: float = 0.5  # estimated Jaccard similarity of shingle sets that makes a near duplicate
     num_perm: int = 64  # MinHash permutations: more estimate similarity better and cost memory
-    shingle: int = 3  # characters per shingle; shorter texts are matched whole
+    shingle: int = 2  # characters per shingle; shorter texts are matched whole
     seed: int = 1  # MinHash seed; every replica sharing a window must use the same
 
     def __post_init__(self):

@@ -5,12 +5,15 @@ A comment is compared in three forms, all derived from its normalised text
 
 * the **dedup form**: lower-cased, white space removed. Two comments with the
   same dedup form are *exact* repeats.
-* the **shingle form**: the dedup form without punctuation. Comments of
-  ``shingle`` characters or more are compared by the MinHash of their character
-  ``shingle``-grams (datasketch's MinHash); two are *near* duplicates when the
-  estimated Jaccard similarity of their shingle sets reaches ``threshold``.
-  Shorter ones (好听, 好听!!!, 6666) are near duplicates only when their shingle
-  forms are equal.
+* the **shingle form**: the dedup form without what campaigns insert to dodge
+  filters: punctuation, emoji and other symbols, bracketed emoji codes
+  (``[doge]``), and filler particles (的 了 啊 呀 哦 嗯 哈 吧 呢). A text that is
+  nothing but those keeps its symbols (an emoji wall), or its fillers (哈哈哈).
+  Comments of ``shingle`` characters or more are compared by the MinHash of
+  their character ``shingle``-grams (datasketch's MinHash); two are *near*
+  duplicates when the estimated Jaccard similarity of their shingle sets
+  reaches ``threshold``. Shorter ones (好听, 好听!!!, 6) are near duplicates only
+  when their shingle forms are equal.
 * the **text key**: a 64-bit BLAKE2b hash of the dedup form. The window keeps
   keys, signatures and counts, never comment text.
 
@@ -34,6 +37,7 @@ from __future__ import annotations
 
 import hashlib
 import operator
+import re
 import sys
 import threading
 import time
@@ -78,31 +82,64 @@ def dedup_form(normalized: str) -> str:
     return "".join(normalized.lower().split())
 
 
-class _Punctuation(dict):
-    """``str.translate`` table that drops Unicode punctuation (categories P*),
-    filled in as characters are met (up to ``_PUNCT_TABLE`` of them)."""
+class _Drop(dict):
+    """``str.translate`` table that drops the characters of some Unicode categories,
+    filled in as characters are met (up to ``_DROP_TABLE`` of them)."""
+
+    def __init__(self, drops) -> None:
+        super().__init__()
+        self._drops = drops
 
     def __missing__(self, code: int) -> int | None:
-        value = None if unicodedata.category(chr(code)).startswith("P") else code
-        if len(self) < _PUNCT_TABLE:
+        value = None if self._drops(unicodedata.category(chr(code))) else code
+        if len(self) < _DROP_TABLE:
             self[code] = value
         return value
 
 
-_PUNCT_TABLE = 1 << 16
-_DROP_PUNCTUATION = _Punctuation()
+_DROP_TABLE = 1 << 16
+_DROP_PUNCTUATION = _Drop(lambda category: category[0] == "P")
+# Punctuation, symbols (emoji, ♪, ¶) and combining marks (emoji variation selectors).
+_DROP_DECORATION = _Drop(lambda category: category[0] in "PS" or category == "Mn")
+_DROP_FILLERS = str.maketrans("", "", "的了啊呀哦嗯哈吧呢")
+_EMOJI_CODE = re.compile(r"\[[^\[\]]{1,8}\]")  # [doge], [赞], [多多笑哭]: platforms' emoji codes
 
 
-def shingle_form(form: str) -> str:
-    """The dedup form without punctuation: what near duplicates are compared on.
+def content_form(form: str) -> str:
+    """The dedup form without punctuation, emoji and other symbols, and bracketed
+    emoji codes: the characters a comment says something with (an emoji chant
+    such as ``[good][good]`` has none).
+
+    Example:
+        >>> content_form("💯质量很好啊[doge]就是因为好,买了多次~"), content_form("[good][good]!")
+        ('质量很好啊就是因为好买了多次', '')
+    """
+    if form.isalnum():  # letters and digits only (most comments): nothing to drop
+        return form
+    content = _EMOJI_CODE.sub("", form) if "[" in form else form
+    return content.translate(_DROP_DECORATION)
+
+
+def shingle_form(form: str, content: str | None = None) -> str:
+    """The content form (:func:`content_form`, given as ``content`` when known)
+    without filler particles: what near duplicates are compared on.
+
+    A text of nothing but symbols keeps them (without punctuation); one of
+    nothing but fillers keeps those.
 
     Example:
         >>> shingle_form("好听!!!。")
         '好听'
+        >>> shingle_form("💯质量很好啊[doge]就是因为好,买了多次~")
+        '质量很好就是因为好买多次'
+        >>> shingle_form("[good][good]!"), shingle_form("哈哈哈")
+        ('goodgood', '哈哈哈')
     """
-    if form.isalnum():  # letters and digits only (most comments): nothing to drop
-        return form
-    return form.translate(_DROP_PUNCTUATION)
+    if content is None:
+        content = content_form(form)
+    if not content:  # an emoji wall: compared on its symbols
+        return form.translate(_DROP_PUNCTUATION)
+    return content.translate(_DROP_FILLERS) or content
 
 
 def hash64(value: str) -> int:
@@ -317,7 +354,9 @@ class Signer:
         """One 64-bit key per band; two signatures share a band when a key is equal.
 
         BLAKE2b of the band's values: the same in every process, so replicas
-        sharing a Redis window (and windows written by earlier versions) agree.
+        sharing a Redis window agree (given the same shingle form, shingle size,
+        threshold, permutations and seed; a window written with other ones finds
+        fewer near copies until its comments leave).
         """
         raw = sig.tobytes()
         width = 4 * self.rows
@@ -684,15 +723,15 @@ class DuplicateWindow:
         lengths: list[int] = []
         sigs: dict[int, np.ndarray | None] = {}
         bands: dict[int, tuple[int, ...]] = {}
-        missing: dict[str, tuple[int, str]] = {}  # text -> (key, dedup form)
+        missing: dict[str, tuple[int, str, str]] = {}  # text -> (key, dedup form, content form)
         for text in texts:
             hit = cache.get(text)
             if hit is None:
                 pending = missing.get(text)
                 if pending is None:
                     form = dedup_form(text)
-                    pending = missing[text] = (hash64(form), form)
-                key, form = pending
+                    pending = missing[text] = (hash64(form), form, content_form(form))
+                key, form, _ = pending
                 keys.append(key)
                 lengths.append(len(form))
             else:
@@ -703,15 +742,15 @@ class DuplicateWindow:
                 bands[key] = band
         if missing:
             todo = {}  # key -> shingle form, once per key not known yet
-            for key, form in missing.values():
+            for key, form, content in missing.values():
                 if key not in bands and key not in todo:
-                    todo[key] = shingle_form(form)
+                    todo[key] = shingle_form(form, content)
             signed, banded = self.signer.sign(list(todo.values()), "local" if self._local_bands else "shared")
             sigs.update(zip(todo, signed))
             bands.update(zip(todo, banded))
             if len(cache) + len(missing) > TEXT_CACHE:
                 cache.clear()
-            for text, (key, form) in missing.items():
+            for text, (key, form, _) in missing.items():
                 cache[text] = (key, len(form), sigs[key], bands[key])
         return keys, lengths, sigs, bands
 

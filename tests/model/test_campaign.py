@@ -75,14 +75,27 @@ def scores(n, warmth=0.4, substance=0.3, template=0.3):
 # ------------------------------------------------------------------ signatures and banding
 
 
-def test_signature_is_datasketch_minhash_of_character_trigrams():
+@pytest.mark.parametrize("k", [2, 3])
+def test_signature_is_datasketch_minhash_of_character_shingles(k):
     from datasketch import MinHash
 
-    config = WindowConfig()
+    config = WindowConfig(shingle=k)
     form = shingle_form(dedup_form(normalize_text(AD)))
     expected = MinHash(num_perm=config.num_perm, seed=config.seed)
-    expected.update_batch({form[i:i + 3].encode("utf-8") for i in range(len(form) - 2)})
+    expected.update_batch({form[i:i + k].encode("utf-8") for i in range(len(form) - k + 1)})
     assert np.array_equal(Signer(config).signature(form), expected.hashvalues)
+
+
+def test_shingle_form_drops_what_campaigns_insert_to_dodge_filters():
+    """Emoji, emoji codes, symbols and filler particles do not make a copy look new; a text of nothing
+    but those keeps them, so emoji walls and 哈哈哈 still match their own repeats."""
+    plain = shingle_form(dedup_form(normalize_text("质量很好就是因为好买了多次")))
+    for dodged in ("💯质量很好啊[doge]就是因为好,买了多次~", "质量♪很好呀就是因为好👍买了多次呢", "质量很好!!!就是因为好…买了多次🙏"):
+        assert shingle_form(dedup_form(normalize_text(dodged))) == plain.replace("了", ""), dodged
+    assert shingle_form("😂😂😂") == "😂😂😂"
+    assert shingle_form("[good][good]!") == "goodgood"
+    assert shingle_form("哈哈哈哈") == "哈哈哈哈"
+    assert shingle_form("") == ""
 
 
 def test_forms_drop_case_space_and_punctuation_only_where_they_should():
@@ -125,9 +138,9 @@ def test_pasted_copies_and_near_copies_form_one_cluster_with_right_counts():
     assert all(dup[i].cluster_id == cluster for i in ad_rows + edit_rows)
     for i in ad_rows:  # three pasted copies: two others each, and the three edits
         assert (dup[i].exact_count, dup[i].near_count) == (2, 3)
-    # Each edit is near the three copies; the two edits furthest apart (estimated
-    # similarity 0.58) are not near each other, yet all share the copies' cluster.
-    assert [(dup[i].exact_count, dup[i].near_count) for i in edit_rows] == [(0, 5), (0, 4), (0, 4)]
+    # Each edit is near the three copies and the two other edits: the inserted
+    # characters are what the shingle form drops.
+    assert [(dup[i].exact_count, dup[i].near_count) for i in edit_rows] == [(0, 5), (0, 5), (0, 5)]
     for i in ordinary_rows:
         assert (dup[i].exact_count, dup[i].near_count) == (0, 0)
     assert len({dup[i].cluster_id for i in ordinary_rows} | {cluster}) == len(ordinary_rows) + 1

@@ -82,15 +82,23 @@ def test_batched_signatures_are_datasketch_minhash_in_any_batch():
                 assert np.array_equal(sig, np.full(config.num_perm, hash64(form) & 0xFFFFFFFF, dtype=np.uint32))
             else:
                 m = MinHash(num_perm=config.num_perm, seed=config.seed)
-                m.update_batch({form[i:i + 3].encode("utf-8") for i in range(len(form) - 2)})
+                k = config.shingle
+                m.update_batch({form[i:i + k].encode("utf-8") for i in range(len(form) - k + 1)})
                 assert np.array_equal(sig, m.hashvalues), (attempt, form[:20])
             assert sig is None or (sig.base is None and sig.dtype == np.uint32)
     assert [signer.signature(f) is None for f in forms] == [not f for f in forms]
-    # The punctuation table drops exactly Unicode punctuation.
+    # The shingle form drops exactly emoji codes, Unicode punctuation, symbols and combining marks,
+    # then filler particles.
+    import re
+
     from zhenping.model.campaign.window import shingle_form
 
-    sample = "".join(chr(c) for c in range(0x20, 0x3100)) + "好听!!!。“”😂"
-    assert shingle_form(sample) == "".join(ch for ch in sample if not unicodedata.category(ch).startswith("P"))
+    sample = "".join(chr(c) for c in range(0x20, 0x3100)) + "好听!!!。“”😂[doge]啊"
+    content = "".join(ch for ch in re.sub(r"\[[^\[\]]{1,8}\]", "", sample)
+                      if unicodedata.category(ch)[0] not in "PS" and unicodedata.category(ch) != "Mn")
+    assert shingle_form(sample) == "".join(ch for ch in content if ch not in "的了啊呀哦嗯哈吧呢")
+    # A text of nothing but symbols keeps them, without punctuation.
+    assert shingle_form("😂!😂。") == "😂😂"
 
 
 def test_a_full_shingle_cache_is_cleared_without_losing_the_batch(monkeypatch):
@@ -114,7 +122,8 @@ def test_a_full_shingle_cache_is_cleared_without_losing_the_batch(monkeypatch):
         batch = forms[start:start + 16]
         for form, sig in zip(batch, signer.signatures(batch)):
             m = MinHash(num_perm=config.num_perm, seed=config.seed)
-            m.update_batch({form[i:i + 3].encode("utf-8") for i in range(len(form) - 2)})
+            k = config.shingle
+            m.update_batch({form[i:i + k].encode("utf-8") for i in range(len(form) - k + 1)})
             assert np.array_equal(sig, m.hashvalues), form
         assert len(signer._grams) <= 200 + 16 * 40
 
