@@ -10,7 +10,7 @@ A comment is compared in three forms, all derived from its normalised text
   (``[doge]``), and filler particles (的 了 啊 呀 哦 嗯 哈 吧 呢). A text that is
   nothing but those keeps its symbols (an emoji wall), or its fillers (哈哈哈).
   Comments of ``shingle`` characters or more are compared by the MinHash of
-  their character ``shingle``-grams (datasketch's MinHash); two are *near*
+  their character ``shingle``-grams (:class:`Signer`); two are *near*
   duplicates when the estimated Jaccard similarity of their shingle sets
   reaches ``threshold``. Shorter ones (好听, 好听!!!, 6) are near duplicates only
   when their shingle forms are equal.
@@ -36,9 +36,7 @@ window).
 from __future__ import annotations
 
 import hashlib
-import operator
 import re
-import sys
 import threading
 import time
 import unicodedata
@@ -46,7 +44,7 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from itertools import chain, compress, repeat
+from itertools import chain
 from typing import NamedTuple
 
 import numpy as np
@@ -57,16 +55,14 @@ from zhenping.model.campaign.config import WindowConfig
 # (false positive): every candidate is checked against the threshold anyway.
 _FP_WEIGHT, _FN_WEIGHT = 0.3, 0.7
 SIGN_CHUNK = 8192  # shingles signed in one array operation (rows of num_perm values)
-GRAM_CACHE = 1 << 16  # shingle hashes remembered by a signer (then forgotten all at once)
 TEXT_CACHE = 4096  # texts whose key, signature and band keys a window remembers (then forgets all at once)
 _MIX_MULTIPLIER = np.uint64(0x9E3779B97F4A7C15)  # local band keys: golden-ratio multiplier
 _MIX_FINAL = np.uint64(0xBF58476D1CE4E5B9)  # and splitmix64's finaliser constant
-_DIGEST = operator.methodcaller("digest")
-try:  # CPython's own SHA-1: the same digests as OpenSSL's, at a fraction of the cost for a few bytes
-    from _sha1 import sha1 as _sha1
-except ImportError:  # pragma: no cover - another interpreter
-    _sha1 = hashlib.sha1
-_LITTLE = sys.byteorder == "little"
+# Shingle hashes: a polynomial over the shingle's code points (FNV-1's 64-bit prime), then
+# MurmurHash3's 64-bit finaliser; its high 32 bits are the shingle's hash.
+_GRAM_BASE = np.uint64(0x100000001B3)
+_FMIX_1, _FMIX_2, _FMIX_SHIFT = np.uint64(0xFF51AFD7ED558CCD), np.uint64(0xC4CEB9FE1A85EC53), np.uint64(33)
+_HIGH = np.uint64(32)
 
 
 # ------------------------------------------------------------------ text forms
@@ -179,11 +175,41 @@ def lsh_params(threshold: float, num_perm: int) -> tuple[int, int]:
     return best[1], best[2]
 
 
+def _shingle_hashes(points: np.ndarray, at: np.ndarray, k: int) -> np.ndarray:
+    """uint32 hashes of the ``k``-code-point shingles of ``points`` (uint64) starting at ``at``."""
+    h = points[at]
+    for j in range(1, k):  # array arithmetic wraps modulo 2**64
+        h *= _GRAM_BASE
+        h += points[at + j]
+    h ^= h >> _FMIX_SHIFT
+    h *= _FMIX_1
+    h ^= h >> _FMIX_SHIFT
+    h *= _FMIX_2
+    h ^= h >> _FMIX_SHIFT
+    return (h >> _HIGH).astype(np.uint32)
+
+
+def shingle_hash(shingle: str) -> int:
+    """The 32-bit hash of one shingle, as :class:`Signer` computes it for all at once.
+
+    Example:
+        >>> shingle_hash("好听") == shingle_hash("好听") != shingle_hash("听好")
+        True
+    """
+    points = np.frombuffer(shingle.encode("utf-32-le"), dtype="<u4").astype(np.uint64)
+    return int(_shingle_hashes(points, np.zeros(1, dtype=np.intp), len(shingle))[0])
+
+
 class Signer:
     """MinHash signatures and LSH band keys of shingle forms.
 
-    Signatures are datasketch ``MinHash`` values (scheme ``affine32``, fixed
-    seed), so every process and replica computes the same ones.
+    A shingle's hash is the high 32 bits of MurmurHash3's 64-bit finaliser of
+    a polynomial over its code points (:func:`shingle_hash`); signature value
+    ``i`` is the least ``(a_i * hash + b_i) mod 2**32`` over the form's
+    shingles, with the permutations ``a``, ``b`` of datasketch's MinHash for the
+    seed. Nothing depends on the process, so every replica computes the same
+    signatures; all shingles of a request are hashed and permuted in a few array
+    operations.
 
     Args:
         config: the window's settings (threshold, num_perm, shingle, seed).
@@ -198,29 +224,20 @@ class Signer:
     def __init__(self, config: WindowConfig):
         from datasketch import MinHash
 
-        self._minhash = MinHash
         self.num_perm = config.num_perm
         self.shingle = config.shingle
         self.threshold = config.threshold
-        template = MinHash(num_perm=config.num_perm, seed=config.seed)
-        self._permutations = template.permutations
-        self._scheme = template.scheme
+        a, b = MinHash(num_perm=config.num_perm, seed=config.seed).permutations
+        self._a = np.asarray(a, dtype=np.uint64).astype(np.uint32)[:, None]
+        self._b = np.asarray(b, dtype=np.uint64).astype(np.uint32)[:, None]
         self.bands, self.rows = lsh_params(config.threshold, config.num_perm)
-        # The affine32 update of datasketch's MinHash, without building a MinHash per
-        # text (most of the cost for short comments); the same values, checked in tests.
-        self._fast = None
-        try:
-            from datasketch.minhash import _fmix
-
-            if self._scheme == "affine32":
-                a, b = self._permutations
-                self._fast = (_fmix, np.asarray(a, dtype=np.uint32), np.asarray(b, dtype=np.uint32))
-        except ImportError:  # another datasketch version: build MinHash objects
-            self._fast = None
-        self._grams: dict[str, int] = {}  # shingle -> its premixed hash
-        self._cuts: list[slice] = []  # slice(i, i + shingle) for i = 0, 1, ...
         self._persons = [i.to_bytes(2, "big") for i in range(self.bands)]
         self._band_seeds = np.array([hash64(f"band:{i}") for i in range(self.bands)], dtype=np.uint64)
+
+    @property
+    def permutations(self) -> tuple[np.ndarray, np.ndarray]:
+        """The ``(a, b)`` of the permutations, ``num_perm`` uint32 values each."""
+        return self._a[:, 0].copy(), self._b[:, 0].copy()
 
     def signature(self, form: str) -> np.ndarray | None:
         """The signature of a shingle form, or ``None`` for an empty one.
@@ -232,8 +249,7 @@ class Signer:
 
     def signatures(self, forms: Sequence[str]) -> list[np.ndarray | None]:
         """:meth:`signature` of each form, signed together: the shingles of all
-        forms go through the permutations in one array operation, and each
-        shingle's hash is remembered (``GRAM_CACHE`` of them) for the next call."""
+        forms are hashed and go through the permutations in one array operation."""
         sigs, _ = self.sign(forms)
         return [None if sig is None else sig.copy() for sig in sigs]  # not views of one batch
 
@@ -257,21 +273,18 @@ class Signer:
         present = [j for j, form in enumerate(forms) if form]
         if not present:
             return sigs, keys
-        if self._fast is None:
-            mat = np.stack([self._signature_minhash(forms[j]) for j in present])
+        k = self.shingle
+        long_rows = [r for r, j in enumerate(present) if len(forms[j]) >= k]
+        if len(long_rows) == len(present):
+            mat = self._sign_long([forms[j] for j in present])
         else:
-            k = self.shingle
-            long_rows = [r for r, j in enumerate(present) if len(forms[j]) >= k]
-            if len(long_rows) == len(present):
-                mat = self._sign_long([forms[j] for j in present])
-            else:
-                mat = np.empty((len(present), self.num_perm), dtype=np.uint32)
-                if long_rows:
-                    mat[long_rows] = self._sign_long([forms[present[r]] for r in long_rows])
-                short = set(long_rows)
-                for r, j in enumerate(present):
-                    if r not in short:  # a constant signature derived from the whole form
-                        mat[r] = hash64(forms[j]) & 0xFFFFFFFF
+            mat = np.empty((len(present), self.num_perm), dtype=np.uint32)
+            if long_rows:
+                mat[long_rows] = self._sign_long([forms[present[r]] for r in long_rows])
+            short = set(long_rows)
+            for r, j in enumerate(present):
+                if r not in short:  # a constant signature derived from the whole form
+                    mat[r] = hash64(forms[j]) & 0xFFFFFFFF
         rows = list(mat)
         for j, row in zip(present, rows):
             sigs[j] = row
@@ -300,55 +313,25 @@ class Signer:
 
     def _sign(self, forms: list[str], counts: list[int]) -> np.ndarray:
         """Signatures of forms of ``shingle`` characters or more (``counts`` shingles
-        each), in one array operation."""
+        each), in a few array operations over all their shingles."""
         k = self.shingle
-        # Every shingle of every form, repeats included (they do not change a minimum), cut by
-        # slice objects made once: one C-level map per form instead of a slice expression per shingle.
-        cuts = self._cuts
-        if len(cuts) < max(counts):
-            cuts = self._cuts = [slice(i, i + k) for i in range(max(counts) * 2)]
-        grams: list[str] = []
-        for form, count in zip(forms, counts):
-            grams += map(form.__getitem__, cuts[:count])
-        cache = self._grams
-        values = list(map(cache.get, grams))
-        fmix, a, b = self._fast
-        if None in values:
-            missing = list(set(compress(grams, map(operator.is_, values, repeat(None)))))
-            # datasketch's sha1_hash32 of the UTF-8 bytes: the first 4 of each 20-byte digest, little-endian
-            digests = b"".join(map(_DIGEST, map(_sha1, map(str.encode, missing))))
-            if _LITTLE:
-                raw = np.frombuffer(digests, dtype=np.uint32)[::5]
-            else:
-                raw = np.frombuffer(digests, dtype="<u4")[::5]
-            # The cache holds each hash after datasketch's premix (MurmurHash3's finaliser), ready for
-            # the permutations.
-            hashed = dict(zip(missing, fmix(raw, 32).tolist()))
-            # Values come from this call's lookups, never read back from the cache: a full cache is
-            # cleared here, and another thread's call may clear it at any time.
-            values = list(map(hashed.get, grams, values))
-            if len(cache) + len(hashed) > GRAM_CACHE:
-                cache.clear()
-            cache.update(hashed)
-        starts = np.zeros(len(forms), dtype=np.intp)
-        np.cumsum(counts[:-1], out=starts[1:])
-        # Array arithmetic wraps modulo 2**32 without a warning (as datasketch's does).
-        hashes = np.fromiter(values, dtype=np.uint32, count=len(values))
-        # One row per permutation, so that each form's minimum runs over contiguous values.
-        permuted = a[:, None] * hashes
-        permuted += b[:, None]
+        # The code points of every form, end to end; shingle i of form f starts at
+        # position offset[f] + i.
+        points = np.frombuffer("".join(forms).encode("utf-32-le"), dtype="<u4").astype(np.uint64)
+        per_form = np.asarray(counts, dtype=np.intp)
+        starts = np.zeros(len(forms), dtype=np.intp)  # each form's first shingle among all shingles
+        np.cumsum(per_form[:-1], out=starts[1:])
+        lengths = np.fromiter(map(len, forms), dtype=np.intp, count=len(forms))
+        offsets = np.zeros(len(forms), dtype=np.intp)
+        np.cumsum(lengths[:-1], out=offsets[1:])
+        at = np.arange(int(per_form.sum()), dtype=np.intp)
+        at += np.repeat(offsets - starts, per_form)
+        hashes = _shingle_hashes(points, at, k)
+        # Array arithmetic wraps modulo 2**32; one row per permutation, so that each
+        # form's minimum runs over contiguous values.
+        permuted = self._a * hashes
+        permuted += self._b
         return np.ascontiguousarray(np.minimum.reduceat(permuted, starts, axis=1).T)
-
-    def _signature_minhash(self, form: str) -> np.ndarray | None:
-        if not form:
-            return None
-        if len(form) < self.shingle:
-            return np.full(self.num_perm, hash64(form) & 0xFFFFFFFF, dtype=np.uint32)
-        k = self.shingle
-        grams = {form[i:i + k].encode("utf-8") for i in range(len(form) - k + 1)}
-        m = self._minhash(num_perm=self.num_perm, permutations=self._permutations, scheme=self._scheme)
-        m.update_batch(grams)
-        return np.asarray(m.hashvalues, dtype=np.uint32)
 
     def band_keys(self, sig: np.ndarray) -> list[int]:
         """One 64-bit key per band; two signatures share a band when a key is equal.
@@ -818,12 +801,15 @@ class DuplicateWindow:
         # Near duplicates inside the request, by the same banding: only where two
         # of the request's texts share a band key.
         if len(set(all_bands)) < len(all_bands):
+            ordered = sorted(all_bands)
+            shared = {b for b, after in zip(ordered, ordered[1:]) if b == after}  # bands of two or more texts
+            sharing = [key for key in distinct if not shared.isdisjoint(bands[key])]
             local: dict[int, list[int]] = {}
-            for key in distinct:
-                for b in bands[key]:
+            for key in sharing:
+                for b in shared.intersection(bands[key]):
                     local.setdefault(b, []).append(key)
-            for key in distinct:
-                cands = {m for b in bands[key] for m in local[b]} - {key} - near[key]
+            for key in sharing:
+                cands = {m for b in shared.intersection(bands[key]) for m in local[b]} - {key} - near[key]
                 for cand in cands:
                     if similarity(sigs[key], sigs[cand]) >= threshold:
                         near[key].add(cand)

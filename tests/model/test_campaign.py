@@ -75,17 +75,6 @@ def scores(n, warmth=0.4, substance=0.3, template=0.3):
 # ------------------------------------------------------------------ signatures and banding
 
 
-@pytest.mark.parametrize("k", [2, 3])
-def test_signature_is_datasketch_minhash_of_character_shingles(k):
-    from datasketch import MinHash
-
-    config = WindowConfig(shingle=k)
-    form = shingle_form(dedup_form(normalize_text(AD)))
-    expected = MinHash(num_perm=config.num_perm, seed=config.seed)
-    expected.update_batch({form[i:i + k].encode("utf-8") for i in range(len(form) - k + 1)})
-    assert np.array_equal(Signer(config).signature(form), expected.hashvalues)
-
-
 def test_shingle_form_drops_what_campaigns_insert_to_dodge_filters():
     """Emoji, emoji codes, symbols and filler particles do not make a copy look new; a text of nothing
     but those keeps them, so emoji walls and 哈哈哈 still match their own repeats."""
