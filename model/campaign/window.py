@@ -101,27 +101,12 @@ _DROP_FILLERS = str.maketrans("", "", "的了啊呀哦嗯哈吧呢")
 _EMOJI_CODE = re.compile(r"\[[^\[\]]{1,8}\]")  # [doge], [赞], [多多笑哭]: platforms' emoji codes
 
 
-def content_form(form: str) -> str:
-    """The dedup form without punctuation, emoji and other symbols, and bracketed
-    emoji codes: the characters a comment says something with (an emoji chant
-    such as ``[good][good]`` has none).
+def shingle_form(form: str) -> str:
+    """The dedup form without punctuation, emoji and other symbols, bracketed emoji
+    codes and filler particles: what near duplicates are compared on.
 
-    Example:
-        >>> content_form("💯质量很好啊[doge]就是因为好,买了多次~"), content_form("[good][good]!")
-        ('质量很好啊就是因为好买了多次', '')
-    """
-    if form.isalnum():  # letters and digits only (most comments): nothing to drop
-        return form
-    content = _EMOJI_CODE.sub("", form) if "[" in form else form
-    return content.translate(_DROP_DECORATION)
-
-
-def shingle_form(form: str, content: str | None = None) -> str:
-    """The content form (:func:`content_form`, given as ``content`` when known)
-    without filler particles: what near duplicates are compared on.
-
-    A text of nothing but symbols keeps them (without punctuation); one of
-    nothing but fillers keeps those.
+    A text of nothing but symbols and codes keeps them (without punctuation); one
+    of nothing but fillers keeps those.
 
     Example:
         >>> shingle_form("好听!!!。")
@@ -131,8 +116,10 @@ def shingle_form(form: str, content: str | None = None) -> str:
         >>> shingle_form("[good][good]!"), shingle_form("哈哈哈")
         ('goodgood', '哈哈哈')
     """
-    if content is None:
-        content = content_form(form)
+    if form.isalnum():  # letters and digits only (most comments): only fillers to drop
+        return form.translate(_DROP_FILLERS) or form
+    content = _EMOJI_CODE.sub("", form) if "[" in form else form
+    content = content.translate(_DROP_DECORATION)
     if not content:  # an emoji wall: compared on its symbols
         return form.translate(_DROP_PUNCTUATION)
     return content.translate(_DROP_FILLERS) or content
@@ -189,22 +176,11 @@ def _shingle_hashes(points: np.ndarray, at: np.ndarray, k: int) -> np.ndarray:
     return (h >> _HIGH).astype(np.uint32)
 
 
-def shingle_hash(shingle: str) -> int:
-    """The 32-bit hash of one shingle, as :class:`Signer` computes it for all at once.
-
-    Example:
-        >>> shingle_hash("好听") == shingle_hash("好听") != shingle_hash("听好")
-        True
-    """
-    points = np.frombuffer(shingle.encode("utf-32-le"), dtype="<u4").astype(np.uint64)
-    return int(_shingle_hashes(points, np.zeros(1, dtype=np.intp), len(shingle))[0])
-
-
 class Signer:
     """MinHash signatures and LSH band keys of shingle forms.
 
     A shingle's hash is the high 32 bits of MurmurHash3's 64-bit finaliser of
-    a polynomial over its code points (:func:`shingle_hash`); signature value
+    a polynomial over its code points; signature value
     ``i`` is the least ``(a_i * hash + b_i) mod 2**32`` over the form's
     shingles, with the permutations ``a``, ``b`` of datasketch's MinHash for the
     seed. Nothing depends on the process, so every replica computes the same
@@ -233,11 +209,6 @@ class Signer:
         self.bands, self.rows = lsh_params(config.threshold, config.num_perm)
         self._persons = [i.to_bytes(2, "big") for i in range(self.bands)]
         self._band_seeds = np.array([hash64(f"band:{i}") for i in range(self.bands)], dtype=np.uint64)
-
-    @property
-    def permutations(self) -> tuple[np.ndarray, np.ndarray]:
-        """The ``(a, b)`` of the permutations, ``num_perm`` uint32 values each."""
-        return self._a[:, 0].copy(), self._b[:, 0].copy()
 
     def signature(self, form: str) -> np.ndarray | None:
         """The signature of a shingle form, or ``None`` for an empty one.
@@ -706,15 +677,15 @@ class DuplicateWindow:
         lengths: list[int] = []
         sigs: dict[int, np.ndarray | None] = {}
         bands: dict[int, tuple[int, ...]] = {}
-        missing: dict[str, tuple[int, str, str]] = {}  # text -> (key, dedup form, content form)
+        missing: dict[str, tuple[int, str]] = {}  # text -> (key, dedup form)
         for text in texts:
             hit = cache.get(text)
             if hit is None:
                 pending = missing.get(text)
                 if pending is None:
                     form = dedup_form(text)
-                    pending = missing[text] = (hash64(form), form, content_form(form))
-                key, form, _ = pending
+                    pending = missing[text] = (hash64(form), form)
+                key, form = pending
                 keys.append(key)
                 lengths.append(len(form))
             else:
@@ -725,15 +696,15 @@ class DuplicateWindow:
                 bands[key] = band
         if missing:
             todo = {}  # key -> shingle form, once per key not known yet
-            for key, form, content in missing.values():
+            for key, form in missing.values():
                 if key not in bands and key not in todo:
-                    todo[key] = shingle_form(form, content)
+                    todo[key] = shingle_form(form)
             signed, banded = self.signer.sign(list(todo.values()), "local" if self._local_bands else "shared")
             sigs.update(zip(todo, signed))
             bands.update(zip(todo, banded))
             if len(cache) + len(missing) > TEXT_CACHE:
                 cache.clear()
-            for text, (key, form, _) in missing.items():
+            for text, (key, form) in missing.items():
                 cache[text] = (key, len(form), sigs[key], bands[key])
         return keys, lengths, sigs, bands
 
