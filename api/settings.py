@@ -92,7 +92,7 @@ class Settings(BaseSettings):
     action_fold_campaign: float = Field(CampaignConfig.fold_campaign, ge=0)  # fold at campaign score >= this; > 1: off
     action_review_campaign: float = Field(CampaignConfig.review_campaign, ge=0)  # review at campaign score >= this
     action_fold_copies: int = Field(CampaignConfig.copy_fold_copies, ge=0)  # copy rule: fold at this many exact copies in the window; 0: off
-    action_fold_copy_length: int = Field(CampaignConfig.copy_fold_length, ge=0)  # copy rule: of a text at least this long (characters, punctuation aside)
+    action_fold_copy_length: int = Field(CampaignConfig.copy_fold_length, ge=0)  # copy rule: of a text at least this long (characters, white space aside, an emoji code one)
     action_fold_copy_authors: int = Field(CampaignConfig.copy_fold_authors, ge=0)  # copy rule: in a cluster of at least this many authors
     action_fold_copy_template: float = Field(CampaignConfig.copy_fold_template, ge=0, le=1)  # copy rule: with at least this mean model template score
     likes_margin: float = Field(CampaignConfig.likes_margin, gt=0)  # suspicious_likes at log(1 + likes) this far above the expected

@@ -59,7 +59,7 @@ from zhenping.model.campaign.clusters import FEATURES, feature_vector
 from zhenping.model.campaign.config import CALIBRATION_FILE, COPY_RULE_OFF, CampaignConfig, load_calibration
 from zhenping.model.campaign.evidence import EvidenceFinder
 from zhenping.model.campaign.likes import LikesModel, like_context
-from zhenping.model.campaign.window import dedup_form
+from zhenping.model.campaign.window import dedup_form, visible_length
 from zhenping.model.normalize import normalize_text
 from zhenping.training.campaign_eval import posting_time
 
@@ -479,7 +479,7 @@ class Outcome:
     cluster_id: str = ""
     like_context: float = 0.0  # the request's median log(1 + likes) (zhenping.model.campaign.likes.like_context)
     exact: int = 0  # exact copies of its text in the window, itself included
-    length: int = 0  # characters of its dedup form
+    length: int = 0  # characters of its dedup form, an emoji code one (visible_length)
     template_mean: float = 0.0  # its cluster's mean model template score
 
 
@@ -503,7 +503,7 @@ def run_detector(seed: SeedStream, cache: ScoreCache, config: CampaignConfig) ->
             text_fused = detector.fusion.fuse(s.template, r.duplicates.exact_count, r.duplicates.near_count)
             ad = any(e.category == "ad" for e in r.evidence)
             ai = any(e.kind == "ai_marker" for e in r.evidence)
-            length = len(dedup_form(inp.text))
+            length = visible_length(dedup_form(inp.text))
             out.append(Outcome(it, s.warmth, s.substance, s.template, text_fused,
                                feature_vector(r.cluster, length, ad, ai), r.cluster.size,
                                r.cluster.authors, r.campaign, r.action, s.warmth + s.substance - r.template_fused,

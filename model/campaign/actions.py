@@ -87,7 +87,7 @@ class CopyRule:
     """
 
     copies: int = 0  # exact copies in the window, this one included; 0: off
-    length: int = 0  # characters of the text without white space (its dedup form), at least
+    length: int = 0  # characters of the text without white space, an emoji code one (visible_length), at least
     authors: int = 1  # distinct authors of the cluster, at least
     template: float = 0.0  # mean model template score of the cluster, at least
 

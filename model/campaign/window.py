@@ -125,6 +125,19 @@ def shingle_form(form: str) -> str:
     return content.translate(_DROP_FILLERS) or content
 
 
+def visible_length(form: str) -> int:
+    """Characters of a dedup form as a reader sees them: a bracketed emoji code,
+    which the platform draws as one picture, counts as one.
+
+    Example:
+        >>> visible_length("加油[加油]"), visible_length("[感冒][感冒][感冒]"), visible_length("好听")
+        (3, 3, 2)
+    """
+    if "[" not in form:
+        return len(form)
+    return len(form) - sum(m.end() - m.start() - 1 for m in _EMOJI_CODE.finditer(form))
+
+
 def hash64(value: str) -> int:
     """Stable 64-bit key of a string (BLAKE2b), the same in every process."""
     return int.from_bytes(hashlib.blake2b(value.encode("utf-8"), digest_size=8).digest(), "big")
@@ -655,7 +668,7 @@ class DuplicateWindow:
     def observe_keyed(self, items: Sequence[WindowItem], now: float | None = None,
                       record: bool = True) -> tuple[list[Duplicates], list[int], list[int]]:
         """:meth:`observe`, also returning each item's text key (:func:`hash64` of
-        its dedup form) and the length of its dedup form."""
+        its dedup form) and its length as shown (:func:`visible_length`)."""
         return self.observe_texts([item.text for item in items], [item.key for item in items], now, record)
 
     def observe_texts(self, texts: Sequence[str], callers: Sequence[int | None], now: float | None = None,
@@ -670,7 +683,7 @@ class DuplicateWindow:
             return self._observe(callers, keys, sigs, bands, now, record), keys, lengths
 
     def _prepare(self, texts: Sequence[str]):
-        """Keys, dedup-form lengths, and signatures and band keys once per distinct
+        """Keys, visible lengths, and signatures and band keys once per distinct
         text, outside the lock; recent texts come from a cache."""
         cache = self._cache
         keys: list[int] = []
@@ -687,7 +700,7 @@ class DuplicateWindow:
                     pending = missing[text] = (hash64(form), form)
                 key, form = pending
                 keys.append(key)
-                lengths.append(len(form))
+                lengths.append(visible_length(form))
             else:
                 key, length, sig, band = hit
                 keys.append(key)
@@ -705,7 +718,7 @@ class DuplicateWindow:
             if len(cache) + len(missing) > TEXT_CACHE:
                 cache.clear()
             for text, (key, form) in missing.items():
-                cache[text] = (key, len(form), sigs[key], bands[key])
+                cache[text] = (key, visible_length(form), sigs[key], bands[key])
         return keys, lengths, sigs, bands
 
     def _observe(self, callers, keys, sigs, bands, now, record) -> list[Duplicates]:

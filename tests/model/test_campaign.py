@@ -24,7 +24,7 @@ from zhenping.model.campaign import (
 )
 from zhenping.model.campaign.authors import AuthorObservation, author_key
 from zhenping.model.campaign.config import load_calibration
-from zhenping.model.campaign.window import Signer, WindowUnavailable, caller_key, dedup_form, lsh_params, shingle_form
+from zhenping.model.campaign.window import Signer, WindowUnavailable, caller_key, dedup_form, lsh_params, shingle_form, visible_length
 from zhenping.model.normalize import normalize_text
 from zhenping.model.scorer import CommentScores
 from tests.redis_server import redis_client, redis_url  # noqa: F401 - fixtures
@@ -73,6 +73,21 @@ def scores(n, warmth=0.4, substance=0.3, template=0.3):
 
 
 # ------------------------------------------------------------------ signatures and banding
+
+
+def test_visible_length_counts_an_emoji_code_as_one_character():
+    assert visible_length(dedup_form("[感冒][感冒][感冒]")) == 3
+    assert visible_length(dedup_form("加油 [加油]!")) == 4
+    assert visible_length("好听") == 2 and visible_length("") == 0
+    # Brackets that are not a code (too long, unclosed, nested) count character by character.
+    assert visible_length("[一二三四五六七八九]") == 11
+    assert visible_length("[好") == 2 and visible_length("[[赞]]") == 3
+
+
+def test_the_window_reports_visible_lengths():
+    window = DuplicateWindow(WindowConfig(max_size=100))
+    _, _, lengths = window.observe_texts(["渣男之歌[多多笑哭][多多笑哭]", "渣男之歌 哈哈"], [None, None], now=0.0)
+    assert lengths == [6, 6]
 
 
 def test_shingle_form_drops_what_campaigns_insert_to_dodge_filters():

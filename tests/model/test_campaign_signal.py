@@ -135,9 +135,15 @@ def test_a_lone_comment_has_no_campaign_score():
 
 def test_campaign_thresholds_drive_the_action():
     off = detector(fold_campaign=1.01, review_campaign=1.01, fold_template=1.01, review_template=1.01,
-                   fold_hostile=1.01, review_hostile=1.01)
+                   fold_hostile=1.01, review_hostile=1.01, copy_fold_copies=0)
     ads = [CampaignInput(AD, f"a{k}", f"bot{k}") for k in range(8)]
     assert {r.action for r in off.process(ads, [SCORES] * 8, now=1000.0).results} == {"pass"}
+    # The copy rule alone folds the same eight pasted copies from eight accounts.
+    copies = detector(fold_campaign=1.01, review_campaign=1.01, fold_template=1.01, review_template=1.01,
+                      fold_hostile=1.01, review_hostile=1.01, copy_fold_copies=6, copy_fold_length=20,
+                      copy_fold_authors=5, copy_fold_template=0.0)
+    actions = [copies.process([ad], [SCORES], now=1000.0 + k).results[0].action for k, ad in enumerate(ads)]
+    assert actions == ["pass"] * 5 + ["fold"] * 3  # from the sixth copy on
     with pytest.raises(ValueError, match="review_campaign"):
         ActionPolicy(1.01, 1.01, 1.01, 1.01, fold_campaign=0.5, review_campaign=0.8)
 
