@@ -24,7 +24,7 @@ from zhenping.api.deps import RankBody, ServiceDep, comment_texts, not_ready_err
 from zhenping.api.errors import ApiError
 from zhenping.api.schemas import ErrorBody, RankResponse
 from zhenping.api.settings import Settings
-from zhenping.model.campaign import CampaignConfig, CampaignDetector, CampaignResult, WindowConfig
+from zhenping.model.campaign import CampaignConfig, CampaignDetector, CampaignResult, WindowConfig, WindowPass
 from zhenping.model.campaign.clusters import SINGLE, rounded
 from zhenping.model.campaign.likes import engagement, rank_by_engagement
 from zhenping.model.campaign.window import WindowUnavailable
@@ -156,12 +156,50 @@ def epoch_seconds(when: datetime | None) -> float | None:
     return when.timestamp()
 
 
+def _retrieve(future: asyncio.Future) -> None:
+    if not future.cancelled():
+        future.exception()  # a pass whose request went away raises nothing further
+
+
+async def score_with_window_pass(service, detector: CampaignDetector, normalized: list[str],
+                                 comments, record: bool = True) -> tuple[list, WindowPass | None]:
+    """The model's scores of ``normalized`` and, while the model runs, the detector's window pass
+    (:meth:`CampaignDetector.observe`, adding the comments to the window when ``record``) on a
+    worker thread: the pass needs no scores, and runs while the request waits for the model. ``None`` for the pass when every score came from the cache
+    (nothing to wait for) or the detector's windows are not in this process.
+
+    The scores' texts are queued before the pass starts, so a request refused for a full queue or
+    a drain adds nothing to the window; one whose model call fails after that has been recorded.
+
+    Raises:
+        QueueFull, ShuttingDown: from the scoring service.
+    """
+    if not detector.in_process:
+        return await service.score_normalized(normalized), None
+    scoring = asyncio.ensure_future(service.score_normalized(normalized))
+    try:
+        await asyncio.sleep(0)  # the scoring task queues its texts, or fails at once (queue full, draining)
+        if scoring.done():
+            return scoring.result(), None
+        observing = asyncio.ensure_future(asyncio.to_thread(detector.observe, normalized, [c.id for c in comments],
+                                                            None, record))
+        observing.add_done_callback(_retrieve)
+        scores = await scoring
+        return scores, await observing
+    except BaseException:
+        scoring.cancel()
+        raise
+
+
 async def campaign_fields(detector: CampaignDetector, comments, normalized, scores,
-                          record: bool, into: list[dict] | None = None) -> tuple[list[dict], list[dict] | None]:
+                          record: bool, into: list[dict] | None = None,
+                          observed: WindowPass | None = None) -> tuple[list[dict], list[dict] | None]:
     """Campaign fields per comment and author summaries (``None`` without author ids).
 
     With ``into`` (one result dict per comment), each comment's fields are added to its
-    result dict, and those dicts are returned: no separate dict per comment to merge.
+    result dict, and those dicts are returned: no separate dict per comment to merge. With
+    ``observed`` (these comments' window pass, :func:`score_with_window_pass`), only the rest
+    of the detection runs here.
 
     Raises:
         ApiError: 503 ``window_unavailable`` when a shared window cannot be reached.
@@ -173,7 +211,7 @@ async def campaign_fields(detector: CampaignDetector, comments, normalized, scor
         if detector.in_process:
             # Pure CPU under the interpreter lock, about 1.5 ms for 32 comments: a worker thread would
             # not let the event loop run meanwhile, only add a hand-off to every request.
-            report = detector.process_columns(*columns, scores, None, record)
+            report = detector.process_columns(*columns, scores, None, record, observed)
         else:  # network round trips to Redis: off the event loop
             report = await asyncio.to_thread(detector.process_columns, *columns, scores, None, record)
     except WindowUnavailable as exc:
@@ -227,10 +265,16 @@ async def rank_comments(request: Request, service: ServiceDep, body: RankBody):
         weights = check_weights(body.weights if body.weights is not None else settings.rank_weights)
     except ValueError as exc:
         raise ApiError(422, "invalid_weights", str(exc)) from None
+    detector = request.app.state.campaign
+    observed = None
     try:
         texts, cut = comment_texts(body.comments, settings.max_chars)
         normalized = await service.normalize(texts)
-        scores = await service.score_normalized(normalized)
+        if detector is None:
+            scores = await service.score_normalized(normalized)
+        else:
+            scores, observed = await score_with_window_pass(service, detector, normalized, body.comments,
+                                                            record=False)
     except QueueFull as exc:
         raise ApiError(429, "queue_full", str(exc), {"Retry-After": str(exc.retry_after)}) from None
     except ShuttingDown:
@@ -239,9 +283,9 @@ async def rank_comments(request: Request, service: ServiceDep, body: RankBody):
     results = [{"id": c.id, **{axis: getattr(s, axis) for axis in axes}, "levels": s.levels,
                 "truncated": cut_here or bool(getattr(s, "truncated", False))}
                for c, s, cut_here in zip(body.comments, scores, cut)]
-    detector = request.app.state.campaign
     if detector is not None:
-        await campaign_fields(detector, body.comments, normalized, scores, record=False, into=results)
+        await campaign_fields(detector, body.comments, normalized, scores, record=False, into=results,
+                              observed=observed)
     if body.order == "quality_engagement":
         like_weight = settings.rank_like_weight
         qualities = [quality(r, weights) for r in results]

@@ -27,7 +27,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from zhenping.api.auth import require_api_key
 from zhenping.api.batcher import QueueFull, ShuttingDown
-from zhenping.api.campaign import RANK_PATHS, build_detector, campaign_fields
+from zhenping.api.campaign import RANK_PATHS, build_detector, campaign_fields, score_with_window_pass
 from zhenping.api.campaign import router as rank_router
 from zhenping.api.deps import ScoreBody, ServiceDep, comment_texts, not_ready_error
 from zhenping.api.errors import ApiError, CatchAllMiddleware, install_error_handlers
@@ -325,9 +325,14 @@ def _add_routes(app: FastAPI) -> None:
         texts, cut = comment_texts(body.comments, settings.max_chars)
         if settings.log_text:
             logger.info("scoring texts: %r", texts)
+        detector = request.app.state.campaign
+        observed = None
         try:
             normalized = await service.normalize(texts)
-            scores = await service.score_normalized(normalized)
+            if detector is None:
+                scores = await service.score_normalized(normalized)
+            else:
+                scores, observed = await score_with_window_pass(service, detector, normalized, body.comments)
         except QueueFull as exc:
             raise ApiError(429, "queue_full", str(exc), {"Retry-After": str(exc.retry_after)}) from None
         except ShuttingDown:
@@ -339,10 +344,9 @@ def _add_routes(app: FastAPI) -> None:
             for c, s, cut_here in zip(body.comments, scores, cut)
         ]
         response = {"model": service.model, "results": results}
-        detector = request.app.state.campaign
         if detector is not None:
             _, authors = await campaign_fields(detector, body.comments, normalized, scores, record=True,
-                                               into=results)
+                                               into=results, observed=observed)
             if authors is not None:
                 response["authors"] = authors
         # Built in ScoreResponse's field order and written by pydantic-core's JSON writer, the one

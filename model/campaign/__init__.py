@@ -30,7 +30,7 @@ from zhenping.model.campaign.actions import ACTIONS, ActionPolicy, CopyRule
 from zhenping.model.campaign.authors import AuthorSummary, AuthorWindow
 from zhenping.model.campaign.clusters import CampaignModel, ClusterEvidence, ClusterWindow
 from zhenping.model.campaign.config import CampaignConfig, WindowConfig
-from zhenping.model.campaign.detector import CampaignDetector, CampaignInput, CampaignReport, CampaignResult
+from zhenping.model.campaign.detector import CampaignDetector, CampaignInput, CampaignReport, CampaignResult, WindowPass
 from zhenping.model.campaign.evidence import Evidence, EvidenceFinder
 from zhenping.model.campaign.fusion import Fusion
 from zhenping.model.campaign.likes import LikesModel
@@ -59,4 +59,5 @@ __all__ = [
     "MemoryStore",
     "WindowConfig",
     "WindowItem",
+    "WindowPass",
 ]

@@ -71,6 +71,29 @@ class CampaignResult(NamedTuple):
 
 
 @dataclass(frozen=True)
+class WindowPass:
+    """The text-only half of campaign detection for one batch (:meth:`CampaignDetector.observe`):
+    what the duplicate window found, and each text's phrase evidence. It needs no model scores,
+    so the service computes it while the model scores the same comments.
+
+    Attributes:
+        found: each comment's copies in the window.
+        keys: each comment's text key.
+        lengths: each comment's visible length (an emoji code one character).
+        evidence: each comment's phrase evidence.
+        now: when the comments were seen.
+        record: whether they were added to the window.
+    """
+
+    found: list[Duplicates]
+    keys: list[int]
+    lengths: list[int]
+    evidence: list[tuple[Evidence, ...]]
+    now: float
+    record: bool
+
+
+@dataclass(frozen=True)
 class CampaignReport:
     """Results in input order, and one summary per author id given."""
 
@@ -186,22 +209,48 @@ class CampaignDetector:
                                     [c.author_id for c in comments], [c.likes for c in comments],
                                     [c.posted_at for c in comments], scores, now, record)
 
+    def observe(self, texts: Sequence[str], ids: Sequence[str | int | None], now: float | None = None,
+                record: bool = True) -> WindowPass:
+        """The text-only half of :meth:`process_columns`: the comments' copies in the duplicate
+        window (adding them to it unless ``record`` is false) and their phrase evidence.
+
+        Pass the result to :meth:`process_columns` as ``observed`` with the same texts and ids
+        once the scores are known; meanwhile nothing else may be observed or processed with
+        ``record`` that should come after these comments. Safe to call from a worker thread.
+
+        Raises:
+            ValueError: ``texts`` and ``ids`` differ in length.
+        """
+        if len(texts) != len(ids):
+            raise ValueError(f"{len(texts)} texts but {len(ids)} ids")
+        now = self.window.clock() if now is None else now
+        found, keys, lengths = self.window.observe_texts(texts, list(map(caller_key, ids)), now=now, record=record)
+        return WindowPass(found, keys, lengths, list(map(self.evidence.find_tuple, texts)), now, record)
+
     def process_columns(self, texts: Sequence[str], ids: Sequence[str | int | None],
                         author_ids: Sequence[str | None], likes: Sequence[int | None],
                         posted_at: Sequence[float | None], scores: Sequence, now: float | None = None,
-                        record: bool = True) -> CampaignReport:
+                        record: bool = True, observed: WindowPass | None = None) -> CampaignReport:
         """:meth:`process` of comments given as columns, one list per :class:`CampaignInput`
         field, without an input object per comment (the service's path).
 
+        ``observed``: these comments' :meth:`observe` (made with the same texts and ids), when
+        the text-only half ran already; ``now`` and ``record`` are then its own.
+
         Raises:
-            ValueError: the columns and ``scores`` differ in length.
+            ValueError: the columns and ``scores`` differ in length, or ``observed`` is of
+                another batch size.
         """
         n = len(texts)
         if not len(ids) == len(author_ids) == len(likes) == len(posted_at) == len(scores) == n:
             raise ValueError(f"{n} texts but {len(ids)} ids, {len(author_ids)} author ids, {len(likes)} like "
                              f"counts, {len(posted_at)} posting times and {len(scores)} scores")
-        now = self.window.clock() if now is None else now
-        found, keys, lengths = self.window.observe_texts(texts, list(map(caller_key, ids)), now=now, record=record)
+        if observed is None:
+            observed = self.observe(texts, ids, now, record)
+        elif len(observed.found) != n:
+            raise ValueError(f"{n} texts but the window pass holds {len(observed.found)}")
+        found, keys, lengths, evidences, now, record = (observed.found, observed.keys, observed.lengths,
+                                                        observed.evidence, observed.now, observed.record)
         author_keys = [None if a is None else author_key(a) for a in author_ids]
         templates = [float(s.template) for s in scores]
         new = [(dup.cluster_id, author, key, template)
@@ -210,19 +259,18 @@ class CampaignDetector:
         results = []
         observations = []
         context = like_context(likes)
-        find, decide = self.evidence.find_tuple, self.policy.decide
+        decide = self.policy.decide
         # Fusion.fuse written out: the same arithmetic, without a call per comment.
         neg_exact, neg_near = -self.fusion.exact_weight, -self.fusion.near_weight
         model, liking = self.campaign, self.likes
         copy_rule = self.copy_rule.applies if self.copy_rule.on else None
         min_size = model.min_size
         campaign_scores: dict[tuple, float] = {}  # one cluster's comments of one length and evidence score alike
-        for text, score, template, dup, length, cluster, author, liked, posted in zip(
-                texts, scores, templates, found, lengths, clusters, author_keys, likes, posted_at):
+        for evidence, score, template, dup, length, cluster, author, liked, posted in zip(
+                evidences, scores, templates, found, lengths, clusters, author_keys, likes, posted_at):
             exact, near = dup.exact_count, dup.near_count
             fused = min(1.0, max(0.0, 1.0 - (1.0 - template) * (1.0 + exact) ** neg_exact
                                  * (1.0 + near) ** neg_near))
-            evidence = find(text)
             campaign = 0.0
             if cluster.size >= min_size:
                 ad = any(e.category == "ad" for e in evidence)

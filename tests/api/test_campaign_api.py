@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from datetime import datetime
 
 import pytest
@@ -105,6 +107,74 @@ def test_the_models_fields_are_unchanged_by_campaign_detection(client):
         assert set(new) == set(old) | {"duplicates", "template_fused", "evidence", "action", "campaign", "cluster",
                                        "suspicious_likes", "expected_likes"}
         assert {k: new[k] for k in old} == old
+
+
+class WaitingScorer(FakeScorer):
+    """Scores once the detector's window holds ``expect`` comments (or after 5 s), noting which:
+    the window pass of a request must run while the model scores it."""
+
+    def __init__(self, expect: int):
+        self.expect, self.app, self.saw = expect, None, []
+
+    def score_normalized(self, texts, batch_size=32, max_tokens=None):
+        deadline = time.monotonic() + 5.0
+        while len(self.app.state.campaign.window) < self.expect and time.monotonic() < deadline:
+            time.sleep(0.001)
+        self.saw.append(len(self.app.state.campaign.window))
+        return super().score_normalized(texts, batch_size, max_tokens)
+
+
+def test_the_window_pass_runs_while_the_model_scores():
+    scorer = WaitingScorer(expect=3)
+    app = create_app(Settings(model_dir="unused", max_wait_ms=0, cache_size=0, **FIXED), scorer=scorer)
+    scorer.app = app
+    with TestClient(app) as c:
+        body = c.post("/v1/score", json={"comments": comments([AD, AD_EDITS[0], ORDINARY[0]])}).json()
+    assert scorer.saw == [3]  # the three comments were in the window before the model answered
+    assert [r["duplicates"]["near_count"] for r in body["results"]][:2] == [1, 1]
+    assert body["results"][2]["cluster"]["size"] == 1
+
+
+class BlockingScorer(FakeScorer):
+    """Holds its first call until ``release`` is set."""
+
+    def __init__(self):
+        self.entered, self.release = threading.Event(), threading.Event()
+
+    def score_normalized(self, texts, batch_size=32, max_tokens=None):
+        if not self.entered.is_set():
+            self.entered.set()
+            self.release.wait(10)
+        return super().score_normalized(texts, batch_size, max_tokens)
+
+
+def test_a_request_refused_for_a_full_queue_adds_nothing_to_the_window():
+    scorer = BlockingScorer()
+    app = create_app(Settings(model_dir="unused", max_wait_ms=0, cache_size=0, queue_size=4, max_comments=4,
+                              inference_workers=1, **FIXED), scorer=scorer)
+    with TestClient(app) as c:
+        answers = {}
+
+        def post(name, texts):
+            answers[name] = c.post("/v1/score", json={"comments": comments(texts)})
+
+        first = threading.Thread(target=post, args=("first", [ORDINARY[0]]))
+        first.start()
+        assert scorer.entered.wait(10)  # the only model call is busy
+        queued = threading.Thread(target=post, args=("queued", [ORDINARY[1], ORDINARY[2], AD, AD_EDITS[0]]))
+        queued.start()
+        deadline = time.monotonic() + 10
+        while len(app.state.campaign.window) < 5 and time.monotonic() < deadline:
+            time.sleep(0.001)
+        refused = c.post("/v1/score", json={"comments": comments(["这条被拒的评论不该留在窗口里"])})
+        assert refused.status_code == 429 and refused.json()["error_type"] == "queue_full"
+        assert len(app.state.campaign.window) == 5  # the waiting requests' comments, not the refused one
+        scorer.release.set()
+        first.join(10)
+        queued.join(10)
+        assert answers["first"].status_code == 200 and answers["queued"].status_code == 200
+        again = c.post("/v1/score", json={"comments": comments(["这条被拒的评论不该留在窗口里"])}).json()
+    assert again["results"][0]["duplicates"]["exact_count"] == 0
 
 
 def test_copies_are_counted_across_requests_and_a_rescored_id_is_not_counted_twice(client):

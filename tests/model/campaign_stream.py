@@ -111,8 +111,9 @@ def requests(seed: int = 7, comments: int = 2500):
         now += rng.choice([0.5, 2.0, 10.0, 30.0, 60.0, 120.0])
 
 
-def run(seed: int = 7, comments: int = 2500) -> list:
-    """The detector's answers on the stream, as plain data."""
+def run(seed: int = 7, comments: int = 2500, split: bool = False) -> list:
+    """The detector's answers on the stream, as plain data; with ``split``, each request's
+    window pass (``observe``) made first and handed to ``process_columns``, as the service does."""
     from zhenping.model.campaign import CampaignConfig, CampaignDetector, CampaignInput, WindowConfig
     from zhenping.model.normalize import normalize_text
     from zhenping.model.scorer import CommentScores
@@ -121,7 +122,14 @@ def run(seed: int = 7, comments: int = 2500) -> list:
     out = []
     for now, batch, scores, record in requests(seed, comments):
         inputs = [CampaignInput(normalize_text(t), cid, a, lk, pa) for t, cid, a, lk, pa in batch]
-        report = detector.process(inputs, [CommentScores(*s) for s in scores], now=now, record=record)
+        batch_scores = [CommentScores(*s) for s in scores]
+        if split:
+            columns = ([c.text for c in inputs], [c.id for c in inputs], [c.author_id for c in inputs],
+                       [c.likes for c in inputs], [c.posted_at for c in inputs])
+            observed = detector.observe(columns[0], columns[1], now=now, record=record)
+            report = detector.process_columns(*columns, batch_scores, observed=observed)
+        else:
+            report = detector.process(inputs, batch_scores, now=now, record=record)
         results = []
         for r in report.results:
             d = r.duplicates

@@ -180,3 +180,22 @@ def test_local_band_keys_are_equal_exactly_where_bands_are():
                 same = np.array_equal(sigs[i][lo:hi], sigs[j][lo:hi])
                 assert (keys[i][band] == keys[j][band]) == same
     assert len(set(all_keys)) == len(all_keys) - 3 * 25  # and no key is shared across bands
+
+
+def test_the_window_pass_made_first_gives_the_same_answers():
+    """The service makes each request's window pass while the model scores, then the rest."""
+    problem = _same(run(split=True), load_expected(), "requests")
+    assert problem is None, problem
+
+
+def test_a_window_pass_of_another_batch_size_is_refused():
+    from zhenping.model.campaign import CampaignConfig, CampaignDetector
+    from zhenping.model.scorer import CommentScores
+
+    detector = CampaignDetector.build(CampaignConfig(), clock=lambda: 0.0)
+    observed = detector.observe(["好听", "好听"], [None, None])
+    with pytest.raises(ValueError, match="window pass holds 2"):
+        detector.process_columns(["好听"], [None], [None], [None], [None], [CommentScores(0.5, 0.5, 0.5)],
+                                 observed=observed)
+    with pytest.raises(ValueError, match="2 texts but 1 ids"):
+        detector.observe(["好听", "好听"], [None])
