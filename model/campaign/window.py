@@ -347,9 +347,14 @@ class Signer:
     def _local_band_matrix(self, mat: np.ndarray) -> list[tuple[int, ...]]:
         """:meth:`local_band_keys` of the rows of a (signatures x num_perm) array."""
         n = len(mat)
-        v = mat[:, :self.bands * self.rows].reshape(n, self.bands, self.rows).astype(np.uint64)
+        width = self.bands * self.rows
+        if self.rows % 2 == 0:  # two values of a band read as one 64-bit word: half the mixing rounds
+            v = np.ascontiguousarray(mat[:, :width], dtype=np.uint32).view(np.uint64).reshape(
+                n, self.bands, self.rows // 2)
+        else:
+            v = mat[:, :width].reshape(n, self.bands, self.rows).astype(np.uint64)
         h = np.broadcast_to(self._band_seeds, (n, self.bands)).copy()
-        for r in range(self.rows):  # array arithmetic wraps modulo 2**64
+        for r in range(v.shape[2]):  # array arithmetic wraps modulo 2**64
             h ^= v[:, :, r]
             h *= _MIX_MULTIPLIER
             h ^= h >> np.uint64(29)

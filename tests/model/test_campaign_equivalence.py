@@ -156,13 +156,14 @@ def test_estimated_similarity_follows_the_shingle_sets_jaccard():
     assert abs(errors.mean()) < 0.02 and errors.std() < 0.0625
 
 
-def test_local_band_keys_are_equal_exactly_where_bands_are():
+@pytest.mark.parametrize("threshold", [0.5, 0.6, 0.9])  # 4, 5 and 16 rows per band: paired and unpaired values
+def test_local_band_keys_are_equal_exactly_where_bands_are(threshold):
     import numpy as np
 
     from zhenping.model.campaign import WindowConfig
     from zhenping.model.campaign.window import Signer
 
-    signer = Signer(WindowConfig())
+    signer = Signer(WindowConfig(threshold=threshold))
     rng = np.random.default_rng(0)
     base = rng.integers(0, 2**32, size=(50, signer.num_perm), dtype=np.uint32)
     sigs = [row.copy() for row in base]
@@ -180,6 +181,9 @@ def test_local_band_keys_are_equal_exactly_where_bands_are():
                 same = np.array_equal(sigs[i][lo:hi], sigs[j][lo:hi])
                 assert (keys[i][band] == keys[j][band]) == same
     assert len(set(all_keys)) == len(all_keys) - 3 * 25  # and no key is shared across bands
+    # A signature that is a strided view (not contiguous) gets the same keys.
+    strided = np.stack([np.concatenate([row, row]) for row in sigs])[:, ::2]
+    assert signer._local_band_matrix(np.ascontiguousarray(strided)) == signer._local_band_matrix(strided)
 
 
 def test_the_window_pass_made_first_gives_the_same_answers():
