@@ -224,3 +224,29 @@ def test_targets_are_judged_on_exact_counts_not_rounded_rates():
     assert {label: ok for label, _, _, ok in cb._target_rows(m)}["organic repeats folded"]
     del m["fractions"]  # results written before the counts: judged on the rates
     assert {label: ok for label, _, _, ok in cb._target_rows(m)}["organic repeats folded"]
+
+
+def test_the_likes_flag_is_fitted_for_precision_and_recall_alike():
+    # Rows (likes, quality, age hours, burst, campaign, request context). Organic comments earn
+    # likes with quality; bursts sit far above. A few organic comments are as far above as the
+    # weakest bursts, so no margin is 95% precise short of flagging almost nothing.
+    rng = np.random.default_rng(0)
+    rows = []
+    for _ in range(4000):
+        q = float(rng.uniform(0, 2))
+        rows.append((int(np.expm1(max(0.0, 0.5 + q + rng.normal(0, 0.5)))), q, 5.0, False, 0.0, 0.0))
+    for k in range(60):  # organic comments that went viral
+        rows.append((int(np.expm1(6.0 + 0.05 * k)), 0.5, 5.0, False, 0.0, 0.0))
+    for k in range(600):  # bought likes on low-quality copies
+        rows.append((int(np.expm1(5.0 + 4.0 * k / 600)), 0.2, 5.0, True, 0.0, 0.0))
+    fitted = cb.fit_likes(rows)
+    model = LikesModel(fitted["intercept"], fitted["quality"], fitted["log_age"], fitted["margin"],
+                       fitted["min_likes"], fitted["default_age_hours"], fitted["campaign"], fitted["context"])
+    pr = cb.likes_pr(model, rows)
+    assert pr["precision"] >= 0.85 and pr["recall"] >= 0.85
+    # No other margin of the grid does better on the lower of the two.
+    for margin in np.round(np.arange(1.0, 8.01, 0.1), 2):
+        other = cb.likes_pr(LikesModel(fitted["intercept"], fitted["quality"], fitted["log_age"], float(margin),
+                                       fitted["min_likes"], fitted["default_age_hours"], fitted["campaign"],
+                                       fitted["context"]), rows)
+        assert min(other["precision"] or 0, other["recall"] or 0) <= min(pr["precision"], pr["recall"]) + 1e-9
