@@ -301,8 +301,7 @@ class RedisStore(_RedisBase):
         for key, (n, c, f, s) in zip(keys, found):
             if n is None or c is None or int(n) <= 0:
                 continue
-            sig = np.frombuffer(s, dtype=np.uint32).copy() if s else None
-            out[key] = TextRecord(int(n), int(c, 16), float(f), sig)
+            out[key] = TextRecord(int(n), int(c, 16), float(f), bytes(s) if s else None)
         return out
 
     def add(self, observations: Sequence[NewObservation], now: float) -> None:

@@ -424,12 +424,13 @@ def caller_key(comment_id) -> int | None:
 
 @dataclass
 class TextRecord:
-    """A distinct text in the window, as a store returns it."""
+    """A distinct text in the window, as a store returns it; ``sig``, its signature's
+    uint32 values as bytes (``None`` for an empty form)."""
 
     count: int
     cluster: int
     first_seen: float
-    sig: np.ndarray | None
+    sig: bytes | None
 
 
 class NewObservation(NamedTuple):
@@ -505,14 +506,15 @@ class MemoryStore:
         rec.count -= 1
         if rec.count <= 0:
             del self._texts[text]
+            table = self._bands
             for band in rec.bands:
-                members = self._bands.get(band)
-                if isinstance(members, set):
+                members = table.get(band)
+                if members == text:  # most bands hold one text
+                    del table[band]
+                elif isinstance(members, set):
                     members.discard(text)
                     if len(members) == 1:
-                        self._bands[band] = next(iter(members))
-                elif members == text:
-                    del self._bands[band]
+                        table[band] = next(iter(members))
 
     def _release(self, seq: int, caller: int) -> None:
         """Release observation ``seq`` (still in the deques) of caller key ``caller`` early."""
@@ -567,8 +569,7 @@ class MemoryStore:
         for key in keys:
             rec = self._texts.get(key)
             if rec is not None:
-                sig = None if rec.sig is None else np.frombuffer(rec.sig, dtype=np.uint32)
-                out[key] = TextRecord(rec.count, rec.cluster, rec.first_seen, sig)
+                out[key] = TextRecord(rec.count, rec.cluster, rec.first_seen, rec.sig)
         return out
 
     def add(self, observations: Sequence[NewObservation], now: float) -> None:
@@ -772,20 +773,21 @@ class DuplicateWindow:
 
         threshold = self.signer.threshold
         similarity = Signer.similarity
+        width = self.signer.num_perm
+        nbytes = 4 * width
         near: dict[int, set[int]] = {}
         for key in distinct:
             found = set()
             cands = window_candidates.get(key)
             sig = sigs[key]
             if cands and sig is not None:
+                # Candidates' signatures as stored (bytes), read as one array: compared all at once.
                 pool = [(cand, rec.sig) for cand in cands
-                        if (rec := records.get(cand)) is not None and rec.sig is not None]
-                if len(pool) > 2:  # compare with all candidates at once
-                    equal = np.count_nonzero(np.stack([p[1] for p in pool]) == sig, axis=1).tolist()
-                    width = len(sig)
+                        if (rec := records.get(cand)) is not None and rec.sig is not None and len(rec.sig) == nbytes]
+                if pool:
+                    stacked = np.frombuffer(b"".join([p[1] for p in pool]), dtype=np.uint32).reshape(len(pool), width)
+                    equal = np.count_nonzero(stacked == sig, axis=1).tolist()
                     found = {cand for (cand, _), n in zip(pool, equal) if n / width >= threshold}
-                else:
-                    found = {cand for cand, other in pool if similarity(sig, other) >= threshold}
             near[key] = found
         # Near duplicates inside the request, by the same banding: only where two
         # of the request's texts share a band key.
