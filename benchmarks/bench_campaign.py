@@ -11,7 +11,10 @@ Prints
   summaries) in requests of 32 comments with author ids and like counts:
   comments per second and milliseconds per request, by the wall clock and
   in CPU time, each beside its target (≥ 10,000 comments/s, ≤ 2 ms per
-  32-comment request); best of three fresh detectors;
+  32-comment request); best of three detectors, each first filled with
+  ``--fill`` other comments (default: the window's size, 100,000, so that
+  every request also evicts what it displaces: the steady state of a busy
+  service), and once more with an empty window;
 * **memory** of the in-process window, measured with ``tracemalloc`` after
   filling it with ``--memory-size`` comments (default 100,000) and extrapolated
   linearly to a million: once with every comment distinct (the worst case), once
@@ -23,7 +26,8 @@ Prints
   generations, tracemalloc) can move it. Each of ``--rounds`` rounds builds two
   fresh apps with the same settings but ``campaign``, warms both with the same
   8 requests, then sends every request of the stream to both, one right after
-  the other, alternating which goes first (off-on, on-off, ...). Printed: the
+  the other, alternating which goes first (off-on, on-off, ...); the
+  detection-on app's window is first filled like the detector's above. Printed: the
   on and off medians and p90, and the **median of the paired differences** (on
   minus off, request by request) with its interquartile range, a 95 %
   bootstrap interval, the median of each round and the number of pairs,
@@ -36,10 +40,12 @@ Prints
 
 Texts are normalised once before timing (the service normalises for the model
 anyway). The stream is NetEase latest comments and Bilibili danmaku from the
-corpora, in file order, else a synthetic mix with one third repeats.
+corpora, in file order, else a synthetic mix with one third repeats; the fill,
+NetEase latest comments of two other songs, in file order, else synthetic texts.
 
 Usage:
-    python benchmarks/bench_campaign.py --quick           # about half a minute (3 rounds of 140 pairs)
+    python benchmarks/bench_campaign.py --quick           # about a minute (3 rounds of 140 pairs)
+    python benchmarks/bench_campaign.py --quick --fill 0  # windows empty at the start, as before
     python benchmarks/bench_campaign.py --redis auto      # also a throwaway redis-server
     python benchmarks/bench_campaign.py --model model/default
 """
@@ -56,6 +62,7 @@ import subprocess
 import sys
 import time
 import tracemalloc
+from collections.abc import Sequence
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -85,6 +92,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--redis", default=None, help="redis://host:port/db of a Redis to measure, or 'auto'")
     p.add_argument("--model", default=None, help="exported scorer for the latency figure (default: a stand-in)")
     p.add_argument("--corpora", default=None, help="corpora folder (default: $ZHENPING_CORPORA or ../shared)")
+    p.add_argument("--fill", type=int, default=WindowConfig().max_size,
+                   help="comments in the window before timing (default: its size; 0: an empty window)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--latency-json", action="store_true", help=argparse.SUPPRESS)  # the latency run's own process
     args = p.parse_args(argv)
@@ -127,6 +136,48 @@ def stream_texts(n: int, corpora: str | None, seed: int) -> tuple[list[str], str
         return out, "synthetic (one third repeats)"
 
 
+def filler_texts(n: int, corpora: str | None, seed: int) -> tuple[list[str], str]:
+    """``n`` normalised comments the measured stream does not hold, to fill a window before timing:
+    NetEase latest comments of two other songs in file order (repeats kept, as a window holds
+    them), else synthetic texts."""
+    if n <= 0:
+        return [], "none"
+    try:
+        from zhenping.training.corpora import corpora_root, get_file, iter_rows, row_text
+
+        root = corpora_root(corpora)
+        out: list[str] = []
+        for name in ("latest_comments_xue.csv.gz", "latest_comments_zms.csv.gz"):
+            c, cf = get_file("netease_music_comments", name)
+            for _, rec in iter_rows(root / c.name / cf.name, cf):
+                text = normalize_text(row_text(rec, cf))
+                if text:
+                    out.append(text)
+                if len(out) >= n:
+                    return out, "NetEase latest comments of two other songs, file order"
+        raise FileNotFoundError(f"only {len(out)} rows")
+    except (FileNotFoundError, KeyError) as err:
+        print(f"no corpora for the fill ({err}); using synthetic texts", file=sys.stderr)
+        rng = random.Random(seed + 1)
+        chars = "的一是了我不人在他有这个上们来到时大地为子中你说生国年着就那和要她出也得里后自以会"
+        return ["".join(rng.choice(chars) for _ in range(max(2, int(rng.lognormvariate(3.0, 0.8)))))
+                for _ in range(n)], "synthetic"
+
+
+FILL_REQUEST = 64  # comments per detector call while filling
+
+
+def fill_detector(detector, texts: Sequence[str], now: float | None = None) -> None:
+    """Pass ``texts`` through ``detector`` (recording) in requests of ``FILL_REQUEST``, as other traffic
+    would have: authors from a pool of 20,000, constant scores; at ``now`` (default: its clock)."""
+    score = CommentScores(0.5, 0.4, 0.3)
+    for start in range(0, len(texts), FILL_REQUEST):
+        chunk = texts[start:start + FILL_REQUEST]
+        k = len(chunk)
+        detector.process_columns(chunk, [None] * k, [f"w{(start + j) % 20_000}" for j in range(k)], [None] * k,
+                                 [None] * k, [score] * k, now=now)
+
+
 # ------------------------------------------------------------------ throughput
 
 
@@ -146,12 +197,14 @@ TARGET_PER_SECOND = 10_000  # campaign detection in process: comments per second
 TARGET_MS = 2.0  # campaign detection: milliseconds per 32-comment request at most
 
 
-def detector_throughput(texts: list[str], repeats: int = 1) -> tuple[float, float, float, float]:
+def detector_throughput(texts: list[str], repeats: int = 1,
+                        fill: Sequence[str] = ()) -> tuple[float, float, float, float]:
     """Comments per second, per CPU-second, and wall and CPU milliseconds per request of the whole
-    detector (a fresh one: its caches start empty)."""
+    detector (a fresh one, first filled with ``fill``)."""
     from zhenping.model.campaign import CampaignConfig, CampaignDetector, CampaignInput
 
     detector = CampaignDetector.build(CampaignConfig())
+    fill_detector(detector, fill, now=900.0)
     scores = [CommentScores(0.5, 0.4, 0.3)] * DETECTOR_REQUEST
     batches = []
     for start in range(0, len(texts), DETECTOR_REQUEST):
@@ -284,18 +337,26 @@ def _client(model: str | None, campaign: bool):
 LATENCY_WARMUP = 8  # requests each app answers, the same ones in the same alternation, before timing
 
 
-def latency_pairs(texts: list[str], requests: int, rounds: int, model: str | None) -> dict:
+def latency_pairs(texts: list[str], requests: int, rounds: int, model: str | None,
+                  fill: Sequence[str] = ()) -> dict:
     """Paired wall-clock and CPU seconds per /v1/score request, campaign detection off and on.
 
     Each round builds two fresh apps (the same settings but ``campaign``), warms both with the same
     first requests, then sends every request to both, one right after the other, alternating which
     app goes first (off-on, on-off, ...; the next round starts the other way). Both apps see exactly
-    the same bodies. CPU time is this process's (client and server threads). Returns, per round,
-    lists of ``(off_wall, on_wall, off_cpu, on_cpu)`` per request.
+    the same bodies. CPU time is this process's (client and server threads). The detection-on app's
+    window first takes ``fill`` (then a full collection, as a long-running process would have
+    promoted those objects). Returns, per round, lists of ``(off_wall, on_wall, off_cpu, on_cpu)``
+    per request.
     """
+    import gc
+
     out = []
     for rnd in range(rounds):
         with _client(model, campaign=False) as off, _client(model, campaign=True) as on:
+            if fill:
+                fill_detector(on.app.state.campaign, fill)
+                gc.collect()
             pairs = []
             for r in range(LATENCY_WARMUP + requests):
                 body = {"comments": [{"text": t, "author_id": f"u{(r * SCORE_REQUEST + k) % 97}"}
@@ -319,7 +380,8 @@ def latency_in_subprocess(args: argparse.Namespace) -> dict:
     """:func:`latency_pairs` in a fresh interpreter: no heap, collector or tracemalloc state left by the
     other phases, whatever order they run in."""
     cmd = [sys.executable, str(Path(__file__).resolve()), "--latency-json", "--stream", str(args.stream),
-           "--requests", str(args.requests), "--rounds", str(args.rounds), "--seed", str(args.seed)]
+           "--requests", str(args.requests), "--rounds", str(args.rounds), "--seed", str(args.seed),
+           "--fill", str(args.fill)]
     for flag, value in (("--model", args.model), ("--corpora", args.corpora)):
         if value:
             cmd += [flag, value]
@@ -334,10 +396,12 @@ def latency_main(args: argparse.Namespace) -> None:
     raw, source = stream_texts(args.stream, args.corpora, args.seed)
     needed = (LATENCY_WARMUP + args.requests) * SCORE_REQUEST
     pool = (raw * (needed // len(raw) + 1))[:needed]
-    rounds = latency_pairs(pool, args.requests, args.rounds, args.model)
+    fill, fill_source = filler_texts(args.fill, args.corpora, args.seed)
+    rounds = latency_pairs(pool, args.requests, args.rounds, args.model, fill)
     import gc
 
-    print(json.dumps({"source": source, "rounds": rounds, "gc_threshold": gc.get_threshold()}))
+    print(json.dumps({"source": source, "rounds": rounds, "gc_threshold": gc.get_threshold(),
+                      "fill": len(fill), "fill_source": fill_source}))
 
 
 def bootstrap_median(values: np.ndarray, seed: int, resamples: int = 2000) -> tuple[float, float]:
@@ -399,10 +463,17 @@ def main(argv=None) -> None:
           f"{per_s_u:,.0f} comments/s ({per_cpu_u:,.0f} per CPU-second), {1e6 / per_s_u:,.0f} us per comment, "
           f"mean length {sum(map(len, unique)) / max(1, len(unique)):.0f} characters")
     print("\n== campaign detection in process (requests of %d comments with author ids and likes)" % DETECTOR_REQUEST)
-    runs = [detector_throughput(texts) for _ in range(DETECTOR_RUNS)]
+    fill, fill_source = filler_texts(args.fill, args.corpora, args.seed)
+    empty = [detector_throughput(texts) for _ in range(DETECTOR_RUNS)]
+    if fill:
+        print(f"whole detector, empty window at the start, best of {DETECTOR_RUNS} runs: "
+              f"{max(r[0] for r in empty):,.0f} comments/s, {min(r[2] for r in empty):.2f} ms per "
+              f"{DETECTOR_REQUEST}-comment request")
+    runs = [detector_throughput(texts, fill=fill) for _ in range(DETECTOR_RUNS)] if fill else empty
     det_s, det_ms = max(r[0] for r in runs), min(r[2] for r in runs)
     det_cpu, det_cpu_ms = max(r[1] for r in runs), min(r[3] for r in runs)
-    print(f"whole detector, best of {DETECTOR_RUNS} runs:")
+    print(f"whole detector, window first filled with {len(fill):,} comments ({fill_source}), "
+          f"best of {DETECTOR_RUNS} runs:" if fill else f"whole detector, best of {DETECTOR_RUNS} runs:")
     print(f"  wall clock: {det_s:,.0f} comments/s (target >= {TARGET_PER_SECOND:,}: "
           f"{_verdict(det_s >= TARGET_PER_SECOND)}); {det_ms:.2f} ms per {DETECTOR_REQUEST}-comment request "
           f"(target <= {TARGET_MS:g} ms: {_verdict(det_ms <= TARGET_MS)}); "
@@ -450,7 +521,8 @@ def main(argv=None) -> None:
           f"scorer: {args.model or 'constant-time stand-in'}")
     pairs = sum(len(r) for r in timed["rounds"])
     print(f"({args.rounds} rounds of {args.requests} request pairs, each round two fresh apps warmed alike with "
-          f"{LATENCY_WARMUP} requests; every request sent to both, off and on alternately first; "
+          f"{LATENCY_WARMUP} requests, the detection-on app's window first filled with {timed.get('fill', 0):,} "
+          f"comments ({timed.get('fill_source', 'none')}); every request sent to both, off and on alternately first; "
           f"{pairs:,} pairs, measured first in a fresh process; collector thresholds "
           f"{tuple(timed['gc_threshold'])}, as the apps set them)")
     report_latency(timed, args.seed)
