@@ -138,3 +138,25 @@ def test_openapi_documents_the_campaign_signal_and_likes(client):
                             "author_overlap"}
     assert {"likes", "posted_at"} <= set(schemas["Comment"]["properties"])
     assert "quality_engagement" in str(schemas["RankRequest"]["properties"]["order"])
+
+
+def test_concurrent_requests_lose_no_copy(server):
+    """Window passes run on worker threads while requests wait for the model: copies posted by
+    many clients at once are all counted, in one cluster."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    text = "限时秒杀!点我主页链接领取优惠券,先到先得,手慢无"
+
+    def post(k: int) -> int:
+        with httpx.Client(base_url=server.base_url, timeout=60) as c:
+            comments = [{"text": text, "id": f"flash{k}-{j}", "author_id": f"acct{k}"} for j in range(4)]
+            return c.post("/v1/score", json={"comments": comments}).status_code
+
+    with ThreadPoolExecutor(12) as pool:
+        codes = list(pool.map(post, range(12)))
+    assert codes == [200] * 12
+    with httpx.Client(base_url=server.base_url, timeout=60) as c:
+        (found,) = c.post("/v1/rank", json={"comments": [{"text": text}]}).json()["results"]
+    assert found["duplicates"]["exact_count"] == 48  # every copy of the twelve requests, none twice
+    # The cluster as this comment would join it: the 48 copies and itself, an author of its own.
+    assert (found["cluster"]["size"], found["cluster"]["authors"]) == (49, 13)
