@@ -26,7 +26,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from zhenping.model.campaign.authors import AuthorObservation, AuthorStats
-from zhenping.model.campaign.window import NewObservation, TextRecord, WindowUnavailable, key_hex
+from zhenping.model.campaign.window import BAND_TEXTS, NewObservation, TextRecord, WindowUnavailable, key_hex
 
 DEFAULT_PREFIX = "zhenping:campaign"
 _EVICT_LIMIT = 10_000  # members one script call evicts at most; the next call goes on
@@ -85,7 +85,10 @@ for i = 3, #ARGV, 6 do
   local tkey = p .. ':t:' .. th
   if redis.call('HINCRBY', tkey, 'n', 1) == 1 then
     redis.call('HSET', tkey, 'c', cluster, 'f', first, 's', sig, 'b', bands)
-    for band in string.gmatch(bands, '[^,]+') do redis.call('SADD', p .. ':b:' .. band, th) end
+    for band in string.gmatch(bands, '[^,]+') do
+      local bkey = p .. ':b:' .. band
+      if redis.call('SCARD', bkey) < %(band_texts)d then redis.call('SADD', bkey, th) end
+    end
   end
   redis.call('ZADD', order, now, member)
   if caller ~= '' then
@@ -96,7 +99,7 @@ for i = 3, #ARGV, 6 do
   end
 end
 return 1
-"""
+""" % {"band_texts": BAND_TEXTS}
 
 _AUTHOR_DROP = """
 local p = ARGV[1]

@@ -55,6 +55,11 @@ from zhenping.model.campaign.config import WindowConfig
 # (false positive): every candidate is checked against the threshold anyway.
 _FP_WEIGHT, _FN_WEIGHT = 0.3, 0.7
 SIGN_CHUNK = 8192  # shingles signed in one array operation (rows of num_perm values)
+# Texts one LSH band bucket takes at most: a text family with thousands of variants (a viral
+# meme, or variants made to flood the window) would otherwise make every new variant look up and
+# compare thousands of candidates. A full bucket takes no new text until old ones leave; the
+# text is still found through its other bands, and its cluster through the bucket's oldest texts.
+BAND_TEXTS = 64
 TEXT_CACHE = 4096  # texts whose key, signature and band keys a window remembers (then forgets all at once)
 _MIX_MULTIPLIER = np.uint64(0x9E3779B97F4A7C15)  # local band keys: golden-ratio multiplier
 _MIX_FINAL = np.uint64(0xBF58476D1CE4E5B9)  # and splitmix64's finaliser constant
@@ -587,7 +592,8 @@ class MemoryStore:
                         if members is None:
                             table[band] = text
                         elif isinstance(members, set):
-                            members.add(text)
+                            if len(members) < BAND_TEXTS:
+                                members.add(text)
                         elif members != text:
                             table[band] = {members, text}
             rec.count += 1

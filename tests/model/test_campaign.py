@@ -581,3 +581,44 @@ def test_remembered_rounding_is_round():
         for value in values:
             for digits in (3, 4, 6):
                 assert repr(rounded(value, digits)) == repr(round(value, digits)), (value, digits)
+
+
+def _flood(n: int = 150) -> list[str]:
+    """``n`` variants of one long text: near duplicates of each other sharing most band keys."""
+    base = "这家店的东西真的太好用了强烈推荐给大家买到就是赚到闭眼入不会后悔"
+    return [f"{base}第{k}号" for k in range(n)]
+
+
+def _flood_scenario(d: CampaignDetector, clock: Clock) -> list:
+    out = []
+    texts = norm(_flood())
+    for start in range(0, len(texts), 25):
+        chunk = texts[start:start + 25]
+        out.append(d.process([CampaignInput(t, id=f"f{start + k}", author_id=f"a{k % 7}")
+                              for k, t in enumerate(chunk)], scores(len(chunk))))
+        clock.now += 5
+    return out
+
+
+def test_a_band_bucket_takes_at_most_band_texts_and_the_flood_still_clusters():
+    from zhenping.model.campaign.window import BAND_TEXTS
+
+    clock = Clock(1_000.0)
+    d = detector(clock)
+    reports = _flood_scenario(d, clock)
+    table = d.window.store._bands
+    sizes = [len(m) if isinstance(m, set) else 1 for m in table.values()]
+    assert max(sizes) == BAND_TEXTS  # the flood filled buckets up to the bound, not past it
+    first = reports[0].results[0].duplicates.cluster_id
+    last = reports[-1].results[-1]
+    assert last.duplicates.cluster_id == first  # a late variant joins the first variant's cluster
+    assert last.cluster.size == 150
+    assert BAND_TEXTS <= last.duplicates.near_count < 150  # near copies counted through the full buckets
+
+
+@pytest.mark.redis
+def test_redis_bounds_band_buckets_as_memory_does(redis_client):
+    memory_clock, redis_clock = Clock(5_000.0), Clock(5_000.0)
+    memory = _flood_scenario(detector(memory_clock), memory_clock)
+    shared = _flood_scenario(_redis_detector(redis_client, redis_clock), redis_clock)
+    assert shared == memory
