@@ -702,17 +702,16 @@ class DuplicateWindow:
         lengths: list[int] = []
         sigs: dict[int, np.ndarray | None] = {}
         bands: dict[int, tuple[int, ...]] = {}
-        missing: dict[str, tuple[int, str]] = {}  # text -> (key, dedup form)
+        missing: dict[str, tuple[int, str, int]] = {}  # text -> (key, dedup form, visible length)
         for text in texts:
             hit = cache.get(text)
             if hit is None:
                 pending = missing.get(text)
                 if pending is None:
                     form = dedup_form(text)
-                    pending = missing[text] = (hash64(form), form)
-                key, form = pending
-                keys.append(key)
-                lengths.append(visible_length(form))
+                    pending = missing[text] = (hash64(form), form, visible_length(form))
+                keys.append(pending[0])
+                lengths.append(pending[2])
             else:
                 key, length, sig, band = hit
                 keys.append(key)
@@ -721,7 +720,7 @@ class DuplicateWindow:
                 bands[key] = band
         if missing:
             todo = {}  # key -> shingle form, once per key not known yet
-            for key, form in missing.values():
+            for key, form, _ in missing.values():
                 if key not in bands and key not in todo:
                     todo[key] = shingle_form(form)
             signed, banded = self.signer.sign(list(todo.values()), "local" if self._local_bands else "shared")
@@ -729,8 +728,8 @@ class DuplicateWindow:
             bands.update(zip(todo, banded))
             if len(cache) + len(missing) > TEXT_CACHE:
                 cache.clear()
-            for text, (key, form) in missing.items():
-                cache[text] = (key, visible_length(form), sigs[key], bands[key])
+            for text, (key, _, length) in missing.items():
+                cache[text] = (key, length, sigs[key], bands[key])
         return keys, lengths, sigs, bands
 
     def _observe(self, callers, keys, sigs, bands, now, record) -> list[Duplicates]:
