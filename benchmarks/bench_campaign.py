@@ -107,33 +107,49 @@ def parse_args(argv=None) -> argparse.Namespace:
 # ------------------------------------------------------------------ texts
 
 
+SYNTHETIC_CHARS = "的一是了我不人在他有这个上们来到时大地为子中你说生国年着就那和要她出也得里后自以会"
+
+
+def synthetic_texts(n: int, seed: int, repeat_share: float) -> list[str]:
+    """``n`` texts of common characters (log-normal lengths), ``repeat_share`` of them repeats."""
+    rng = random.Random(seed)
+    out: list[str] = []
+    for _ in range(n):
+        if out and rng.random() < repeat_share:
+            out.append(rng.choice(out))
+        else:
+            out.append("".join(rng.choice(SYNTHETIC_CHARS) for _ in range(max(2, int(rng.lognormvariate(3.0, 0.8))))))
+    return out
+
+
+def corpus_texts(files: Sequence[tuple[str, str]], n: int, corpora: str | None) -> list[list[str]]:
+    """The first ``n`` row texts of each ``(corpus, file)``, in file order.
+
+    Raises:
+        FileNotFoundError, KeyError: the corpora folder or a file is missing.
+    """
+    from zhenping.training.corpora import corpora_root, get_file, iter_rows, row_text
+
+    root = corpora_root(corpora)
+    out = []
+    for corpus, name in files:
+        c, cf = get_file(corpus, name)
+        out.append([row_text(rec, cf) for _, rec in itertools.islice(iter_rows(root / c.name / cf.name, cf), n)])
+    return out
+
+
 def stream_texts(n: int, corpora: str | None, seed: int) -> tuple[list[str], str]:
     """``n`` raw comments: NetEase latest comments and danmaku in file order, alternating."""
     try:
-        from zhenping.training.corpora import corpora_root, get_file, iter_rows, row_text
-
-        root = corpora_root(corpora)
-        sources = []
-        for corpus, name in (("netease_music_comments", "latest_comments_rgn.csv.gz"),
-                             ("bilibili_danmaku_small", "zhuosd_danmaku.csv.gz")):
-            c, cf = get_file(corpus, name)
-            path = root / c.name / cf.name
-            sources.append([row_text(rec, cf) for _, rec in itertools.islice(iter_rows(path, cf), n)])
+        sources = corpus_texts((("netease_music_comments", "latest_comments_rgn.csv.gz"),
+                                ("bilibili_danmaku_small", "zhuosd_danmaku.csv.gz")), n, corpora)
         mixed = [t for pair in itertools.zip_longest(*sources) for t in pair if t is not None][:n]
         if len(mixed) < n:
             raise FileNotFoundError(f"only {len(mixed)} rows")
         return mixed, "NetEase latest comments and Bilibili danmaku, alternating, file order"
     except (FileNotFoundError, KeyError) as err:
         print(f"no corpora ({err}); using a synthetic mix", file=sys.stderr)
-        rng = random.Random(seed)
-        chars = "的一是了我不人在他有这个上们来到时大地为子中你说生国年着就那和要她出也得里后自以会"
-        out: list[str] = []
-        for _ in range(n):
-            if out and rng.random() < 1 / 3:
-                out.append(rng.choice(out))
-            else:
-                out.append("".join(rng.choice(chars) for _ in range(max(2, int(rng.lognormvariate(3.0, 0.8))))))
-        return out, "synthetic (one third repeats)"
+        return synthetic_texts(n, seed, 1 / 3), "synthetic (one third repeats)"
 
 
 def filler_texts(n: int, corpora: str | None, seed: int) -> tuple[list[str], str]:
@@ -143,25 +159,15 @@ def filler_texts(n: int, corpora: str | None, seed: int) -> tuple[list[str], str
     if n <= 0:
         return [], "none"
     try:
-        from zhenping.training.corpora import corpora_root, get_file, iter_rows, row_text
-
-        root = corpora_root(corpora)
-        out: list[str] = []
-        for name in ("latest_comments_xue.csv.gz", "latest_comments_zms.csv.gz"):
-            c, cf = get_file("netease_music_comments", name)
-            for _, rec in iter_rows(root / c.name / cf.name, cf):
-                text = normalize_text(row_text(rec, cf))
-                if text:
-                    out.append(text)
-                if len(out) >= n:
-                    return out, "NetEase latest comments of two other songs, file order"
-        raise FileNotFoundError(f"only {len(out)} rows")
+        songs = corpus_texts((("netease_music_comments", "latest_comments_xue.csv.gz"),
+                              ("netease_music_comments", "latest_comments_zms.csv.gz")), n, corpora)
+        out = [text for rows in songs for text in map(normalize_text, rows) if text][:n]
+        if len(out) < n:
+            raise FileNotFoundError(f"only {len(out)} rows")
+        return out, "NetEase latest comments of two other songs, file order"
     except (FileNotFoundError, KeyError) as err:
         print(f"no corpora for the fill ({err}); using synthetic texts", file=sys.stderr)
-        rng = random.Random(seed + 1)
-        chars = "的一是了我不人在他有这个上们来到时大地为子中你说生国年着就那和要她出也得里后自以会"
-        return ["".join(rng.choice(chars) for _ in range(max(2, int(rng.lognormvariate(3.0, 0.8)))))
-                for _ in range(n)], "synthetic"
+        return synthetic_texts(n, seed + 1, 0.0), "synthetic"
 
 
 FILL_REQUEST = 64  # comments per detector call while filling
