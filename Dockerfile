@@ -28,9 +28,16 @@ COPY zhenping ./zhenping
 COPY model ./model
 COPY api ./api
 COPY training ./training
-RUN pip install --no-deps . \
+# A C compiler for the build only: the campaign window's band table (model/campaign/_bands.c)
+# is compiled, then the compiler leaves in the same layer. The build fails if the table did not load.
+RUN apt-get update -qq \
+    && apt-get install -y -qq --no-install-recommends gcc libc6-dev >/dev/null \
+    && pip install --no-deps . \
+    && apt-get purge -y -qq gcc libc6-dev >/dev/null && apt-get autoremove -y -qq >/dev/null \
+    && rm -rf /var/lib/apt/lists/* \
     && pip check \
     && cd / && python -c "import sys; from zhenping.api.settings import DEFAULT_MODEL_DIR as d; sys.exit(0 if (d / 'scorer_config.json').is_file() else f'no model in {d}: export one to model/default before building')" \
+    && python -c "from zhenping.model.campaign.window import MemoryStore; assert MemoryStore().index == 'compiled', 'the compiled band table did not build'" \
     && rm -rf /build
 
 RUN useradd --create-home --uid 10001 zhenping \

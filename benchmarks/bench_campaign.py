@@ -74,7 +74,14 @@ import numpy as np  # noqa: E402
 from zhenping.model.axes import AXES  # noqa: E402
 from zhenping.model.campaign import WindowConfig  # noqa: E402
 from zhenping.model.campaign.authors import AuthorObservation, AuthorWindow, author_key  # noqa: E402
-from zhenping.model.campaign.window import DuplicateWindow, NewObservation, Signer, WindowItem, hash64  # noqa: E402
+from zhenping.model.campaign.window import (  # noqa: E402
+    DuplicateWindow,
+    MemoryStore,
+    NewObservation,
+    Signer,
+    WindowItem,
+    hash64,
+)
 from zhenping.model.normalize import normalize_text  # noqa: E402
 from zhenping.model.scorer import CommentScores  # noqa: E402
 
@@ -203,13 +210,14 @@ TARGET_PER_SECOND = 10_000  # campaign detection in process: comments per second
 TARGET_MS = 2.0  # campaign detection: milliseconds per 32-comment request at most
 
 
-def detector_throughput(texts: list[str], repeats: int = 1,
-                        fill: Sequence[str] = ()) -> tuple[float, float, float, float]:
+def detector_throughput(texts: list[str], repeats: int = 1, fill: Sequence[str] = (),
+                        index: str = "auto") -> tuple[float, float, float, float]:
     """Comments per second, per CPU-second, and wall and CPU milliseconds per request of the whole
-    detector (a fresh one, first filled with ``fill``)."""
+    detector (a fresh one, first filled with ``fill``; its window's band table ``index``, see
+    :class:`MemoryStore`)."""
     from zhenping.model.campaign import CampaignConfig, CampaignDetector, CampaignInput
 
-    detector = CampaignDetector.build(CampaignConfig())
+    detector = CampaignDetector.build(CampaignConfig(), window_store=MemoryStore(index=index))
     fill_detector(detector, fill, now=900.0)
     scores = [CommentScores(0.5, 0.4, 0.3)] * DETECTOR_REQUEST
     batches = []
@@ -457,7 +465,8 @@ def main(argv=None) -> None:
     config = WindowConfig()
     signer = Signer(config)
     print(f"window: MinHash {config.num_perm} permutations over character {config.shingle}-grams, "
-          f"LSH {signer.bands} bands x {signer.rows} rows, threshold {config.threshold}")
+          f"LSH {signer.bands} bands x {signer.rows} rows, threshold {config.threshold}; "
+          f"band table: {MemoryStore().index}")
 
     print("\n== throughput (requests of %d comments)" % REQUEST)
     per_s, per_cpu = throughput(DuplicateWindow(config), texts)
@@ -488,6 +497,13 @@ def main(argv=None) -> None:
           f"{_verdict(det_cpu >= TARGET_PER_SECOND)}); {det_cpu_ms:.2f} ms of CPU per {DETECTOR_REQUEST}-comment "
           f"request (target <= {TARGET_MS:g} ms: {_verdict(det_cpu_ms <= TARGET_MS)}); "
           f"{det_cpu_ms * 1e3 / DETECTOR_REQUEST:,.0f} us per comment")
+    if MemoryStore().index == "compiled":
+        # The baseline in the same run: the same detector with the pure-Python band table.
+        base = [detector_throughput(texts, fill=fill, index="python") for _ in range(DETECTOR_RUNS)]
+        base_ms = min(r[2] for r in base)
+        print(f"  pure-Python band table instead (baseline, same run, best of {DETECTOR_RUNS}): "
+              f"{max(r[0] for r in base):,.0f} comments/s, {base_ms:.2f} ms per request; "
+              f"compiled / Python = {det_ms / base_ms:.2f}x the time")
     if det_s < det_cpu * 0.8:
         print(f"  (wall clock below CPU time: this process got {det_cpu and det_s / det_cpu:.0%} of a core; "
               "other work shares the machine)")

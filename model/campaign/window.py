@@ -51,6 +51,11 @@ import numpy as np
 
 from zhenping.model.campaign.config import WindowConfig
 
+try:  # the band table compiled (model/campaign/_bands.c); absent where the build had no C compiler
+    from zhenping.model.campaign._bands import BandIndex as _CompiledIndex
+except ImportError:  # pragma: no cover - depends on the build
+    _CompiledIndex = None
+
 # LSH banding weighs a missed pair (false negative) above a needless comparison
 # (false positive): every candidate is checked against the threshold anyway.
 _FP_WEIGHT, _FN_WEIGHT = 0.3, 0.7
@@ -463,6 +468,11 @@ class _Text:
         self.bands = bands
 
 
+def compiled_index_available() -> bool:
+    """Whether the compiled band table (``zhenping.model.campaign._bands``) was built."""
+    return _CompiledIndex is not None
+
+
 class MemoryStore:
     """The window in this process's memory; not shared between processes.
 
@@ -471,12 +481,26 @@ class MemoryStore:
     distinct text its signature and band entries (see
     ``benchmarks/bench_campaign.py`` for measured bytes per comment).
     Not thread-safe by itself: :class:`DuplicateWindow` serialises access.
+
+    Args:
+        index: where signatures and band buckets live: ``"compiled"`` (the C table of
+            ``model/campaign/_bands.c``: near copies found in one call per request,
+            nothing for the garbage collector to track), ``"python"`` (dicts and
+            sets), or ``"auto"`` (the default: compiled where it was built). The two
+            give the same answers.
     """
 
     backend = "memory"
     local_bands = True  # band keys never leave the process: the window may use Signer.local_band_keys
 
-    def __init__(self) -> None:
+    def __init__(self, index: str = "auto") -> None:
+        if index not in ("auto", "compiled", "python"):
+            raise ValueError(f"index must be 'auto', 'compiled' or 'python', not {index!r}")
+        if index == "compiled" and _CompiledIndex is None:
+            raise RuntimeError("the compiled band table (zhenping.model.campaign._bands) was not built: "
+                               "reinstall with a C compiler present, or use index='python'")
+        self._index = _CompiledIndex(BAND_TEXTS) if index != "python" and _CompiledIndex is not None else None
+        self.index = "python" if self._index is None else "compiled"
         # Observations in arrival order, one entry each in three parallel deques. An observation's
         # sequence number counts from the first one ever added; the oldest held is number _head.
         self._times: deque[float] = deque()
@@ -504,6 +528,26 @@ class MemoryStore:
         self._texts.clear()
         self._bands.clear()
         self._callers.clear()
+        if self._index is not None:
+            self._index.clear()
+
+    @property
+    def finds_near(self) -> bool:
+        """Whether :meth:`near_many` answers (the compiled table); else the window
+        compares candidates from :meth:`band_members` and :meth:`texts` itself."""
+        return self._index is not None
+
+    def near_many(self, keys: Sequence[int], sigs: Sequence[np.ndarray | None],
+                  bands: Sequence[tuple[int, ...]], min_equal: int) -> list[set[int]]:
+        """For each text (key, signature, band keys), the held texts sharing a band
+        with it whose signatures agree in ``min_equal`` values or more."""
+        return self._index.near_many(keys, sigs, bands, min_equal)
+
+    def bucket_sizes(self) -> list[int]:
+        """Texts in each band bucket held, one number per band key."""
+        if self._index is not None:
+            return self._index.bucket_sizes()
+        return [len(m) if isinstance(m, set) else 1 for m in self._bands.values()]
 
     def _drop(self, text: int) -> None:
         """One observation of ``text`` fewer; the text leaves with its last."""
@@ -511,6 +555,9 @@ class MemoryStore:
         rec.count -= 1
         if rec.count <= 0:
             del self._texts[text]
+            if self._index is not None:
+                self._index.remove(text)
+                return
             table = self._bands
             for band in rec.bands:
                 members = table.get(band)
@@ -561,6 +608,8 @@ class MemoryStore:
         return out
 
     def band_members(self, bands: Sequence[int]) -> dict[int, set[int]]:
+        if self._index is not None:
+            return self._index.members(bands)
         table = self._bands
         out = {}
         for band in table.keys() & bands:  # most bands of a request are in no other text
@@ -569,20 +618,27 @@ class MemoryStore:
             out[band] = members if isinstance(members, set) else {members}
         return out
 
-    def texts(self, keys: Sequence[int]) -> dict[int, TextRecord]:
+    def texts(self, keys: Sequence[int], signatures: bool = True) -> dict[int, TextRecord]:
+        """The records of the given text keys held (``signatures=False``: ``sig`` left
+        ``None``, for a caller that compares through :meth:`near_many`)."""
         out = {}
+        index = self._index
         for key in keys:
             rec = self._texts.get(key)
             if rec is not None:
-                out[key] = TextRecord(rec.count, rec.cluster, rec.first_seen, rec.sig)
+                sig = rec.sig if index is None else index.signature(key) if signatures else None
+                out[key] = TextRecord(rec.count, rec.cluster, rec.first_seen, sig)
         return out
 
     def add(self, observations: Sequence[NewObservation], now: float) -> None:
-        texts, table, callers = self._texts, self._bands, self._callers
+        texts, table, callers, index = self._texts, self._bands, self._callers, self._index
         times, keys, ids = self._times, self._keys, self._ids
         for caller, text, cluster, first_seen, sig, bands in observations:
             rec = texts.get(text)
-            if rec is None:
+            if rec is None and index is not None:  # signature and bands kept by the compiled table
+                rec = texts[text] = _Text(cluster, first_seen, None, ())
+                index.insert(text, sig, bands)
+            elif rec is None:
                 rec = texts[text] = _Text(cluster, first_seen, None if sig is None else sig.tobytes(), bands)
                 if table.keys().isdisjoint(bands):  # most bands are in no other text
                     table.update(dict.fromkeys(bands, text))
@@ -633,6 +689,9 @@ class DuplicateWindow:
         self._lock = threading.Lock()
         # A store that keeps its band keys in this process takes the fast local ones.
         self._local_bands = bool(getattr(self.store, "local_bands", False))
+        # Signature values two texts must share to reach the threshold (n / num_perm >= threshold).
+        width = self.config.num_perm
+        self._min_equal = next((n for n in range(width + 1) if n / width >= self.config.threshold), width + 1)
         self._cache: dict[str, tuple[int, int, np.ndarray | None, tuple[int, ...]]] = {}
 
     @property
@@ -732,6 +791,49 @@ class DuplicateWindow:
                 cache[text] = (key, length, sigs[key], bands[key])
         return keys, lengths, sigs, bands
 
+    def _near_in_window(self, distinct, sigs, bands, all_bands):
+        """Near duplicates of each distinct text among the window's, from the store's
+        band buckets and stored signatures; and the records of the texts and of every
+        candidate."""
+        store = self.store
+        members = store.band_members(all_bands) if all_bands else {}
+        window_candidates: dict[int, set[int]] = {}
+        wanted = set(distinct)
+        if members:
+            hit = members.keys()
+            for key in distinct:
+                key_bands = bands[key]
+                if hit.isdisjoint(key_bands):  # most texts share no band with the window
+                    continue
+                cands: set[int] = set()
+                for b in key_bands:
+                    m = members.get(b)
+                    if m:
+                        cands |= m
+                cands.discard(key)
+                window_candidates[key] = cands
+                wanted |= cands
+        records = store.texts(list(wanted))
+
+        threshold = self.signer.threshold
+        width = self.signer.num_perm
+        nbytes = 4 * width
+        near: dict[int, set[int]] = {}
+        for key in distinct:
+            found = set()
+            cands = window_candidates.get(key)
+            sig = sigs[key]
+            if cands and sig is not None:
+                # Candidates' signatures as stored (bytes), read as one array: compared all at once.
+                pool = [(cand, rec.sig) for cand in cands
+                        if (rec := records.get(cand)) is not None and rec.sig is not None and len(rec.sig) == nbytes]
+                if pool:
+                    stacked = np.frombuffer(b"".join([p[1] for p in pool]), dtype=np.uint32).reshape(len(pool), width)
+                    equal = np.count_nonzero(stacked == sig, axis=1).tolist()
+                    found = {cand for (cand, _), n in zip(pool, equal) if n / width >= threshold}
+            near[key] = found
+        return near, records
+
     def _observe(self, callers, keys, sigs, bands, now, record) -> list[Duplicates]:
         store = self.store
         self._evict(now)
@@ -757,43 +859,16 @@ class DuplicateWindow:
         distinct = list(request_count)
 
         all_bands = list(chain.from_iterable(map(bands.__getitem__, distinct)))
-        members = store.band_members(all_bands) if all_bands else {}
-        window_candidates: dict[int, set[int]] = {}
-        wanted = set(distinct)
-        if members:
-            hit = members.keys()
-            for key in distinct:
-                key_bands = bands[key]
-                if hit.isdisjoint(key_bands):  # most texts share no band with the window
-                    continue
-                cands: set[int] = set()
-                for b in key_bands:
-                    m = members.get(b)
-                    if m:
-                        cands |= m
-                cands.discard(key)
-                window_candidates[key] = cands
-                wanted |= cands
-        records = store.texts(list(wanted))
-
         threshold = self.signer.threshold
         similarity = Signer.similarity
-        width = self.signer.num_perm
-        nbytes = 4 * width
-        near: dict[int, set[int]] = {}
-        for key in distinct:
-            found = set()
-            cands = window_candidates.get(key)
-            sig = sigs[key]
-            if cands and sig is not None:
-                # Candidates' signatures as stored (bytes), read as one array: compared all at once.
-                pool = [(cand, rec.sig) for cand in cands
-                        if (rec := records.get(cand)) is not None and rec.sig is not None and len(rec.sig) == nbytes]
-                if pool:
-                    stacked = np.frombuffer(b"".join([p[1] for p in pool]), dtype=np.uint32).reshape(len(pool), width)
-                    equal = np.count_nonzero(stacked == sig, axis=1).tolist()
-                    found = {cand for (cand, _), n in zip(pool, equal) if n / width >= threshold}
-            near[key] = found
+        near: dict[int, set[int]]
+        if getattr(store, "finds_near", False):  # the compiled table compares the candidates itself
+            found_sets = store.near_many(distinct, [sigs[key] for key in distinct],
+                                         [bands[key] for key in distinct], self._min_equal)
+            near = dict(zip(distinct, found_sets))
+            records = store.texts(list(set(distinct).union(*found_sets)), signatures=False)
+        else:
+            near, records = self._near_in_window(distinct, sigs, bands, all_bands)
         # Near duplicates inside the request, by the same banding: only where two
         # of the request's texts share a band key.
         if len(set(all_bands)) < len(all_bands):

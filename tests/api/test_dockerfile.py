@@ -79,3 +79,12 @@ def test_the_lock_covers_every_runtime_dependency():
 def test_the_readme_shows_the_volume():
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     assert "docker run --rm -p 8000:8000 -v zhenping-data:/data" in readme
+
+
+def test_the_image_compiles_the_band_table_and_drops_the_compiler():
+    runs = [args for word, args in instructions() if word == "RUN"]
+    build = next(a for a in runs if "pip install --no-deps ." in a)
+    # The compiler comes before the package's build and leaves in the same layer, and the build
+    # checks that the window took the compiled table.
+    assert build.index("apt-get install") < build.index("pip install --no-deps .") < build.index("apt-get purge")
+    assert "gcc" in build and "MemoryStore().index == 'compiled'" in build

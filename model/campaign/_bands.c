@@ -1,0 +1,656 @@
+/*
+ * The in-process window's LSH band table and signatures, compiled.
+ *
+ * BandIndex holds, for every distinct text in a MemoryStore window, its MinHash
+ * signature (uint32 values) and its band keys, and for every band key the texts
+ * that share it (at most `cap`, BAND_TEXTS in window.py). It finds a request's near
+ * duplicates in one call: the union of each text's band buckets, each candidate's
+ * signature compared value by value. The same answers as the pure-Python table in
+ * window.py (tests/model/test_campaign_index.py runs both side by side); only faster
+ * at a full window, where every request also evicts what it displaces.
+ *
+ * Memory comes from PyMem_Raw*, so tracemalloc (benchmarks/bench_campaign.py) counts it.
+ * Not thread-safe by itself: DuplicateWindow serialises access under its lock.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <string.h>
+
+/* ------------------------------------------------------------ a uint64 -> uint64 map */
+
+/* Open addressing, linear probing, backward-shift deletion (no tombstones). */
+typedef struct {
+    uint64_t *keys;
+    uint64_t *vals;
+    uint8_t *used;
+    size_t cap; /* a power of two, or 0 */
+    size_t len;
+} Map;
+
+static inline uint64_t mix64(uint64_t x) {
+    x ^= x >> 30;
+    x *= 0xBF58476D1CE4E5B9ULL;
+    x ^= x >> 27;
+    x *= 0x94D049BB133111EBULL;
+    x ^= x >> 31;
+    return x;
+}
+
+static void map_free(Map *m) {
+    PyMem_RawFree(m->keys);
+    PyMem_RawFree(m->vals);
+    PyMem_RawFree(m->used);
+    m->keys = m->vals = NULL;
+    m->used = NULL;
+    m->cap = m->len = 0;
+}
+
+/* Index of key's slot, or -1. */
+static inline Py_ssize_t map_find(const Map *m, uint64_t key) {
+    if (!m->cap) return -1;
+    size_t mask = m->cap - 1, i = mix64(key) & mask;
+    while (m->used[i]) {
+        if (m->keys[i] == key) return (Py_ssize_t)i;
+        i = (i + 1) & mask;
+    }
+    return -1;
+}
+
+static int map_resize(Map *m, size_t cap) {
+    uint64_t *keys = PyMem_RawMalloc(cap * sizeof(uint64_t));
+    uint64_t *vals = PyMem_RawMalloc(cap * sizeof(uint64_t));
+    uint8_t *used = PyMem_RawCalloc(cap, 1);
+    if (!keys || !vals || !used) {
+        PyMem_RawFree(keys);
+        PyMem_RawFree(vals);
+        PyMem_RawFree(used);
+        PyErr_NoMemory();
+        return -1;
+    }
+    size_t mask = cap - 1;
+    for (size_t j = 0; j < m->cap; j++) {
+        if (!m->used[j]) continue;
+        size_t i = mix64(m->keys[j]) & mask;
+        while (used[i]) i = (i + 1) & mask;
+        used[i] = 1;
+        keys[i] = m->keys[j];
+        vals[i] = m->vals[j];
+    }
+    PyMem_RawFree(m->keys);
+    PyMem_RawFree(m->vals);
+    PyMem_RawFree(m->used);
+    m->keys = keys;
+    m->vals = vals;
+    m->used = used;
+    m->cap = cap;
+    return 0;
+}
+
+/* Slot for a key not in the map (the caller checked), growing at 70 % load; -1 on no memory. */
+static Py_ssize_t map_insert_new(Map *m, uint64_t key, uint64_t val) {
+    if ((m->len + 1) * 10 > m->cap * 7) {
+        if (map_resize(m, m->cap ? m->cap * 2 : 64) < 0) return -1;
+    }
+    size_t mask = m->cap - 1, i = mix64(key) & mask;
+    while (m->used[i]) i = (i + 1) & mask;
+    m->used[i] = 1;
+    m->keys[i] = key;
+    m->vals[i] = val;
+    m->len++;
+    return (Py_ssize_t)i;
+}
+
+/* Empty slot i, moving later entries of its probe run back (backward-shift deletion). */
+static void map_delete_at(Map *m, size_t i) {
+    size_t mask = m->cap - 1, j = i;
+    for (;;) {
+        j = (j + 1) & mask;
+        if (!m->used[j]) break;
+        size_t home = mix64(m->keys[j]) & mask;
+        /* Entry j may fill the hole at i when its home is not cyclically in (i, j]. */
+        int stays = (i <= j) ? (i < home && home <= j) : (i < home || home <= j);
+        if (stays) continue;
+        m->keys[i] = m->keys[j];
+        m->vals[i] = m->vals[j];
+        i = j;
+    }
+    m->used[i] = 0;
+    m->len--;
+}
+
+/* ------------------------------------------------------------ texts and buckets */
+
+typedef struct {
+    uint32_t nbands;
+    uint32_t has_sig; /* 0: an empty form's text, in its buckets but never anyone's near copy */
+    uint64_t *bands;  /* into the same block, after sig */
+    uint32_t sig[];   /* width values when has_sig */
+} Text;
+
+/* A bucket of two or more texts; a bucket of one is the text key itself (tag 0 in the low bit
+ * of `multi`'s map value would be fragile, so buckets live in two maps: `single` and `multi`). */
+typedef struct {
+    uint32_t n, cap;
+    uint64_t items[];
+} Bucket;
+
+typedef struct {
+    PyObject_HEAD
+    Map texts;  /* text key -> Text* */
+    Map single; /* band key -> the one text key in its bucket */
+    Map multi;  /* band key -> Bucket* (two or more texts) */
+    Py_ssize_t width; /* signature values; 0 until the first text */
+    uint32_t cap;     /* texts one bucket takes at most */
+    /* Candidate dedup for one text: a generation-stamped open-addressing set. */
+    uint64_t *seen_keys;
+    uint32_t *seen_gen;
+    size_t seen_cap;
+    uint32_t gen;
+} BandIndex;
+
+static void free_contents(BandIndex *self) {
+    for (size_t i = 0; i < self->texts.cap; i++)
+        if (self->texts.used[i]) PyMem_RawFree((void *)(uintptr_t)self->texts.vals[i]);
+    for (size_t i = 0; i < self->multi.cap; i++)
+        if (self->multi.used[i]) PyMem_RawFree((void *)(uintptr_t)self->multi.vals[i]);
+    map_free(&self->texts);
+    map_free(&self->single);
+    map_free(&self->multi);
+}
+
+static int BandIndex_init(BandIndex *self, PyObject *args, PyObject *kwds) {
+    static char *kwlist[] = {"cap", NULL};
+    unsigned int cap = 64;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|I", kwlist, &cap)) return -1;
+    if (cap < 1) {
+        PyErr_SetString(PyExc_ValueError, "cap must be at least 1");
+        return -1;
+    }
+    free_contents(self);
+    self->cap = cap;
+    self->width = 0;
+    return 0;
+}
+
+static void BandIndex_dealloc(BandIndex *self) {
+    free_contents(self);
+    PyMem_RawFree(self->seen_keys);
+    PyMem_RawFree(self->seen_gen);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+/* Read a signature buffer of uint32 values; sets width on first use. 0 on success. */
+static int read_sig(BandIndex *self, PyObject *obj, Py_buffer *view) {
+    if (PyObject_GetBuffer(obj, view, PyBUF_C_CONTIGUOUS) < 0) return -1;
+    if (view->len % 4 != 0 || view->len == 0) {
+        PyBuffer_Release(view);
+        PyErr_SetString(PyExc_ValueError, "a signature is a non-empty run of uint32 values");
+        return -1;
+    }
+    Py_ssize_t width = view->len / 4;
+    if (self->width == 0) self->width = width;
+    if (width != self->width) {
+        PyBuffer_Release(view);
+        PyErr_Format(PyExc_ValueError, "signature of %zd values in an index of %zd", width, self->width);
+        return -1;
+    }
+    return 0;
+}
+
+/* Band keys of a tuple or list of ints into out (at most max); count or -1. */
+static Py_ssize_t read_bands(PyObject *obj, uint64_t *out, Py_ssize_t max) {
+    PyObject *seq = PySequence_Fast(obj, "band keys must be a sequence of ints");
+    if (!seq) return -1;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    if (n > max) {
+        Py_DECREF(seq);
+        PyErr_Format(PyExc_ValueError, "%zd band keys; at most %zd", n, max);
+        return -1;
+    }
+    PyObject **items = PySequence_Fast_ITEMS(seq);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        out[i] = PyLong_AsUnsignedLongLongMask(items[i]);
+        if (out[i] == (uint64_t)-1 && PyErr_Occurred()) {
+            Py_DECREF(seq);
+            return -1;
+        }
+    }
+    Py_DECREF(seq);
+    return n;
+}
+
+#define MAX_BANDS 1024
+
+static int bucket_add(BandIndex *self, uint64_t band, uint64_t text) {
+    Py_ssize_t s = map_find(&self->multi, band);
+    if (s >= 0) {
+        Bucket *b = (Bucket *)(uintptr_t)self->multi.vals[s];
+        if (b->n >= self->cap) return 0; /* full: takes no new text */
+        for (uint32_t k = 0; k < b->n; k++)
+            if (b->items[k] == text) return 0;
+        if (b->n == b->cap) {
+            uint32_t ncap = b->cap * 2 < self->cap ? b->cap * 2 : self->cap;
+            Bucket *nb = PyMem_RawRealloc(b, sizeof(Bucket) + ncap * sizeof(uint64_t));
+            if (!nb) {
+                PyErr_NoMemory();
+                return -1;
+            }
+            nb->cap = ncap;
+            b = nb;
+            self->multi.vals[s] = (uint64_t)(uintptr_t)b;
+        }
+        b->items[b->n++] = text;
+        return 0;
+    }
+    s = map_find(&self->single, band);
+    if (s < 0) return map_insert_new(&self->single, band, text) < 0 ? -1 : 0;
+    uint64_t other = self->single.vals[s];
+    if (other == text) return 0;
+    if (self->cap < 2) return 0;
+    uint32_t bcap = self->cap < 4 ? self->cap : 4;
+    Bucket *b = PyMem_RawMalloc(sizeof(Bucket) + bcap * sizeof(uint64_t));
+    if (!b) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    b->n = 2;
+    b->cap = bcap;
+    b->items[0] = other;
+    b->items[1] = text;
+    if (map_insert_new(&self->multi, band, (uint64_t)(uintptr_t)b) < 0) {
+        PyMem_RawFree(b);
+        return -1;
+    }
+    map_delete_at(&self->single, (size_t)s);
+    return 0;
+}
+
+static int bucket_remove(BandIndex *self, uint64_t band, uint64_t text) {
+    Py_ssize_t s = map_find(&self->single, band);
+    if (s >= 0) {
+        if (self->single.vals[s] == text) map_delete_at(&self->single, (size_t)s);
+        return 0;
+    }
+    s = map_find(&self->multi, band);
+    if (s < 0) return 0;
+    Bucket *b = (Bucket *)(uintptr_t)self->multi.vals[s];
+    for (uint32_t k = 0; k < b->n; k++) {
+        if (b->items[k] != text) continue;
+        b->items[k] = b->items[--b->n];
+        if (b->n == 1) { /* back to a bucket of one */
+            uint64_t last = b->items[0];
+            map_delete_at(&self->multi, (size_t)s);
+            PyMem_RawFree(b);
+            if (map_insert_new(&self->single, band, last) < 0) return -1;
+        }
+        break;
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------ methods */
+
+PyDoc_STRVAR(insert_doc,
+"insert(key, sig, bands)\n--\n\n"
+"Add a text (64-bit key) with its signature (a buffer of uint32 values, or None) and\n"
+"band keys; a text already held is left as it is. A full bucket takes no new text.");
+
+static PyObject *BandIndex_insert(BandIndex *self, PyObject *args) {
+    unsigned long long key;
+    PyObject *sig_obj, *bands_obj;
+    if (!PyArg_ParseTuple(args, "KOO", &key, &sig_obj, &bands_obj)) return NULL;
+    if (map_find(&self->texts, key) >= 0) Py_RETURN_NONE;
+    uint64_t bands[MAX_BANDS];
+    Py_ssize_t nb = read_bands(bands_obj, bands, MAX_BANDS);
+    if (nb < 0) return NULL;
+    Py_buffer view;
+    int has_sig = sig_obj != Py_None;
+    if (has_sig && read_sig(self, sig_obj, &view) < 0) return NULL;
+    size_t sig_bytes = has_sig ? (size_t)self->width * sizeof(uint32_t) : 0;
+    size_t sig_padded = (sig_bytes + 7) & ~(size_t)7;
+    Text *t = PyMem_RawMalloc(sizeof(Text) + sig_padded + (size_t)nb * sizeof(uint64_t));
+    if (!t) {
+        if (has_sig) PyBuffer_Release(&view);
+        return PyErr_NoMemory();
+    }
+    if (has_sig) {
+        memcpy(t->sig, view.buf, sig_bytes);
+        PyBuffer_Release(&view);
+    }
+    t->has_sig = (uint32_t)has_sig;
+    t->nbands = (uint32_t)nb;
+    t->bands = (uint64_t *)((char *)t->sig + sig_padded);
+    memcpy(t->bands, bands, (size_t)nb * sizeof(uint64_t));
+    if (map_insert_new(&self->texts, key, (uint64_t)(uintptr_t)t) < 0) {
+        PyMem_RawFree(t);
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < nb; i++)
+        if (bucket_add(self, bands[i], key) < 0) return NULL;
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(remove_doc,
+"remove(key)\n--\n\n"
+"Forget a text and take it out of its buckets; a key not held is ignored.");
+
+static PyObject *BandIndex_remove(BandIndex *self, PyObject *arg) {
+    uint64_t key = PyLong_AsUnsignedLongLongMask(arg);
+    if (key == (uint64_t)-1 && PyErr_Occurred()) return NULL;
+    Py_ssize_t s = map_find(&self->texts, key);
+    if (s < 0) Py_RETURN_NONE;
+    Text *t = (Text *)(uintptr_t)self->texts.vals[s];
+    map_delete_at(&self->texts, (size_t)s);
+    for (uint32_t i = 0; i < t->nbands; i++) {
+        if (bucket_remove(self, t->bands[i], key) < 0) {
+            PyMem_RawFree(t);
+            return NULL;
+        }
+    }
+    PyMem_RawFree(t);
+    Py_RETURN_NONE;
+}
+
+/* Add a candidate to the per-text seen set; 1 when new. */
+static inline int seen_add(BandIndex *self, uint64_t key) {
+    size_t mask = self->seen_cap - 1, i = mix64(key) & mask;
+    while (self->seen_gen[i] == self->gen) {
+        if (self->seen_keys[i] == key) return 0;
+        i = (i + 1) & mask;
+    }
+    self->seen_gen[i] = self->gen;
+    self->seen_keys[i] = key;
+    return 1;
+}
+
+static int seen_reserve(BandIndex *self, size_t most) {
+    size_t need = 64;
+    while (need < most * 2) need *= 2;
+    if (need <= self->seen_cap) return 0;
+    uint64_t *keys = PyMem_RawMalloc(need * sizeof(uint64_t));
+    uint32_t *gen = PyMem_RawCalloc(need, sizeof(uint32_t));
+    if (!keys || !gen) {
+        PyMem_RawFree(keys);
+        PyMem_RawFree(gen);
+        PyErr_NoMemory();
+        return -1;
+    }
+    PyMem_RawFree(self->seen_keys);
+    PyMem_RawFree(self->seen_gen);
+    self->seen_keys = keys;
+    self->seen_gen = gen;
+    self->seen_cap = need;
+    self->gen = 0;
+    return 0;
+}
+
+/* Near duplicates of one text among the held ones, added to the set `out`. */
+static int near_one(BandIndex *self, uint64_t key, const uint32_t *sig, const uint64_t *bands,
+                    Py_ssize_t nb, Py_ssize_t min_equal, PyObject *out) {
+    if (seen_reserve(self, (size_t)nb * self->cap) < 0) return -1;
+    if (++self->gen == 0) { /* wrapped: forget every stamp */
+        memset(self->seen_gen, 0, self->seen_cap * sizeof(uint32_t));
+        self->gen = 1;
+    }
+    seen_add(self, key); /* never a candidate of itself */
+    Py_ssize_t width = self->width;
+    for (Py_ssize_t i = 0; i < nb; i++) {
+        const uint64_t *items;
+        uint32_t n;
+        uint64_t one;
+        Py_ssize_t s = map_find(&self->single, bands[i]);
+        if (s >= 0) {
+            one = self->single.vals[s];
+            items = &one;
+            n = 1;
+        } else {
+            s = map_find(&self->multi, bands[i]);
+            if (s < 0) continue;
+            Bucket *b = (Bucket *)(uintptr_t)self->multi.vals[s];
+            items = b->items;
+            n = b->n;
+        }
+        for (uint32_t k = 0; k < n; k++) {
+            uint64_t cand = items[k];
+            if (!seen_add(self, cand)) continue;
+            Py_ssize_t ts = map_find(&self->texts, cand);
+            if (ts < 0) continue;
+            const Text *held = (const Text *)(uintptr_t)self->texts.vals[ts];
+            if (!held->has_sig) continue;
+            const uint32_t *other = held->sig;
+            Py_ssize_t equal = 0;
+            for (Py_ssize_t v = 0; v < width; v++) equal += (other[v] == sig[v]);
+            if (equal >= min_equal) {
+                PyObject *c = PyLong_FromUnsignedLongLong(cand);
+                if (!c || PySet_Add(out, c) < 0) {
+                    Py_XDECREF(c);
+                    return -1;
+                }
+                Py_DECREF(c);
+            }
+        }
+    }
+    return 0;
+}
+
+PyDoc_STRVAR(near_many_doc,
+"near_many(keys, sigs, bands, min_equal)\n--\n\n"
+"For each text of a request (its key, signature or None, band keys), the set of held\n"
+"texts sharing a band with it whose signatures agree in at least min_equal values;\n"
+"the text itself is never among them. Returns a list of sets, in order.");
+
+static PyObject *BandIndex_near_many(BandIndex *self, PyObject *args) {
+    PyObject *keys_obj, *sigs_obj, *bands_obj;
+    Py_ssize_t min_equal;
+    if (!PyArg_ParseTuple(args, "OOOn", &keys_obj, &sigs_obj, &bands_obj, &min_equal)) return NULL;
+    PyObject *keys = PySequence_Fast(keys_obj, "keys must be a sequence");
+    if (!keys) return NULL;
+    PyObject *sigs = PySequence_Fast(sigs_obj, "sigs must be a sequence");
+    PyObject *bandss = sigs ? PySequence_Fast(bands_obj, "bands must be a sequence") : NULL;
+    PyObject *result = NULL;
+    if (!bandss) goto done;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(keys);
+    if (PySequence_Fast_GET_SIZE(sigs) != n || PySequence_Fast_GET_SIZE(bandss) != n) {
+        PyErr_SetString(PyExc_ValueError, "keys, sigs and bands differ in length");
+        goto done;
+    }
+    result = PyList_New(n);
+    if (!result) goto done;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *out = PySet_New(NULL);
+        if (!out) goto fail;
+        PyList_SET_ITEM(result, i, out);
+        PyObject *sig_obj = PySequence_Fast_GET_ITEM(sigs, i);
+        if (sig_obj == Py_None || self->texts.len == 0) continue;
+        uint64_t key = PyLong_AsUnsignedLongLongMask(PySequence_Fast_GET_ITEM(keys, i));
+        if (key == (uint64_t)-1 && PyErr_Occurred()) goto fail;
+        uint64_t bands[MAX_BANDS];
+        Py_ssize_t nb = read_bands(PySequence_Fast_GET_ITEM(bandss, i), bands, MAX_BANDS);
+        if (nb < 0) goto fail;
+        if (nb == 0) continue;
+        Py_buffer view;
+        if (read_sig(self, sig_obj, &view) < 0) goto fail;
+        int rc = near_one(self, key, (const uint32_t *)view.buf, bands, nb, min_equal, out);
+        PyBuffer_Release(&view);
+        if (rc < 0) goto fail;
+    }
+    goto done;
+fail:
+    Py_CLEAR(result);
+done:
+    Py_XDECREF(keys);
+    Py_XDECREF(sigs);
+    Py_XDECREF(bandss);
+    return result;
+}
+
+PyDoc_STRVAR(members_doc,
+"members(bands)\n--\n\n"
+"The texts in each of the given band keys' buckets, as a dict of sets (bands with\n"
+"no text left out).");
+
+static PyObject *BandIndex_members(BandIndex *self, PyObject *arg) {
+    PyObject *seq = PySequence_Fast(arg, "band keys must be a sequence of ints");
+    if (!seq) return NULL;
+    PyObject *out = PyDict_New();
+    if (!out) goto fail;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *item = PySequence_Fast_GET_ITEM(seq, i);
+        uint64_t band = PyLong_AsUnsignedLongLongMask(item);
+        if (band == (uint64_t)-1 && PyErr_Occurred()) goto fail;
+        const uint64_t *items;
+        uint32_t count;
+        uint64_t one;
+        Py_ssize_t s = map_find(&self->single, band);
+        if (s >= 0) {
+            one = self->single.vals[s];
+            items = &one;
+            count = 1;
+        } else {
+            s = map_find(&self->multi, band);
+            if (s < 0) continue;
+            Bucket *b = (Bucket *)(uintptr_t)self->multi.vals[s];
+            items = b->items;
+            count = b->n;
+        }
+        PyObject *set = PySet_New(NULL);
+        if (!set) goto fail;
+        for (uint32_t k = 0; k < count; k++) {
+            PyObject *c = PyLong_FromUnsignedLongLong(items[k]);
+            if (!c || PySet_Add(set, c) < 0) {
+                Py_XDECREF(c);
+                Py_DECREF(set);
+                goto fail;
+            }
+            Py_DECREF(c);
+        }
+        int rc = PyDict_SetItem(out, item, set);
+        Py_DECREF(set);
+        if (rc < 0) goto fail;
+    }
+    Py_DECREF(seq);
+    return out;
+fail:
+    Py_DECREF(seq);
+    Py_XDECREF(out);
+    return NULL;
+}
+
+PyDoc_STRVAR(bucket_sizes_doc,
+"bucket_sizes()\n--\n\n"
+"The number of texts in each band bucket, one int per band key held.");
+
+static PyObject *BandIndex_bucket_sizes(BandIndex *self, PyObject *Py_UNUSED(ignored)) {
+    PyObject *out = PyList_New(0);
+    if (!out) return NULL;
+    for (size_t i = 0; i < self->single.cap; i++) {
+        if (!self->single.used[i]) continue;
+        PyObject *one = PyLong_FromLong(1);
+        if (!one || PyList_Append(out, one) < 0) {
+            Py_XDECREF(one);
+            Py_DECREF(out);
+            return NULL;
+        }
+        Py_DECREF(one);
+    }
+    for (size_t i = 0; i < self->multi.cap; i++) {
+        if (!self->multi.used[i]) continue;
+        PyObject *c = PyLong_FromUnsignedLong(((Bucket *)(uintptr_t)self->multi.vals[i])->n);
+        if (!c || PyList_Append(out, c) < 0) {
+            Py_XDECREF(c);
+            Py_DECREF(out);
+            return NULL;
+        }
+        Py_DECREF(c);
+    }
+    return out;
+}
+
+PyDoc_STRVAR(signature_doc,
+"signature(key)\n--\n\n"
+"A held text's signature as bytes (uint32 values), or None (a key not held, or held\n"
+"without a signature).");
+
+static PyObject *BandIndex_signature(BandIndex *self, PyObject *arg) {
+    uint64_t key = PyLong_AsUnsignedLongLongMask(arg);
+    if (key == (uint64_t)-1 && PyErr_Occurred()) return NULL;
+    Py_ssize_t s = map_find(&self->texts, key);
+    if (s < 0) Py_RETURN_NONE;
+    Text *t = (Text *)(uintptr_t)self->texts.vals[s];
+    if (!t->has_sig) Py_RETURN_NONE;
+    return PyBytes_FromStringAndSize((const char *)t->sig, self->width * (Py_ssize_t)sizeof(uint32_t));
+}
+
+static PyObject *BandIndex_clear(BandIndex *self, PyObject *Py_UNUSED(ignored)) {
+    free_contents(self);
+    self->width = 0;
+    Py_RETURN_NONE;
+}
+
+static Py_ssize_t BandIndex_len(BandIndex *self) { return (Py_ssize_t)self->texts.len; }
+
+static PyObject *BandIndex_get_cap(BandIndex *self, void *closure) { return PyLong_FromUnsignedLong(self->cap); }
+
+static PyObject *BandIndex_get_bands(BandIndex *self, void *closure) {
+    return PyLong_FromSize_t(self->single.len + self->multi.len);
+}
+
+static PyMethodDef BandIndex_methods[] = {
+    {"insert", (PyCFunction)BandIndex_insert, METH_VARARGS, insert_doc},
+    {"remove", (PyCFunction)BandIndex_remove, METH_O, remove_doc},
+    {"near_many", (PyCFunction)BandIndex_near_many, METH_VARARGS, near_many_doc},
+    {"members", (PyCFunction)BandIndex_members, METH_O, members_doc},
+    {"bucket_sizes", (PyCFunction)BandIndex_bucket_sizes, METH_NOARGS, bucket_sizes_doc},
+    {"signature", (PyCFunction)BandIndex_signature, METH_O, signature_doc},
+    {"clear", (PyCFunction)BandIndex_clear, METH_NOARGS, "clear()\n--\n\nForget every text."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef BandIndex_getset[] = {
+    {"cap", (getter)BandIndex_get_cap, NULL, "texts one bucket takes at most", NULL},
+    {"bands", (getter)BandIndex_get_bands, NULL, "band keys held (buckets with one text or more)", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PySequenceMethods BandIndex_as_sequence = {
+    .sq_length = (lenfunc)BandIndex_len,
+};
+
+static PyTypeObject BandIndexType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "zhenping.model.campaign._bands.BandIndex",
+    .tp_doc = PyDoc_STR("BandIndex(cap=64)\n--\n\n"
+                        "Signatures and LSH band buckets of a window's distinct texts; a bucket\n"
+                        "takes at most `cap` texts. len() is the number of texts held."),
+    .tp_basicsize = sizeof(BandIndex),
+    .tp_itemsize = 0,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)BandIndex_init,
+    .tp_dealloc = (destructor)BandIndex_dealloc,
+    .tp_methods = BandIndex_methods,
+    .tp_getset = BandIndex_getset,
+    .tp_as_sequence = &BandIndex_as_sequence,
+};
+
+static struct PyModuleDef bands_module = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "_bands",
+    .m_doc = "The in-process window's band table and signatures, compiled (see window.py).",
+    .m_size = -1,
+};
+
+PyMODINIT_FUNC PyInit__bands(void) {
+    if (PyType_Ready(&BandIndexType) < 0) return NULL;
+    PyObject *m = PyModule_Create(&bands_module);
+    if (!m) return NULL;
+    Py_INCREF(&BandIndexType);
+    if (PyModule_AddObject(m, "BandIndex", (PyObject *)&BandIndexType) < 0) {
+        Py_DECREF(&BandIndexType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}

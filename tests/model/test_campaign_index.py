@@ -1,0 +1,201 @@
+"""The compiled band table (model/campaign/_bands.c) against the pure-Python one.
+
+The window keeps its signatures and LSH band buckets either in dicts and sets or in
+the compiled ``BandIndex``; both must give the same answers, step by step, through
+additions, full buckets, id replacements, retirements and evictions.
+"""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+
+from zhenping.model.campaign import WindowConfig
+from zhenping.model.campaign.window import (
+    BAND_TEXTS,
+    DuplicateWindow,
+    MemoryStore,
+    WindowItem,
+    caller_key,
+    compiled_index_available,
+)
+from zhenping.model.normalize import normalize_text
+
+pytestmark = pytest.mark.skipif(not compiled_index_available(),
+                                reason="the compiled band table was not built (no C compiler)")
+
+TEMPLATES = [
+    "这家店的东西真的太好用了强烈推荐给大家买到就是赚到闭眼入不会后悔",
+    "兼职日结手机就能做加微信abc123月入过万不是梦",
+    "这首歌让我想起了高三的晚自习窗外的雨和同桌的笑",
+    "快递很快包装完好尺码标准面料舒服会回购的",
+]
+EDITS = ["!", "~", "啊", "哈", "！！", "[doge]", "呀", "。", "…", "😊"]
+
+
+def _stream(seed: int, n: int) -> list[str]:
+    """Templates with the edits campaigns make, beside distinct comments and short repeats."""
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        r = rng.random()
+        if r < 0.45:
+            text = list(rng.choice(TEMPLATES))
+            for _ in range(rng.randint(0, 3)):
+                text.insert(rng.randrange(len(text) + 1), rng.choice(EDITS))
+            if rng.random() < 0.3:  # a changed character: a near copy, not an exact one
+                j = rng.randrange(len(text))
+                text[j] = rng.choice("好棒赞美优秀")
+            out.append("".join(text))
+        elif r < 0.6:
+            out.append(rng.choice(["好听", "沙发", "顶", "好听!!!", "6", "哈哈哈", "😊😊😊", ""]))
+        else:
+            out.append(f"第{rng.randrange(400)}条评论说的是第{rng.randrange(50)}件不同的事情")
+    return [normalize_text(t) for t in out]
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_compiled_and_python_windows_answer_alike(seed):
+    config = WindowConfig(max_size=150, ttl_seconds=40.0)
+    windows = {index: DuplicateWindow(config, store=MemoryStore(index=index)) for index in ("python", "compiled")}
+    assert windows["compiled"].store.index == "compiled" and windows["python"].store.index == "python"
+    rng = random.Random(seed)
+    texts = _stream(seed, 1_200)
+    now, pos, near_seen = 1_000.0, 0, 0
+    while pos < len(texts):
+        size = rng.randint(1, 40)
+        batch = texts[pos:pos + size]
+        pos += size
+        callers = [caller_key(rng.randrange(300)) if rng.random() < 0.6 else None for _ in batch]
+        record = rng.random() > 0.1
+        now += rng.choice([0.5, 2.0, 9.0])
+        answers = {index: w.observe_texts(batch, callers, now=now, record=record) for index, w in windows.items()}
+        assert answers["compiled"] == answers["python"], pos
+        near_seen += sum(d.near_count > 0 for d in answers["compiled"][0])
+        py, c = windows["python"].store, windows["compiled"].store
+        assert len(py) == len(c) and py.distinct_texts == c.distinct_texts
+        assert sorted(py.bucket_sizes()) == sorted(c.bucket_sizes())
+    assert near_seen > 100  # the stream did exercise near copies
+
+
+def test_full_buckets_match():
+    # A flood of variants of one text fills buckets to BAND_TEXTS in both tables alike.
+    config = WindowConfig(max_size=5_000)
+    windows = [DuplicateWindow(config, store=MemoryStore(index=index)) for index in ("python", "compiled")]
+    base = TEMPLATES[0]
+    variants = [normalize_text(base[:k] + f"{k}号{'好' * (k % 5)}" + base[k:]) for k in range(1, len(base))] * 6
+    variants = [v + str(i) for i, v in enumerate(variants)]
+    for i in range(0, len(variants), 25):
+        a, b = (w.observe_texts(variants[i:i + 25], [None] * len(variants[i:i + 25]), now=float(i)) for w in windows)
+        assert a == b
+    sizes = [sorted(w.store.bucket_sizes()) for w in windows]
+    assert sizes[0] == sizes[1] and max(sizes[1]) == BAND_TEXTS
+
+
+def _brute_near(held: dict, cap_members: dict, key, sig, bands, min_equal):
+    cands = set()
+    for b in bands:
+        cands |= cap_members.get(b, set())
+    cands.discard(key)
+    return {c for c in cands if held[c][0] is not None and int(np.count_nonzero(held[c][0] == sig)) >= min_equal}
+
+
+def test_band_index_random_operations_match_a_model():
+    # Thousands of inserts and removes over a small space of band keys (buckets shared, filled to the
+    # cap, emptied, refilled): membership, bucket sizes and near answers follow a dict-of-sets model.
+    from zhenping.model.campaign._bands import BandIndex
+
+    rng = np.random.default_rng(5)
+    cap, width = 4, 8
+    index = BandIndex(cap)
+    assert index.cap == cap
+    held: dict[int, tuple] = {}  # key -> (sig, bands)
+    buckets: dict[int, list[int]] = {}  # band -> members in arrival order (a full bucket takes no more)
+    for step in range(6_000):
+        if held and rng.random() < 0.45:
+            key = list(held)[int(rng.integers(len(held)))]
+            index.remove(key)
+            for b in held.pop(key)[1]:
+                if key in buckets.get(b, []):
+                    buckets[b].remove(key)
+                    if not buckets[b]:
+                        del buckets[b]
+        else:
+            key = int(rng.integers(0, 2**64, dtype=np.uint64))
+            sig = None if rng.random() < 0.05 else rng.integers(0, 3, size=width).astype(np.uint32)
+            bands = tuple(int(b) for b in rng.integers(0, 60, size=3))
+            index.insert(key, sig, bands)
+            held[key] = (sig, bands)
+            for b in bands:
+                members = buckets.setdefault(b, [])
+                if key not in members and len(members) < cap:
+                    members.append(key)
+        if step % 97 == 0:
+            assert len(index) == len(held)
+            model = {b: set(m) for b, m in buckets.items()}
+            assert index.members(list(range(60))) == model
+            assert sorted(index.bucket_sizes()) == sorted(len(m) for m in model.values())
+            assert index.bands == len(model)
+            probe_keys = [int(k) for k in rng.integers(0, 2**64, size=5, dtype=np.uint64)]
+            probe_sigs = [rng.integers(0, 3, size=width).astype(np.uint32) for _ in probe_keys]
+            probe_bands = [tuple(int(b) for b in rng.integers(0, 60, size=3)) for _ in probe_keys]
+            if held:  # a held text asks too: it is never its own near copy
+                own = next(iter(held))
+                if held[own][0] is not None:
+                    probe_keys.append(own)
+                    probe_sigs.append(held[own][0])
+                    probe_bands.append(held[own][1])
+            got = index.near_many(probe_keys, probe_sigs, probe_bands, 5)
+            want = [_brute_near(held, model, k, s, b, 5) for k, s, b in zip(probe_keys, probe_sigs, probe_bands)]
+            assert got == want, step
+    for key in list(held):
+        index.remove(key)
+    assert len(index) == 0 and index.bucket_sizes() == [] and index.bands == 0
+
+
+def test_band_index_signatures_round_trip_and_clear():
+    from zhenping.model.campaign._bands import BandIndex
+
+    index = BandIndex()
+    sig = np.arange(128, dtype=np.uint32)
+    index.insert(7, sig, (1, 2, 3))
+    index.insert(7, sig + 1, (4,))  # already held: left as it is
+    assert index.signature(7) == sig.tobytes() and index.signature(8) is None
+    assert index.members([1, 4]) == {1: {7}}
+    index.insert(9, None, (1,))
+    assert index.signature(9) is None and index.members([1]) == {1: {7, 9}}
+    assert index.near_many([10], [sig], [(1,)], 128) == [{7}]  # a text without a signature is no one's copy
+    index.clear()
+    assert len(index) == 0 and index.members([1, 2, 3]) == {}
+
+
+def test_band_index_refuses_what_it_cannot_hold():
+    from zhenping.model.campaign._bands import BandIndex
+
+    index = BandIndex()
+    index.insert(1, np.zeros(128, dtype=np.uint32), (5,))
+    with pytest.raises(ValueError, match="signature of 64 values in an index of 128"):
+        index.insert(2, np.zeros(64, dtype=np.uint32), (5,))
+    with pytest.raises(ValueError, match="signature of 64 values in an index of 128"):
+        index.near_many([3], [np.zeros(64, dtype=np.uint32)], [(5,)], 10)
+    with pytest.raises(ValueError, match="differ in length"):
+        index.near_many([3, 4], [None], [()], 10)
+    with pytest.raises(TypeError, match="band keys must be a sequence of ints"):
+        index.insert(3, np.zeros(128, dtype=np.uint32), 5)
+    with pytest.raises(ValueError, match="cap must be at least 1"):
+        BandIndex(0)
+    assert len(index) == 1  # nothing half-added
+
+
+def test_memory_store_index_choice_is_checked(monkeypatch):
+    with pytest.raises(ValueError, match="index must be 'auto', 'compiled' or 'python', not 'fast'"):
+        MemoryStore(index="fast")
+    assert MemoryStore().index == "compiled"  # built here, so the default takes it
+    from zhenping.model.campaign import window
+
+    monkeypatch.setattr(window, "_CompiledIndex", None)
+    with pytest.raises(RuntimeError, match="was not built"):
+        MemoryStore(index="compiled")
+    assert MemoryStore().index == "python"  # a build without a C compiler still has a window
