@@ -1,5 +1,5 @@
 /*
- * The in-process window's LSH band table and signatures, compiled.
+ * The in-process window's LSH band table and signatures, compiled; and MinHash signing.
  *
  * BandIndex holds, for every distinct text in a MemoryStore window, its MinHash
  * signature (uint32 values) and its band keys, and for every band key the texts
@@ -8,6 +8,11 @@
  * signature compared value by value. The same answers as the pure-Python table in
  * window.py (tests/model/test_campaign_index.py runs both side by side); only faster
  * at a full window, where every request also evicts what it displaces.
+ *
+ * minhash() and local_bands() compute Signer's signatures and local band keys value for value
+ * (tests/model/test_campaign_index.py compares them with the array code in window.py): a
+ * request's signing in one call that holds the interpreter lock throughout, where the array
+ * code made a dozen NumPy calls, each a chance for another thread to take the lock.
  *
  * Memory comes from PyMem_Raw*, so tracemalloc (benchmarks/bench_campaign.py) counts it.
  * Not thread-safe by itself: DuplicateWindow serialises access under its lock.
@@ -635,11 +640,177 @@ static PyTypeObject BandIndexType = {
     .tp_as_sequence = &BandIndex_as_sequence,
 };
 
+/* ------------------------------------------------------------ signing */
+
+#define GRAM_BASE 0x100000001B3ULL
+#define FMIX_1 0xFF51AFD7ED558CCDULL
+#define FMIX_2 0xC4CEB9FE1A85EC53ULL
+#define MIX_MULTIPLIER 0x9E3779B97F4A7C15ULL
+#define MIX_FINAL 0xBF58476D1CE4E5B9ULL
+
+/* A read-only buffer of `count` items of `size` bytes, or an error naming `what`. */
+static int read_array(PyObject *obj, Py_buffer *view, Py_ssize_t size, Py_ssize_t count, const char *what) {
+    if (PyObject_GetBuffer(obj, view, PyBUF_C_CONTIGUOUS) < 0) return -1;
+    if (view->len != size * count) {
+        PyBuffer_Release(view);
+        PyErr_Format(PyExc_ValueError, "%s: %zd bytes, expected %zd", what, view->len, size * count);
+        return -1;
+    }
+    return 0;
+}
+
+PyDoc_STRVAR(minhash_doc,
+"minhash(forms, k, a, b)\n--\n\n"
+"MinHash signatures of forms of k code points or more, as bytes (one row of len(a)\n"
+"uint32 values per form): value i is the least (a[i] * h + b[i]) mod 2**32 over the\n"
+"form's k-code-point shingles, h the high 32 bits of MurmurHash3's 64-bit finaliser of\n"
+"a polynomial over the shingle's code points (base 0x100000001B3, modulo 2**64). The\n"
+"arithmetic of Signer._sign in window.py, value for value.");
+
+static PyObject *minhash(PyObject *module, PyObject *args) {
+    PyObject *forms_obj, *a_obj, *b_obj;
+    Py_ssize_t k;
+    if (!PyArg_ParseTuple(args, "OnOO", &forms_obj, &k, &a_obj, &b_obj)) return NULL;
+    if (k < 1) {
+        PyErr_SetString(PyExc_ValueError, "k must be at least 1");
+        return NULL;
+    }
+    PyObject *forms = PySequence_Fast(forms_obj, "forms must be a sequence of str");
+    if (!forms) return NULL;
+    Py_buffer av, bv;
+    if (PyObject_GetBuffer(a_obj, &av, PyBUF_C_CONTIGUOUS) < 0) {
+        Py_DECREF(forms);
+        return NULL;
+    }
+    Py_ssize_t perms = av.len / 4;
+    if (av.len % 4 || perms == 0 || read_array(b_obj, &bv, 4, perms, "b") < 0) {
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "a must hold uint32 values");
+        PyBuffer_Release(&av);
+        Py_DECREF(forms);
+        return NULL;
+    }
+    const uint32_t *a = av.buf, *b = bv.buf;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(forms);
+    PyObject *out = PyBytes_FromStringAndSize(NULL, n * perms * 4);
+    if (!out) goto fail;
+    uint32_t *sig = (uint32_t *)PyBytes_AS_STRING(out);
+    for (Py_ssize_t f = 0; f < n; f++, sig += perms) {
+        PyObject *form = PySequence_Fast_GET_ITEM(forms, f);
+        if (!PyUnicode_Check(form)) {
+            PyErr_Format(PyExc_TypeError, "form %zd is %.50s, not str", f, Py_TYPE(form)->tp_name);
+            goto fail;
+        }
+        Py_ssize_t len = PyUnicode_GET_LENGTH(form);
+        if (len < k) {
+            PyErr_Format(PyExc_ValueError, "form %zd has %zd code points, fewer than k = %zd", f, len, k);
+            goto fail;
+        }
+        int kind = PyUnicode_KIND(form);
+        const void *data = PyUnicode_DATA(form);
+        for (Py_ssize_t i = 0; i < perms; i++) sig[i] = UINT32_MAX;
+        for (Py_ssize_t start = 0; start + k <= len; start++) {
+            uint64_t h = PyUnicode_READ(kind, data, start);
+            for (Py_ssize_t j = 1; j < k; j++) h = h * GRAM_BASE + PyUnicode_READ(kind, data, start + j);
+            h ^= h >> 33;
+            h *= FMIX_1;
+            h ^= h >> 33;
+            h *= FMIX_2;
+            h ^= h >> 33;
+            uint32_t g = (uint32_t)(h >> 32);
+            for (Py_ssize_t i = 0; i < perms; i++) {
+                uint32_t v = a[i] * g + b[i];
+                if (v < sig[i]) sig[i] = v;
+            }
+        }
+    }
+    PyBuffer_Release(&av);
+    PyBuffer_Release(&bv);
+    Py_DECREF(forms);
+    return out;
+fail:
+    Py_XDECREF(out);
+    PyBuffer_Release(&av);
+    PyBuffer_Release(&bv);
+    Py_DECREF(forms);
+    return NULL;
+}
+
+PyDoc_STRVAR(local_bands_doc,
+"local_bands(sigs, n, perms, bands, rows, seeds)\n--\n\n"
+"Local band keys of n signatures (a buffer of n rows of perms uint32 values): per band,\n"
+"the band's seed mixed with its values (two values per 64-bit word when rows is even,\n"
+"else one) by xor, multiply by 0x9E3779B97F4A7C15 and xor-shift 29, then finalised.\n"
+"Signer._local_band_matrix's arithmetic; a list of n tuples of `bands` ints.");
+
+static PyObject *local_bands(PyObject *module, PyObject *args) {
+    PyObject *sigs_obj, *seeds_obj;
+    Py_ssize_t n, perms, bands, rows;
+    if (!PyArg_ParseTuple(args, "OnnnnO", &sigs_obj, &n, &perms, &bands, &rows, &seeds_obj)) return NULL;
+    if (n < 0 || bands < 1 || rows < 1 || bands * rows > perms) {
+        PyErr_SetString(PyExc_ValueError, "bands x rows must fit the signature and n be >= 0");
+        return NULL;
+    }
+    Py_buffer sv, seedv;
+    if (read_array(sigs_obj, &sv, 4, n * perms, "sigs") < 0) return NULL;
+    if (read_array(seeds_obj, &seedv, 8, bands, "seeds") < 0) {
+        PyBuffer_Release(&sv);
+        return NULL;
+    }
+    const uint32_t *sig = sv.buf;
+    const uint64_t *seeds = seedv.buf;
+    PyObject *out = PyList_New(n);
+    if (!out) goto done;
+    for (Py_ssize_t f = 0; f < n; f++, sig += perms) {
+        PyObject *keys = PyTuple_New(bands);
+        if (!keys) {
+            Py_CLEAR(out);
+            goto done;
+        }
+        PyList_SET_ITEM(out, f, keys);
+        for (Py_ssize_t band = 0; band < bands; band++) {
+            const uint32_t *v = sig + band * rows;
+            uint64_t h = seeds[band];
+            if (rows % 2 == 0) {
+                for (Py_ssize_t r = 0; r < rows; r += 2) {
+                    h ^= (uint64_t)v[r] | ((uint64_t)v[r + 1] << 32);
+                    h *= MIX_MULTIPLIER;
+                    h ^= h >> 29;
+                }
+            } else {
+                for (Py_ssize_t r = 0; r < rows; r++) {
+                    h ^= (uint64_t)v[r];
+                    h *= MIX_MULTIPLIER;
+                    h ^= h >> 29;
+                }
+            }
+            h *= MIX_FINAL;
+            h ^= h >> 32;
+            PyObject *key = PyLong_FromUnsignedLongLong(h);
+            if (!key) {
+                Py_CLEAR(out);
+                goto done;
+            }
+            PyTuple_SET_ITEM(keys, band, key);
+        }
+    }
+done:
+    PyBuffer_Release(&sv);
+    PyBuffer_Release(&seedv);
+    return out;
+}
+
+static PyMethodDef module_methods[] = {
+    {"minhash", minhash, METH_VARARGS, minhash_doc},
+    {"local_bands", local_bands, METH_VARARGS, local_bands_doc},
+    {NULL, NULL, 0, NULL},
+};
+
 static struct PyModuleDef bands_module = {
     PyModuleDef_HEAD_INIT,
     .m_name = "_bands",
     .m_doc = "The in-process window's band table and signatures, compiled (see window.py).",
     .m_size = -1,
+    .m_methods = module_methods,
 };
 
 PyMODINIT_FUNC PyInit__bands(void) {

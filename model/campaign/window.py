@@ -51,10 +51,11 @@ import numpy as np
 
 from zhenping.model.campaign.config import WindowConfig
 
-try:  # the band table compiled (model/campaign/_bands.c); absent where the build had no C compiler
+try:  # the band table and signing compiled (model/campaign/_bands.c); absent where the build had no C compiler
+    from zhenping.model.campaign import _bands as _compiled
     from zhenping.model.campaign._bands import BandIndex as _CompiledIndex
 except ImportError:  # pragma: no cover - depends on the build
-    _CompiledIndex = None
+    _compiled = _CompiledIndex = None
 
 # LSH banding weighs a missed pair (false negative) above a needless comparison
 # (false positive): every candidate is checked against the threshold anyway.
@@ -220,7 +221,9 @@ class Signer:
         True
     """
 
-    def __init__(self, config: WindowConfig):
+    def __init__(self, config: WindowConfig, compiled: bool | None = None):
+        """``compiled``: sign with the compiled code of ``model/campaign/_bands.c`` (the same
+        values); ``None``, where it was built."""
         from datasketch import MinHash
 
         self.num_perm = config.num_perm
@@ -232,6 +235,9 @@ class Signer:
         self.bands, self.rows = lsh_params(config.threshold, config.num_perm)
         self._persons = [i.to_bytes(2, "big") for i in range(self.bands)]
         self._band_seeds = np.array([hash64(f"band:{i}") for i in range(self.bands)], dtype=np.uint64)
+        if compiled and _compiled is None:
+            raise RuntimeError("the compiled signing (zhenping.model.campaign._bands) was not built")
+        self._compiled = _compiled if compiled or compiled is None else None
 
     def signature(self, form: str) -> np.ndarray | None:
         """The signature of a shingle form, or ``None`` for an empty one.
@@ -293,6 +299,9 @@ class Signer:
         groups of about ``SIGN_CHUNK`` shingles, so a request of long texts does not
         build one huge (shingles x permutations) array."""
         k = self.shingle
+        if self._compiled is not None:  # one call, holding the interpreter lock throughout
+            raw = self._compiled.minhash(forms, k, self._a, self._b)
+            return np.frombuffer(raw, dtype=np.uint32).reshape(len(forms), self.num_perm)
         counts = [len(form) - k + 1 for form in forms]
         if sum(counts) <= SIGN_CHUNK:
             return self._sign(forms, counts)
@@ -357,6 +366,9 @@ class Signer:
     def _local_band_matrix(self, mat: np.ndarray) -> list[tuple[int, ...]]:
         """:meth:`local_band_keys` of the rows of a (signatures x num_perm) array."""
         n = len(mat)
+        if self._compiled is not None:
+            return self._compiled.local_bands(np.ascontiguousarray(mat, dtype=np.uint32), n, self.num_perm,
+                                              self.bands, self.rows, self._band_seeds)
         width = self.bands * self.rows
         if self.rows % 2 == 0:  # two values of a band read as one 64-bit word: half the mixing rounds
             v = np.ascontiguousarray(mat[:, :width], dtype=np.uint32).view(np.uint64).reshape(

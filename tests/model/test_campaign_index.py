@@ -17,6 +17,7 @@ from zhenping.model.campaign.window import (
     BAND_TEXTS,
     DuplicateWindow,
     MemoryStore,
+    Signer,
     WindowItem,
     caller_key,
     compiled_index_available,
@@ -199,3 +200,48 @@ def test_memory_store_index_choice_is_checked(monkeypatch):
     with pytest.raises(RuntimeError, match="was not built"):
         MemoryStore(index="compiled")
     assert MemoryStore().index == "python"  # a build without a C compiler still has a window
+
+
+def _random_forms(rng: random.Random, n: int) -> list[str]:
+    alphabet = "的一是了我不人在他有这个上们来到时大地为子中你说生国年着就那和要她出也得里后自以会" \
+               "abcXYZ0123😊🎉𠀋𪚥"  # astral code points too
+    forms = []
+    for _ in range(n):
+        size = rng.choice([0, 1, 2, 3, 5, 18, 40, 300])
+        forms.append("".join(rng.choice(alphabet) for _ in range(size)))
+    forms.append("长" * 9000)  # more shingles than one array chunk of the array code
+    return forms
+
+
+@pytest.mark.parametrize(("threshold", "num_perm", "shingle"), [(0.5, 64, 2), (0.6, 128, 3), (0.7, 96, 2)])
+def test_compiled_signing_gives_the_array_codes_values(threshold, num_perm, shingle):
+    config = WindowConfig(threshold=threshold, num_perm=num_perm, shingle=shingle)
+    compiled, arrays = Signer(config, compiled=True), Signer(config, compiled=False)
+    forms = _random_forms(random.Random(num_perm), 200)
+    for mode in (None, "local", "shared"):
+        got_sigs, got_bands = compiled.sign(forms, mode)
+        want_sigs, want_bands = arrays.sign(forms, mode)
+        assert got_bands == want_bands
+        assert [None if s is None else s.tolist() for s in got_sigs] == \
+               [None if s is None else s.tolist() for s in want_sigs]
+
+
+def test_the_signing_settings_cover_both_band_layouts():
+    # Even rows read two signature values per 64-bit word, odd rows one: both layouts are compared above.
+    from zhenping.model.campaign.window import lsh_params
+
+    assert {lsh_params(0.5, 64)[1] % 2, lsh_params(0.7, 96)[1] % 2} == {0, 1}
+
+
+def test_compiled_signing_refuses_bad_input():
+    from zhenping.model.campaign import _bands
+
+    a = np.ones(4, dtype=np.uint32)
+    with pytest.raises(ValueError, match="form 0 has 1 code points, fewer than k = 2"):
+        _bands.minhash(["好"], 2, a, a)
+    with pytest.raises(TypeError, match="form 1 is int, not str"):
+        _bands.minhash(["好听", 5], 2, a, a)
+    with pytest.raises(ValueError, match="b: 8 bytes, expected 16"):
+        _bands.minhash(["好听"], 2, a, a[:2])
+    with pytest.raises(ValueError, match="bands x rows must fit"):
+        _bands.local_bands(a, 1, 4, 3, 2, np.zeros(3, dtype=np.uint64))
