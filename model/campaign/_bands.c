@@ -129,6 +129,9 @@ static void map_delete_at(Map *m, size_t i) {
 typedef struct {
     uint32_t nbands;
     uint32_t has_sig; /* 0: an empty form's text, in its buckets but never anyone's near copy */
+    int64_t count;    /* WindowCore: observations of the text held */
+    uint64_t cluster; /* WindowCore: its cluster's key */
+    double first_seen; /* WindowCore: when its cluster was first seen */
     uint64_t *bands;  /* into the same block, after sig */
     uint32_t sig[];   /* width values when has_sig */
 } Text;
@@ -301,11 +304,11 @@ PyDoc_STRVAR(insert_doc,
 "Add a text (64-bit key) with its signature (a buffer of uint32 values, or None) and\n"
 "band keys; a text already held is left as it is. A full bucket takes no new text.");
 
-static PyObject *BandIndex_insert(BandIndex *self, PyObject *args) {
-    unsigned long long key;
-    PyObject *sig_obj, *bands_obj;
-    if (!PyArg_ParseTuple(args, "KOO", &key, &sig_obj, &bands_obj)) return NULL;
-    if (map_find(&self->texts, key) >= 0) Py_RETURN_NONE;
+/* The held text `key`, or a new one with its signature (None: none) and band keys added to
+ * its buckets; NULL with an exception set on bad input or no memory. */
+static Text *text_insert(BandIndex *self, uint64_t key, PyObject *sig_obj, PyObject *bands_obj) {
+    Py_ssize_t s = map_find(&self->texts, key);
+    if (s >= 0) return (Text *)(uintptr_t)self->texts.vals[s];
     uint64_t bands[MAX_BANDS];
     Py_ssize_t nb = read_bands(bands_obj, bands, MAX_BANDS);
     if (nb < 0) return NULL;
@@ -317,13 +320,17 @@ static PyObject *BandIndex_insert(BandIndex *self, PyObject *args) {
     Text *t = PyMem_RawMalloc(sizeof(Text) + sig_padded + (size_t)nb * sizeof(uint64_t));
     if (!t) {
         if (has_sig) PyBuffer_Release(&view);
-        return PyErr_NoMemory();
+        PyErr_NoMemory();
+        return NULL;
     }
     if (has_sig) {
         memcpy(t->sig, view.buf, sig_bytes);
         PyBuffer_Release(&view);
     }
     t->has_sig = (uint32_t)has_sig;
+    t->count = 0;
+    t->cluster = 0;
+    t->first_seen = 0.0;
     t->nbands = (uint32_t)nb;
     t->bands = (uint64_t *)((char *)t->sig + sig_padded);
     memcpy(t->bands, bands, (size_t)nb * sizeof(uint64_t));
@@ -333,6 +340,26 @@ static PyObject *BandIndex_insert(BandIndex *self, PyObject *args) {
     }
     for (Py_ssize_t i = 0; i < nb; i++)
         if (bucket_add(self, bands[i], key) < 0) return NULL;
+    return t;
+}
+
+/* Forget text `key` (held or not) and take it out of its buckets. */
+static int text_remove(BandIndex *self, uint64_t key) {
+    Py_ssize_t s = map_find(&self->texts, key);
+    if (s < 0) return 0;
+    Text *t = (Text *)(uintptr_t)self->texts.vals[s];
+    map_delete_at(&self->texts, (size_t)s);
+    int rc = 0;
+    for (uint32_t i = 0; i < t->nbands && rc == 0; i++) rc = bucket_remove(self, t->bands[i], key);
+    PyMem_RawFree(t);
+    return rc;
+}
+
+static PyObject *BandIndex_insert(BandIndex *self, PyObject *args) {
+    unsigned long long key;
+    PyObject *sig_obj, *bands_obj;
+    if (!PyArg_ParseTuple(args, "KOO", &key, &sig_obj, &bands_obj)) return NULL;
+    if (!text_insert(self, key, sig_obj, bands_obj)) return NULL;
     Py_RETURN_NONE;
 }
 
@@ -343,17 +370,7 @@ PyDoc_STRVAR(remove_doc,
 static PyObject *BandIndex_remove(BandIndex *self, PyObject *arg) {
     uint64_t key = PyLong_AsUnsignedLongLongMask(arg);
     if (key == (uint64_t)-1 && PyErr_Occurred()) return NULL;
-    Py_ssize_t s = map_find(&self->texts, key);
-    if (s < 0) Py_RETURN_NONE;
-    Text *t = (Text *)(uintptr_t)self->texts.vals[s];
-    map_delete_at(&self->texts, (size_t)s);
-    for (uint32_t i = 0; i < t->nbands; i++) {
-        if (bucket_remove(self, t->bands[i], key) < 0) {
-            PyMem_RawFree(t);
-            return NULL;
-        }
-    }
-    PyMem_RawFree(t);
+    if (text_remove(self, key) < 0) return NULL;
     Py_RETURN_NONE;
 }
 
@@ -631,13 +648,385 @@ static PyTypeObject BandIndexType = {
                         "takes at most `cap` texts. len() is the number of texts held."),
     .tp_basicsize = sizeof(BandIndex),
     .tp_itemsize = 0,
-    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE,
     .tp_new = PyType_GenericNew,
     .tp_init = (initproc)BandIndex_init,
     .tp_dealloc = (destructor)BandIndex_dealloc,
     .tp_methods = BandIndex_methods,
     .tp_getset = BandIndex_getset,
     .tp_as_sequence = &BandIndex_as_sequence,
+};
+
+/* ------------------------------------------------------------ the whole in-process window */
+
+/* One observation: a comment seen at `time`, its text key, its caller key if it has one;
+ * `gone` once released early (its id was retired or replaced) while still in the ring. */
+typedef struct {
+    double time;
+    uint64_t key;
+    uint64_t caller;
+    uint8_t has_caller;
+    uint8_t gone;
+} Obs;
+
+/* A BandIndex that also keeps the window's observations (a ring in arrival order, numbered from
+ * the first ever added), each text's count, cluster and first-seen time, and the caller keys:
+ * MemoryStore's state, so that eviction, additions and lookups make no Python object per comment. */
+typedef struct {
+    BandIndex base;
+    Obs *ring;
+    size_t ring_cap; /* a power of two, or 0 */
+    size_t ring_start, ring_len;
+    uint64_t head; /* sequence number of the oldest observation held */
+    Map callers;   /* caller key -> sequence number of its observation */
+} WindowCore;
+
+static PyTypeObject HeldTextType;
+static PyStructSequence_Field held_fields[] = {
+    {"count", "observations of the text in the window"},
+    {"cluster", "its cluster's key"},
+    {"first_seen", "when its cluster was first seen, seconds since the epoch"},
+    {NULL, NULL},
+};
+static PyStructSequence_Desc held_desc = {
+    "zhenping.model.campaign._bands.HeldText", "A text's record in a WindowCore.", held_fields, 3,
+};
+
+static inline Obs *obs_at(WindowCore *w, uint64_t seq) {
+    return &w->ring[(w->ring_start + (size_t)(seq - w->head)) & (w->ring_cap - 1)];
+}
+
+static int core_drop(WindowCore *w, uint64_t key) {
+    Py_ssize_t s = map_find(&w->base.texts, key);
+    if (s < 0) return 0;
+    Text *t = (Text *)(uintptr_t)w->base.texts.vals[s];
+    if (--t->count <= 0) return text_remove(&w->base, key);
+    return 0;
+}
+
+/* Release observation `seq` (in the ring) of caller key `caller` early. */
+static int core_release(WindowCore *w, uint64_t seq, uint64_t caller) {
+    Obs *o = obs_at(w, seq);
+    if (!o->gone) {
+        o->gone = 1;
+        if (core_drop(w, o->key) < 0) return -1;
+    }
+    Py_ssize_t s = map_find(&w->callers, caller);
+    if (s >= 0 && w->callers.vals[s] == seq) map_delete_at(&w->callers, (size_t)s);
+    return 0;
+}
+
+static int core_push(WindowCore *w, double time, uint64_t key, int has_caller, uint64_t caller) {
+    if (w->ring_len == w->ring_cap) {
+        size_t cap = w->ring_cap ? w->ring_cap * 2 : 1024;
+        Obs *ring = PyMem_RawMalloc(cap * sizeof(Obs));
+        if (!ring) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        for (size_t i = 0; i < w->ring_len; i++) ring[i] = w->ring[(w->ring_start + i) & (w->ring_cap - 1)];
+        PyMem_RawFree(w->ring);
+        w->ring = ring;
+        w->ring_cap = cap;
+        w->ring_start = 0;
+    }
+    Obs *o = &w->ring[(w->ring_start + w->ring_len) & (w->ring_cap - 1)];
+    o->time = time;
+    o->key = key;
+    o->caller = caller;
+    o->has_caller = (uint8_t)has_caller;
+    o->gone = 0;
+    w->ring_len++;
+    return 0;
+}
+
+static void core_free_ring(WindowCore *w) {
+    PyMem_RawFree(w->ring);
+    w->ring = NULL;
+    w->ring_cap = w->ring_start = w->ring_len = 0;
+    w->head = 0;
+    map_free(&w->callers);
+}
+
+static int WindowCore_init(WindowCore *self, PyObject *args, PyObject *kwds) {
+    if (BandIndex_init(&self->base, args, kwds) < 0) return -1;
+    core_free_ring(self);
+    return 0;
+}
+
+static void WindowCore_dealloc(WindowCore *self) {
+    core_free_ring(self);
+    BandIndex_dealloc(&self->base);
+}
+
+PyDoc_STRVAR(core_evict_doc,
+"evict(now, ttl, max_size)\n--\n\n"
+"Drop the oldest observations while more than max_size are held or (ttl > 0) the oldest\n"
+"is older than now - ttl; a text leaves with its last observation.");
+
+static PyObject *WindowCore_evict(WindowCore *w, PyObject *args) {
+    double now, ttl;
+    Py_ssize_t max_size;
+    if (!PyArg_ParseTuple(args, "ddn", &now, &ttl, &max_size)) return NULL;
+    int timed = ttl > 0;
+    double cutoff = now - ttl;
+    size_t limit = max_size < 0 ? 0 : (size_t)max_size;
+    while (w->ring_len && (w->ring_len > limit || (timed && w->ring[w->ring_start].time < cutoff))) {
+        Obs o = w->ring[w->ring_start];
+        w->ring_start = (w->ring_start + 1) & (w->ring_cap - 1);
+        w->ring_len--;
+        uint64_t seq = w->head++;
+        if (!o.gone && core_drop(w, o.key) < 0) return NULL;
+        if (o.has_caller) {
+            Py_ssize_t s = map_find(&w->callers, o.caller);
+            if (s >= 0 && w->callers.vals[s] == seq) map_delete_at(&w->callers, (size_t)s);
+        }
+    }
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(core_retire_doc,
+"retire(callers)\n--\n\n"
+"Release the observations of these caller keys now (their texts count one fewer).");
+
+static PyObject *WindowCore_retire(WindowCore *w, PyObject *arg) {
+    PyObject *seq = PySequence_Fast(arg, "callers must be a sequence of ints");
+    if (!seq) return NULL;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        uint64_t caller = PyLong_AsUnsignedLongLongMask(PySequence_Fast_GET_ITEM(seq, i));
+        if (caller == (uint64_t)-1 && PyErr_Occurred()) goto fail;
+        Py_ssize_t s = map_find(&w->callers, caller);
+        if (s >= 0 && core_release(w, w->callers.vals[s], caller) < 0) goto fail;
+    }
+    Py_DECREF(seq);
+    Py_RETURN_NONE;
+fail:
+    Py_DECREF(seq);
+    return NULL;
+}
+
+PyDoc_STRVAR(core_callers_doc,
+"callers(keys)\n--\n\n"
+"For the caller keys whose observation is held, the text key it holds (a dict).");
+
+static PyObject *WindowCore_callers(WindowCore *w, PyObject *arg) {
+    PyObject *seq = PySequence_Fast(arg, "keys must be a sequence of ints");
+    if (!seq) return NULL;
+    PyObject *out = PyDict_New();
+    if (!out) goto fail;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *item = PySequence_Fast_GET_ITEM(seq, i);
+        uint64_t caller = PyLong_AsUnsignedLongLongMask(item);
+        if (caller == (uint64_t)-1 && PyErr_Occurred()) goto fail;
+        Py_ssize_t s = map_find(&w->callers, caller);
+        if (s < 0) continue;
+        Obs *o = obs_at(w, w->callers.vals[s]);
+        if (o->gone) continue;
+        PyObject *key = PyLong_FromUnsignedLongLong(o->key);
+        if (!key) goto fail;
+        int rc = PyDict_SetItem(out, item, key);
+        Py_DECREF(key);
+        if (rc < 0) goto fail;
+    }
+    Py_DECREF(seq);
+    return out;
+fail:
+    Py_DECREF(seq);
+    Py_XDECREF(out);
+    return NULL;
+}
+
+PyDoc_STRVAR(core_add_doc,
+"add(observations, now)\n--\n\n"
+"Add observations, each (caller or None, text, cluster, first_seen, sig or None, bands):\n"
+"a new text takes the cluster, first-seen time, signature and band keys given; a caller\n"
+"key already held releases its earlier observation.");
+
+static PyObject *WindowCore_add(WindowCore *w, PyObject *args) {
+    PyObject *obs_obj;
+    double now;
+    if (!PyArg_ParseTuple(args, "Od", &obs_obj, &now)) return NULL;
+    PyObject *obs = PySequence_Fast(obs_obj, "observations must be a sequence");
+    if (!obs) return NULL;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(obs);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *row = PySequence_Fast_GET_ITEM(obs, i);
+        if (!PyTuple_Check(row) || PyTuple_GET_SIZE(row) != 6) {
+            PyErr_Format(PyExc_TypeError, "observation %zd is not a 6-tuple", i);
+            goto fail;
+        }
+        PyObject *caller_obj = PyTuple_GET_ITEM(row, 0);
+        int has_caller = caller_obj != Py_None;
+        uint64_t caller = 0;
+        if (has_caller) {
+            caller = PyLong_AsUnsignedLongLongMask(caller_obj);
+            if (caller == (uint64_t)-1 && PyErr_Occurred()) goto fail;
+        }
+        uint64_t text = PyLong_AsUnsignedLongLongMask(PyTuple_GET_ITEM(row, 1));
+        if (text == (uint64_t)-1 && PyErr_Occurred()) goto fail;
+        uint64_t cluster = PyLong_AsUnsignedLongLongMask(PyTuple_GET_ITEM(row, 2));
+        if (cluster == (uint64_t)-1 && PyErr_Occurred()) goto fail;
+        double first_seen = PyFloat_AsDouble(PyTuple_GET_ITEM(row, 3));
+        if (first_seen == -1.0 && PyErr_Occurred()) goto fail;
+        Text *t = text_insert(&w->base, text, PyTuple_GET_ITEM(row, 4), PyTuple_GET_ITEM(row, 5));
+        if (!t) goto fail;
+        if (t->count == 0) { /* new: a held text always counts one observation or more */
+            t->cluster = cluster;
+            t->first_seen = first_seen;
+        }
+        t->count++;
+        if (core_push(w, now, text, has_caller, caller) < 0) goto fail;
+        if (has_caller) {
+            uint64_t seq = w->head + w->ring_len - 1;
+            Py_ssize_t s = map_find(&w->callers, caller);
+            /* The id's earlier observation (in this batch: ids already held were retired). */
+            if (s >= 0 && core_release(w, w->callers.vals[s], caller) < 0) goto fail;
+            s = map_find(&w->callers, caller);
+            if (s >= 0)
+                w->callers.vals[s] = seq;
+            else if (map_insert_new(&w->callers, caller, seq) < 0)
+                goto fail;
+        }
+    }
+    Py_DECREF(obs);
+    Py_RETURN_NONE;
+fail:
+    Py_DECREF(obs);
+    return NULL;
+}
+
+/* A dict of the held texts among `keys`: HeldText records, or (with sig) plain tuples that
+ * also carry the signature as bytes (None without one). */
+static PyObject *core_records(WindowCore *w, PyObject *keys_obj, int with_sig) {
+    PyObject *it = PyObject_GetIter(keys_obj);
+    if (!it) return NULL;
+    PyObject *out = PyDict_New();
+    PyObject *item;
+    if (!out) goto fail;
+    while ((item = PyIter_Next(it))) {
+        uint64_t key = PyLong_AsUnsignedLongLongMask(item);
+        if (key == (uint64_t)-1 && PyErr_Occurred()) {
+            Py_DECREF(item);
+            goto fail;
+        }
+        Py_ssize_t s = map_find(&w->base.texts, key);
+        if (s < 0) {
+            Py_DECREF(item);
+            continue;
+        }
+        Text *t = (Text *)(uintptr_t)w->base.texts.vals[s];
+        PyObject *rec = with_sig ? PyTuple_New(4) : PyStructSequence_New(&HeldTextType);
+        PyObject *count = PyLong_FromLongLong(t->count);
+        PyObject *cluster = PyLong_FromUnsignedLongLong(t->cluster);
+        PyObject *first = PyFloat_FromDouble(t->first_seen);
+        PyObject *sig = NULL;
+        if (with_sig) {
+            if (t->has_sig) {
+                sig = PyBytes_FromStringAndSize((const char *)t->sig, w->base.width * (Py_ssize_t)sizeof(uint32_t));
+            } else {
+                sig = Py_None;
+                Py_INCREF(sig);
+            }
+        }
+        if (!rec || !count || !cluster || !first || (with_sig && !sig)) {
+            Py_XDECREF(rec);
+            Py_XDECREF(count);
+            Py_XDECREF(cluster);
+            Py_XDECREF(first);
+            Py_XDECREF(sig);
+            Py_DECREF(item);
+            goto fail;
+        }
+        if (with_sig) {
+            PyTuple_SET_ITEM(rec, 0, count);
+            PyTuple_SET_ITEM(rec, 1, cluster);
+            PyTuple_SET_ITEM(rec, 2, first);
+            PyTuple_SET_ITEM(rec, 3, sig);
+        } else {
+            PyStructSequence_SET_ITEM(rec, 0, count);
+            PyStructSequence_SET_ITEM(rec, 1, cluster);
+            PyStructSequence_SET_ITEM(rec, 2, first);
+        }
+        int rc = PyDict_SetItem(out, item, rec);
+        Py_DECREF(rec);
+        Py_DECREF(item);
+        if (rc < 0) goto fail;
+    }
+    if (PyErr_Occurred()) goto fail;
+    Py_DECREF(it);
+    return out;
+fail:
+    Py_DECREF(it);
+    Py_XDECREF(out);
+    return NULL;
+}
+
+PyDoc_STRVAR(core_held_doc,
+"held(keys)\n--\n\n"
+"The records (count, cluster, first_seen) of the held texts among the keys (any iterable).");
+
+static PyObject *WindowCore_held(WindowCore *w, PyObject *arg) { return core_records(w, arg, 0); }
+
+PyDoc_STRVAR(core_texts_doc,
+"texts(keys)\n--\n\n"
+"(count, cluster, first_seen, signature bytes or None) of the held texts among the keys.");
+
+static PyObject *WindowCore_texts(WindowCore *w, PyObject *arg) { return core_records(w, arg, 1); }
+
+static PyObject *WindowCore_clear(WindowCore *w, PyObject *Py_UNUSED(ignored)) {
+    core_free_ring(w);
+    free_contents(&w->base);
+    w->base.width = 0;
+    Py_RETURN_NONE;
+}
+
+static Py_ssize_t WindowCore_len(WindowCore *w) { return (Py_ssize_t)w->ring_len; }
+
+static PyObject *WindowCore_get_distinct(WindowCore *w, void *closure) {
+    return PyLong_FromSize_t(w->base.texts.len);
+}
+
+static PyMethodDef WindowCore_methods[] = {
+    {"evict", (PyCFunction)WindowCore_evict, METH_VARARGS, core_evict_doc},
+    {"retire", (PyCFunction)WindowCore_retire, METH_O, core_retire_doc},
+    {"callers", (PyCFunction)WindowCore_callers, METH_O, core_callers_doc},
+    {"add", (PyCFunction)WindowCore_add, METH_VARARGS, core_add_doc},
+    {"held", (PyCFunction)WindowCore_held, METH_O, core_held_doc},
+    {"texts", (PyCFunction)WindowCore_texts, METH_O, core_texts_doc},
+    {"clear", (PyCFunction)WindowCore_clear, METH_NOARGS, "clear()\n--\n\nForget every observation and text."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyObject *WindowCore_get_ids(WindowCore *w, void *closure) { return PyLong_FromSize_t(w->callers.len); }
+
+static PyGetSetDef WindowCore_getset[] = {
+    {"distinct_texts", (getter)WindowCore_get_distinct, NULL, "distinct texts held", NULL},
+    {"ids_held", (getter)WindowCore_get_ids, NULL, "caller keys held", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PySequenceMethods WindowCore_as_sequence = {
+    .sq_length = (lenfunc)WindowCore_len,
+};
+
+static PyTypeObject WindowCoreType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "zhenping.model.campaign._bands.WindowCore",
+    .tp_doc = PyDoc_STR("WindowCore(cap=64)\n--\n\n"
+                        "MemoryStore's state compiled: a BandIndex that also keeps the observations in\n"
+                        "arrival order, each text's count, cluster and first-seen time, and the caller\n"
+                        "keys. len() is the number of observations held."),
+    .tp_basicsize = sizeof(WindowCore),
+    .tp_itemsize = 0,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)WindowCore_init,
+    .tp_dealloc = (destructor)WindowCore_dealloc,
+    .tp_methods = WindowCore_methods,
+    .tp_getset = WindowCore_getset,
+    .tp_as_sequence = &WindowCore_as_sequence,
 };
 
 /* ------------------------------------------------------------ signing */
@@ -815,11 +1204,17 @@ static struct PyModuleDef bands_module = {
 
 PyMODINIT_FUNC PyInit__bands(void) {
     if (PyType_Ready(&BandIndexType) < 0) return NULL;
+    WindowCoreType.tp_base = &BandIndexType;
+    if (PyType_Ready(&WindowCoreType) < 0) return NULL;
+    if (HeldTextType.tp_name == NULL && PyStructSequence_InitType2(&HeldTextType, &held_desc) < 0) return NULL;
     PyObject *m = PyModule_Create(&bands_module);
     if (!m) return NULL;
     Py_INCREF(&BandIndexType);
-    if (PyModule_AddObject(m, "BandIndex", (PyObject *)&BandIndexType) < 0) {
-        Py_DECREF(&BandIndexType);
+    Py_INCREF(&WindowCoreType);
+    Py_INCREF(&HeldTextType);
+    if (PyModule_AddObject(m, "BandIndex", (PyObject *)&BandIndexType) < 0 ||
+        PyModule_AddObject(m, "WindowCore", (PyObject *)&WindowCoreType) < 0 ||
+        PyModule_AddObject(m, "HeldText", (PyObject *)&HeldTextType) < 0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -41,7 +41,7 @@ import threading
 import time
 import unicodedata
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from itertools import chain
@@ -51,9 +51,9 @@ import numpy as np
 
 from zhenping.model.campaign.config import WindowConfig
 
-try:  # the band table and signing compiled (model/campaign/_bands.c); absent where the build had no C compiler
+try:  # the window's state and signing compiled (model/campaign/_bands.c); absent where the build had no C compiler
     from zhenping.model.campaign import _bands as _compiled
-    from zhenping.model.campaign._bands import BandIndex as _CompiledIndex
+    from zhenping.model.campaign._bands import WindowCore as _CompiledIndex
 except ImportError:  # pragma: no cover - depends on the build
     _compiled = _CompiledIndex = None
 
@@ -495,11 +495,12 @@ class MemoryStore:
     Not thread-safe by itself: :class:`DuplicateWindow` serialises access.
 
     Args:
-        index: where signatures and band buckets live: ``"compiled"`` (the C table of
-            ``model/campaign/_bands.c``: near copies found in one call per request,
-            nothing for the garbage collector to track), ``"python"`` (dicts and
-            sets), or ``"auto"`` (the default: compiled where it was built). The two
-            give the same answers.
+        index: where the window's state lives: ``"compiled"`` (``WindowCore`` of
+            ``model/campaign/_bands.c``: observations, text records, caller keys,
+            signatures and band buckets; near copies found in one call per request,
+            no Python object per comment), ``"python"`` (deques, dicts and sets), or
+            ``"auto"`` (the default: compiled where it was built). The two give the
+            same answers.
     """
 
     backend = "memory"
@@ -509,10 +510,10 @@ class MemoryStore:
         if index not in ("auto", "compiled", "python"):
             raise ValueError(f"index must be 'auto', 'compiled' or 'python', not {index!r}")
         if index == "compiled" and _CompiledIndex is None:
-            raise RuntimeError("the compiled band table (zhenping.model.campaign._bands) was not built: "
+            raise RuntimeError("the compiled window (zhenping.model.campaign._bands) was not built: "
                                "reinstall with a C compiler present, or use index='python'")
-        self._index = _CompiledIndex(BAND_TEXTS) if index != "python" and _CompiledIndex is not None else None
-        self.index = "python" if self._index is None else "compiled"
+        self._core = _CompiledIndex(BAND_TEXTS) if index != "python" and _CompiledIndex is not None else None
+        self.index = "python" if self._core is None else "compiled"
         # Observations in arrival order, one entry each in three parallel deques. An observation's
         # sequence number counts from the first one ever added; the oldest held is number _head.
         self._times: deque[float] = deque()
@@ -523,13 +524,28 @@ class MemoryStore:
         self._texts: dict[int, _Text] = {}
         self._bands: dict[int, int | set[int]] = {}
         self._callers: dict[int, int] = {}  # caller key -> sequence number of its observation
+        if self._core is not None:  # every call goes to the compiled window
+            core = self._core
+            self.evict = core.evict
+            self.retire = core.retire
+            self.callers = core.callers
+            self.band_members = core.members
+            self.held = core.held
+            self.add = core.add
+            self.near_many = core.near_many
+            self.bucket_sizes = core.bucket_sizes
 
     def __len__(self) -> int:
-        return len(self._times)
+        return len(self._times) if self._core is None else len(self._core)
 
     @property
     def distinct_texts(self) -> int:
-        return len(self._texts)
+        return len(self._texts) if self._core is None else self._core.distinct_texts
+
+    @property
+    def ids_held(self) -> int:
+        """Caller keys with an observation in the window."""
+        return len(self._callers) if self._core is None else self._core.ids_held
 
     def clear(self) -> None:
         self._times.clear()
@@ -540,25 +556,24 @@ class MemoryStore:
         self._texts.clear()
         self._bands.clear()
         self._callers.clear()
-        if self._index is not None:
-            self._index.clear()
+        if self._core is not None:
+            self._core.clear()
 
     @property
     def finds_near(self) -> bool:
-        """Whether :meth:`near_many` answers (the compiled table); else the window
+        """Whether :meth:`near_many` answers (the compiled window); else the window
         compares candidates from :meth:`band_members` and :meth:`texts` itself."""
-        return self._index is not None
+        return self._core is not None
 
     def near_many(self, keys: Sequence[int], sigs: Sequence[np.ndarray | None],
                   bands: Sequence[tuple[int, ...]], min_equal: int) -> list[set[int]]:
         """For each text (key, signature, band keys), the held texts sharing a band
-        with it whose signatures agree in ``min_equal`` values or more."""
-        return self._index.near_many(keys, sigs, bands, min_equal)
+        with it whose signatures agree in ``min_equal`` values or more (the compiled
+        window only)."""
+        raise RuntimeError("near_many needs the compiled window; this store keeps it in Python")
 
     def bucket_sizes(self) -> list[int]:
         """Texts in each band bucket held, one number per band key."""
-        if self._index is not None:
-            return self._index.bucket_sizes()
         return [len(m) if isinstance(m, set) else 1 for m in self._bands.values()]
 
     def _drop(self, text: int) -> None:
@@ -567,9 +582,6 @@ class MemoryStore:
         rec.count -= 1
         if rec.count <= 0:
             del self._texts[text]
-            if self._index is not None:
-                self._index.remove(text)
-                return
             table = self._bands
             for band in rec.bands:
                 members = table.get(band)
@@ -620,8 +632,6 @@ class MemoryStore:
         return out
 
     def band_members(self, bands: Sequence[int]) -> dict[int, set[int]]:
-        if self._index is not None:
-            return self._index.members(bands)
         table = self._bands
         out = {}
         for band in table.keys() & bands:  # most bands of a request are in no other text
@@ -630,27 +640,29 @@ class MemoryStore:
             out[band] = members if isinstance(members, set) else {members}
         return out
 
-    def texts(self, keys: Sequence[int], signatures: bool = True) -> dict[int, TextRecord]:
-        """The records of the given text keys held (``signatures=False``: ``sig`` left
-        ``None``, for a caller that compares through :meth:`near_many`)."""
+    def texts(self, keys: Sequence[int]) -> dict[int, TextRecord]:
+        if self._core is not None:
+            return {key: TextRecord(*rec) for key, rec in self._core.texts(keys).items()}
         out = {}
-        index = self._index
         for key in keys:
             rec = self._texts.get(key)
             if rec is not None:
-                sig = rec.sig if index is None else index.signature(key) if signatures else None
-                out[key] = TextRecord(rec.count, rec.cluster, rec.first_seen, sig)
+                out[key] = TextRecord(rec.count, rec.cluster, rec.first_seen, rec.sig)
         return out
 
+    def held(self, keys: Iterable[int]) -> dict:
+        """The store's own records (``count``, ``cluster``, ``first_seen``) of the given text
+        keys held, not copies: for the window, which reads them under its lock before it adds
+        anything."""
+        texts = self._texts
+        return {key: rec for key in keys if (rec := texts.get(key)) is not None}
+
     def add(self, observations: Sequence[NewObservation], now: float) -> None:
-        texts, table, callers, index = self._texts, self._bands, self._callers, self._index
+        texts, table, callers = self._texts, self._bands, self._callers
         times, keys, ids = self._times, self._keys, self._ids
         for caller, text, cluster, first_seen, sig, bands in observations:
             rec = texts.get(text)
-            if rec is None and index is not None:  # signature and bands kept by the compiled table
-                rec = texts[text] = _Text(cluster, first_seen, None, ())
-                index.insert(text, sig, bands)
-            elif rec is None:
+            if rec is None:
                 rec = texts[text] = _Text(cluster, first_seen, None if sig is None else sig.tobytes(), bands)
                 if table.keys().isdisjoint(bands):  # most bands are in no other text
                     table.update(dict.fromkeys(bands, text))
@@ -878,7 +890,7 @@ class DuplicateWindow:
             found_sets = store.near_many(distinct, [sigs[key] for key in distinct],
                                          [bands[key] for key in distinct], self._min_equal)
             near = dict(zip(distinct, found_sets))
-            records = store.texts(list(set(distinct).union(*found_sets)), signatures=False)
+            records = store.held(set(distinct).union(*found_sets))
         else:
             near, records = self._near_in_window(distinct, sigs, bands, all_bands)
         # Near duplicates inside the request, by the same banding: only where two

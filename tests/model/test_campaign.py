@@ -224,7 +224,7 @@ def test_window_evicts_by_age_and_forgets_everything_it_indexed():
     window.evict()
     assert len(window) == 0
     store = window.store
-    assert store.distinct_texts == 0 and not store.bucket_sizes() and not store._callers  # nothing left behind
+    assert store.distinct_texts == 0 and not store.bucket_sizes() and store.ids_held == 0  # nothing left behind
 
 
 def test_a_comment_seen_again_under_its_id_is_not_counted_twice_and_an_edit_replaces_it():
@@ -575,6 +575,7 @@ def test_memory_store_columns_match_a_list_of_observations(index):
         assert store.distinct_texts == len(counts), step
         assert {k: r.count for k, r in store.texts(list(range(30))).items()} == dict(counts), step
         assert store.callers(list(range(25))) == {c: obs["text"] for c, obs in mapped.items()}, step
+        assert store.ids_held == len(mapped), step
         expected_bands: dict[int, set[int]] = {}
         for text in counts:
             for band in bands_of[text]:

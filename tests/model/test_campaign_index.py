@@ -245,3 +245,13 @@ def test_compiled_signing_refuses_bad_input():
         _bands.minhash(["好听"], 2, a, a[:2])
     with pytest.raises(ValueError, match="bands x rows must fit"):
         _bands.local_bands(a, 1, 4, 3, 2, np.zeros(3, dtype=np.uint64))
+
+
+def test_window_core_refuses_a_malformed_observation():
+    from zhenping.model.campaign._bands import WindowCore
+
+    core = WindowCore()
+    with pytest.raises(TypeError, match="observation 1 is not a 6-tuple"):
+        core.add([(None, 1, 1, 0.0, None, ()), (None, 2)], 5.0)
+    assert len(core) == 1 and core.distinct_texts == 1  # the rows before it are in
+    assert core.held([1, 2]) == {1: (1, 1, 0.0)} and core.held([1])[1].first_seen == 0.0
