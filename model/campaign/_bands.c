@@ -24,13 +24,19 @@
 
 /* ------------------------------------------------------------ a uint64 -> uint64 map */
 
-/* Open addressing, linear probing, backward-shift deletion (no tombstones). */
+/* Open addressing, linear probing, backward-shift deletion (no tombstones). Key and value sit
+ * side by side, so a lookup at a full window (millions of slots, far beyond the CPU's caches)
+ * usually reads one cache line. Key 0 marks an empty slot; a real key 0 lives in the extra slot
+ * at index `cap` (`has_zero`). */
 typedef struct {
-    uint64_t *keys;
-    uint64_t *vals;
-    uint8_t *used;
-    size_t cap; /* a power of two, or 0 */
+    uint64_t key, val;
+} Slot;
+
+typedef struct {
+    Slot *slots; /* cap + 1 of them, or NULL */
+    size_t cap;  /* a power of two, or 0 */
     size_t len;
+    int has_zero;
 } Map;
 
 static inline uint64_t mix64(uint64_t x) {
@@ -42,52 +48,48 @@ static inline uint64_t mix64(uint64_t x) {
     return x;
 }
 
+/* Slots to visit when iterating (used ones by map_used). */
+static inline size_t map_span(const Map *m) { return m->cap ? m->cap + 1 : 0; }
+
+static inline int map_used(const Map *m, size_t i) { return i < m->cap ? m->slots[i].key != 0 : m->has_zero; }
+
 static void map_free(Map *m) {
-    PyMem_RawFree(m->keys);
-    PyMem_RawFree(m->vals);
-    PyMem_RawFree(m->used);
-    m->keys = m->vals = NULL;
-    m->used = NULL;
+    PyMem_RawFree(m->slots);
+    m->slots = NULL;
     m->cap = m->len = 0;
+    m->has_zero = 0;
 }
 
 /* Index of key's slot, or -1. */
 static inline Py_ssize_t map_find(const Map *m, uint64_t key) {
     if (!m->cap) return -1;
+    if (key == 0) return m->has_zero ? (Py_ssize_t)m->cap : -1;
     size_t mask = m->cap - 1, i = mix64(key) & mask;
-    while (m->used[i]) {
-        if (m->keys[i] == key) return (Py_ssize_t)i;
+    for (;;) {
+        uint64_t k = m->slots[i].key;
+        if (k == key) return (Py_ssize_t)i;
+        if (k == 0) return -1;
         i = (i + 1) & mask;
     }
-    return -1;
 }
 
 static int map_resize(Map *m, size_t cap) {
-    uint64_t *keys = PyMem_RawMalloc(cap * sizeof(uint64_t));
-    uint64_t *vals = PyMem_RawMalloc(cap * sizeof(uint64_t));
-    uint8_t *used = PyMem_RawCalloc(cap, 1);
-    if (!keys || !vals || !used) {
-        PyMem_RawFree(keys);
-        PyMem_RawFree(vals);
-        PyMem_RawFree(used);
+    Slot *slots = PyMem_RawCalloc(cap + 1, sizeof(Slot));
+    if (!slots) {
         PyErr_NoMemory();
         return -1;
     }
     size_t mask = cap - 1;
     for (size_t j = 0; j < m->cap; j++) {
-        if (!m->used[j]) continue;
-        size_t i = mix64(m->keys[j]) & mask;
-        while (used[i]) i = (i + 1) & mask;
-        used[i] = 1;
-        keys[i] = m->keys[j];
-        vals[i] = m->vals[j];
+        uint64_t k = m->slots[j].key;
+        if (k == 0) continue;
+        size_t i = mix64(k) & mask;
+        while (slots[i].key) i = (i + 1) & mask;
+        slots[i] = m->slots[j];
     }
-    PyMem_RawFree(m->keys);
-    PyMem_RawFree(m->vals);
-    PyMem_RawFree(m->used);
-    m->keys = keys;
-    m->vals = vals;
-    m->used = used;
+    if (m->has_zero) slots[cap] = m->slots[m->cap];
+    PyMem_RawFree(m->slots);
+    m->slots = slots;
     m->cap = cap;
     return 0;
 }
@@ -97,31 +99,41 @@ static Py_ssize_t map_insert_new(Map *m, uint64_t key, uint64_t val) {
     if ((m->len + 1) * 10 > m->cap * 7) {
         if (map_resize(m, m->cap ? m->cap * 2 : 64) < 0) return -1;
     }
-    size_t mask = m->cap - 1, i = mix64(key) & mask;
-    while (m->used[i]) i = (i + 1) & mask;
-    m->used[i] = 1;
-    m->keys[i] = key;
-    m->vals[i] = val;
     m->len++;
+    if (key == 0) {
+        m->has_zero = 1;
+        m->slots[m->cap].key = 0;
+        m->slots[m->cap].val = val;
+        return (Py_ssize_t)m->cap;
+    }
+    size_t mask = m->cap - 1, i = mix64(key) & mask;
+    while (m->slots[i].key) i = (i + 1) & mask;
+    m->slots[i].key = key;
+    m->slots[i].val = val;
     return (Py_ssize_t)i;
 }
 
 /* Empty slot i, moving later entries of its probe run back (backward-shift deletion). */
 static void map_delete_at(Map *m, size_t i) {
+    m->len--;
+    if (i == m->cap) {
+        m->has_zero = 0;
+        return;
+    }
     size_t mask = m->cap - 1, j = i;
     for (;;) {
         j = (j + 1) & mask;
-        if (!m->used[j]) break;
-        size_t home = mix64(m->keys[j]) & mask;
+        uint64_t k = m->slots[j].key;
+        if (k == 0) break;
+        size_t home = mix64(k) & mask;
         /* Entry j may fill the hole at i when its home is not cyclically in (i, j]. */
         int stays = (i <= j) ? (i < home && home <= j) : (i < home || home <= j);
         if (stays) continue;
-        m->keys[i] = m->keys[j];
-        m->vals[i] = m->vals[j];
+        m->slots[i] = m->slots[j];
         i = j;
     }
-    m->used[i] = 0;
-    m->len--;
+    m->slots[i].key = 0;
+    m->slots[i].val = 0;
 }
 
 /* ------------------------------------------------------------ texts and buckets */
@@ -158,10 +170,10 @@ typedef struct {
 } BandIndex;
 
 static void free_contents(BandIndex *self) {
-    for (size_t i = 0; i < self->texts.cap; i++)
-        if (self->texts.used[i]) PyMem_RawFree((void *)(uintptr_t)self->texts.vals[i]);
-    for (size_t i = 0; i < self->multi.cap; i++)
-        if (self->multi.used[i]) PyMem_RawFree((void *)(uintptr_t)self->multi.vals[i]);
+    for (size_t i = 0; i < map_span(&self->texts); i++)
+        if (map_used(&self->texts, i)) PyMem_RawFree((void *)(uintptr_t)self->texts.slots[i].val);
+    for (size_t i = 0; i < map_span(&self->multi); i++)
+        if (map_used(&self->multi, i)) PyMem_RawFree((void *)(uintptr_t)self->multi.slots[i].val);
     map_free(&self->texts);
     map_free(&self->single);
     map_free(&self->multi);
@@ -231,58 +243,58 @@ static Py_ssize_t read_bands(PyObject *obj, uint64_t *out, Py_ssize_t max) {
 #define MAX_BANDS 1024
 
 static int bucket_add(BandIndex *self, uint64_t band, uint64_t text) {
-    Py_ssize_t s = map_find(&self->multi, band);
+    /* Buckets of one first: most band keys are in no other text. */
+    Py_ssize_t s = map_find(&self->single, band);
     if (s >= 0) {
-        Bucket *b = (Bucket *)(uintptr_t)self->multi.vals[s];
-        if (b->n >= self->cap) return 0; /* full: takes no new text */
-        for (uint32_t k = 0; k < b->n; k++)
-            if (b->items[k] == text) return 0;
-        if (b->n == b->cap) {
-            uint32_t ncap = b->cap * 2 < self->cap ? b->cap * 2 : self->cap;
-            Bucket *nb = PyMem_RawRealloc(b, sizeof(Bucket) + ncap * sizeof(uint64_t));
-            if (!nb) {
-                PyErr_NoMemory();
-                return -1;
-            }
-            nb->cap = ncap;
-            b = nb;
-            self->multi.vals[s] = (uint64_t)(uintptr_t)b;
+        uint64_t other = self->single.slots[s].val;
+        if (other == text || self->cap < 2) return 0;
+        uint32_t bcap = self->cap < 4 ? self->cap : 4;
+        Bucket *b = PyMem_RawMalloc(sizeof(Bucket) + bcap * sizeof(uint64_t));
+        if (!b) {
+            PyErr_NoMemory();
+            return -1;
         }
-        b->items[b->n++] = text;
+        b->n = 2;
+        b->cap = bcap;
+        b->items[0] = other;
+        b->items[1] = text;
+        if (map_insert_new(&self->multi, band, (uint64_t)(uintptr_t)b) < 0) {
+            PyMem_RawFree(b);
+            return -1;
+        }
+        map_delete_at(&self->single, (size_t)s);
         return 0;
     }
-    s = map_find(&self->single, band);
+    s = map_find(&self->multi, band);
     if (s < 0) return map_insert_new(&self->single, band, text) < 0 ? -1 : 0;
-    uint64_t other = self->single.vals[s];
-    if (other == text) return 0;
-    if (self->cap < 2) return 0;
-    uint32_t bcap = self->cap < 4 ? self->cap : 4;
-    Bucket *b = PyMem_RawMalloc(sizeof(Bucket) + bcap * sizeof(uint64_t));
-    if (!b) {
-        PyErr_NoMemory();
-        return -1;
+    Bucket *b = (Bucket *)(uintptr_t)self->multi.slots[s].val;
+    if (b->n >= self->cap) return 0; /* full: takes no new text */
+    for (uint32_t k = 0; k < b->n; k++)
+        if (b->items[k] == text) return 0;
+    if (b->n == b->cap) {
+        uint32_t ncap = b->cap * 2 < self->cap ? b->cap * 2 : self->cap;
+        Bucket *nb = PyMem_RawRealloc(b, sizeof(Bucket) + ncap * sizeof(uint64_t));
+        if (!nb) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        nb->cap = ncap;
+        b = nb;
+        self->multi.slots[s].val = (uint64_t)(uintptr_t)b;
     }
-    b->n = 2;
-    b->cap = bcap;
-    b->items[0] = other;
-    b->items[1] = text;
-    if (map_insert_new(&self->multi, band, (uint64_t)(uintptr_t)b) < 0) {
-        PyMem_RawFree(b);
-        return -1;
-    }
-    map_delete_at(&self->single, (size_t)s);
+    b->items[b->n++] = text;
     return 0;
 }
 
 static int bucket_remove(BandIndex *self, uint64_t band, uint64_t text) {
     Py_ssize_t s = map_find(&self->single, band);
     if (s >= 0) {
-        if (self->single.vals[s] == text) map_delete_at(&self->single, (size_t)s);
+        if (self->single.slots[s].val == text) map_delete_at(&self->single, (size_t)s);
         return 0;
     }
     s = map_find(&self->multi, band);
     if (s < 0) return 0;
-    Bucket *b = (Bucket *)(uintptr_t)self->multi.vals[s];
+    Bucket *b = (Bucket *)(uintptr_t)self->multi.slots[s].val;
     for (uint32_t k = 0; k < b->n; k++) {
         if (b->items[k] != text) continue;
         b->items[k] = b->items[--b->n];
@@ -308,7 +320,7 @@ PyDoc_STRVAR(insert_doc,
  * its buckets; NULL with an exception set on bad input or no memory. */
 static Text *text_insert(BandIndex *self, uint64_t key, PyObject *sig_obj, PyObject *bands_obj) {
     Py_ssize_t s = map_find(&self->texts, key);
-    if (s >= 0) return (Text *)(uintptr_t)self->texts.vals[s];
+    if (s >= 0) return (Text *)(uintptr_t)self->texts.slots[s].val;
     uint64_t bands[MAX_BANDS];
     Py_ssize_t nb = read_bands(bands_obj, bands, MAX_BANDS);
     if (nb < 0) return NULL;
@@ -347,7 +359,7 @@ static Text *text_insert(BandIndex *self, uint64_t key, PyObject *sig_obj, PyObj
 static int text_remove(BandIndex *self, uint64_t key) {
     Py_ssize_t s = map_find(&self->texts, key);
     if (s < 0) return 0;
-    Text *t = (Text *)(uintptr_t)self->texts.vals[s];
+    Text *t = (Text *)(uintptr_t)self->texts.slots[s].val;
     map_delete_at(&self->texts, (size_t)s);
     int rc = 0;
     for (uint32_t i = 0; i < t->nbands && rc == 0; i++) rc = bucket_remove(self, t->bands[i], key);
@@ -423,13 +435,13 @@ static int near_one(BandIndex *self, uint64_t key, const uint32_t *sig, const ui
         uint64_t one;
         Py_ssize_t s = map_find(&self->single, bands[i]);
         if (s >= 0) {
-            one = self->single.vals[s];
+            one = self->single.slots[s].val;
             items = &one;
             n = 1;
         } else {
             s = map_find(&self->multi, bands[i]);
             if (s < 0) continue;
-            Bucket *b = (Bucket *)(uintptr_t)self->multi.vals[s];
+            Bucket *b = (Bucket *)(uintptr_t)self->multi.slots[s].val;
             items = b->items;
             n = b->n;
         }
@@ -438,7 +450,7 @@ static int near_one(BandIndex *self, uint64_t key, const uint32_t *sig, const ui
             if (!seen_add(self, cand)) continue;
             Py_ssize_t ts = map_find(&self->texts, cand);
             if (ts < 0) continue;
-            const Text *held = (const Text *)(uintptr_t)self->texts.vals[ts];
+            const Text *held = (const Text *)(uintptr_t)self->texts.slots[ts].val;
             if (!held->has_sig) continue;
             const uint32_t *other = held->sig;
             Py_ssize_t equal = 0;
@@ -527,13 +539,13 @@ static PyObject *BandIndex_members(BandIndex *self, PyObject *arg) {
         uint64_t one;
         Py_ssize_t s = map_find(&self->single, band);
         if (s >= 0) {
-            one = self->single.vals[s];
+            one = self->single.slots[s].val;
             items = &one;
             count = 1;
         } else {
             s = map_find(&self->multi, band);
             if (s < 0) continue;
-            Bucket *b = (Bucket *)(uintptr_t)self->multi.vals[s];
+            Bucket *b = (Bucket *)(uintptr_t)self->multi.slots[s].val;
             items = b->items;
             count = b->n;
         }
@@ -567,8 +579,8 @@ PyDoc_STRVAR(bucket_sizes_doc,
 static PyObject *BandIndex_bucket_sizes(BandIndex *self, PyObject *Py_UNUSED(ignored)) {
     PyObject *out = PyList_New(0);
     if (!out) return NULL;
-    for (size_t i = 0; i < self->single.cap; i++) {
-        if (!self->single.used[i]) continue;
+    for (size_t i = 0; i < map_span(&self->single); i++) {
+        if (!map_used(&self->single, i)) continue;
         PyObject *one = PyLong_FromLong(1);
         if (!one || PyList_Append(out, one) < 0) {
             Py_XDECREF(one);
@@ -577,9 +589,9 @@ static PyObject *BandIndex_bucket_sizes(BandIndex *self, PyObject *Py_UNUSED(ign
         }
         Py_DECREF(one);
     }
-    for (size_t i = 0; i < self->multi.cap; i++) {
-        if (!self->multi.used[i]) continue;
-        PyObject *c = PyLong_FromUnsignedLong(((Bucket *)(uintptr_t)self->multi.vals[i])->n);
+    for (size_t i = 0; i < map_span(&self->multi); i++) {
+        if (!map_used(&self->multi, i)) continue;
+        PyObject *c = PyLong_FromUnsignedLong(((Bucket *)(uintptr_t)self->multi.slots[i].val)->n);
         if (!c || PyList_Append(out, c) < 0) {
             Py_XDECREF(c);
             Py_DECREF(out);
@@ -600,7 +612,7 @@ static PyObject *BandIndex_signature(BandIndex *self, PyObject *arg) {
     if (key == (uint64_t)-1 && PyErr_Occurred()) return NULL;
     Py_ssize_t s = map_find(&self->texts, key);
     if (s < 0) Py_RETURN_NONE;
-    Text *t = (Text *)(uintptr_t)self->texts.vals[s];
+    Text *t = (Text *)(uintptr_t)self->texts.slots[s].val;
     if (!t->has_sig) Py_RETURN_NONE;
     return PyBytes_FromStringAndSize((const char *)t->sig, self->width * (Py_ssize_t)sizeof(uint32_t));
 }
@@ -699,7 +711,7 @@ static inline Obs *obs_at(WindowCore *w, uint64_t seq) {
 static int core_drop(WindowCore *w, uint64_t key) {
     Py_ssize_t s = map_find(&w->base.texts, key);
     if (s < 0) return 0;
-    Text *t = (Text *)(uintptr_t)w->base.texts.vals[s];
+    Text *t = (Text *)(uintptr_t)w->base.texts.slots[s].val;
     if (--t->count <= 0) return text_remove(&w->base, key);
     return 0;
 }
@@ -712,7 +724,7 @@ static int core_release(WindowCore *w, uint64_t seq, uint64_t caller) {
         if (core_drop(w, o->key) < 0) return -1;
     }
     Py_ssize_t s = map_find(&w->callers, caller);
-    if (s >= 0 && w->callers.vals[s] == seq) map_delete_at(&w->callers, (size_t)s);
+    if (s >= 0 && w->callers.slots[s].val == seq) map_delete_at(&w->callers, (size_t)s);
     return 0;
 }
 
@@ -779,7 +791,7 @@ static PyObject *WindowCore_evict(WindowCore *w, PyObject *args) {
         if (!o.gone && core_drop(w, o.key) < 0) return NULL;
         if (o.has_caller) {
             Py_ssize_t s = map_find(&w->callers, o.caller);
-            if (s >= 0 && w->callers.vals[s] == seq) map_delete_at(&w->callers, (size_t)s);
+            if (s >= 0 && w->callers.slots[s].val == seq) map_delete_at(&w->callers, (size_t)s);
         }
     }
     Py_RETURN_NONE;
@@ -797,7 +809,7 @@ static PyObject *WindowCore_retire(WindowCore *w, PyObject *arg) {
         uint64_t caller = PyLong_AsUnsignedLongLongMask(PySequence_Fast_GET_ITEM(seq, i));
         if (caller == (uint64_t)-1 && PyErr_Occurred()) goto fail;
         Py_ssize_t s = map_find(&w->callers, caller);
-        if (s >= 0 && core_release(w, w->callers.vals[s], caller) < 0) goto fail;
+        if (s >= 0 && core_release(w, w->callers.slots[s].val, caller) < 0) goto fail;
     }
     Py_DECREF(seq);
     Py_RETURN_NONE;
@@ -822,7 +834,7 @@ static PyObject *WindowCore_callers(WindowCore *w, PyObject *arg) {
         if (caller == (uint64_t)-1 && PyErr_Occurred()) goto fail;
         Py_ssize_t s = map_find(&w->callers, caller);
         if (s < 0) continue;
-        Obs *o = obs_at(w, w->callers.vals[s]);
+        Obs *o = obs_at(w, w->callers.slots[s].val);
         if (o->gone) continue;
         PyObject *key = PyLong_FromUnsignedLongLong(o->key);
         if (!key) goto fail;
@@ -882,10 +894,10 @@ static PyObject *WindowCore_add(WindowCore *w, PyObject *args) {
             uint64_t seq = w->head + w->ring_len - 1;
             Py_ssize_t s = map_find(&w->callers, caller);
             /* The id's earlier observation (in this batch: ids already held were retired). */
-            if (s >= 0 && core_release(w, w->callers.vals[s], caller) < 0) goto fail;
+            if (s >= 0 && core_release(w, w->callers.slots[s].val, caller) < 0) goto fail;
             s = map_find(&w->callers, caller);
             if (s >= 0)
-                w->callers.vals[s] = seq;
+                w->callers.slots[s].val = seq;
             else if (map_insert_new(&w->callers, caller, seq) < 0)
                 goto fail;
         }
@@ -916,7 +928,7 @@ static PyObject *core_records(WindowCore *w, PyObject *keys_obj, int with_sig) {
             Py_DECREF(item);
             continue;
         }
-        Text *t = (Text *)(uintptr_t)w->base.texts.vals[s];
+        Text *t = (Text *)(uintptr_t)w->base.texts.slots[s].val;
         PyObject *rec = with_sig ? PyTuple_New(4) : PyStructSequence_New(&HeldTextType);
         PyObject *count = PyLong_FromLongLong(t->count);
         PyObject *cluster = PyLong_FromUnsignedLongLong(t->cluster);

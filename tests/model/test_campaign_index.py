@@ -255,3 +255,22 @@ def test_window_core_refuses_a_malformed_observation():
         core.add([(None, 1, 1, 0.0, None, ()), (None, 2)], 5.0)
     assert len(core) == 1 and core.distinct_texts == 1  # the rows before it are in
     assert core.held([1, 2]) == {1: (1, 1, 0.0)} and core.held([1])[1].first_seen == 0.0
+
+
+def test_key_zero_is_a_key_like_any_other():
+    # Zero marks an empty slot inside the compiled maps; a text, band or caller key of 0 is held apart.
+    from zhenping.model.campaign._bands import BandIndex, WindowCore
+
+    index = BandIndex()
+    sig = np.arange(16, dtype=np.uint32)
+    index.insert(0, sig, (0, 5))
+    index.insert(3, sig, (0,))
+    assert index.members([0, 5]) == {0: {0, 3}, 5: {0}} and len(index) == 2
+    assert index.near_many([9], [sig], [(0,)], 16) == [{0, 3}]
+    index.remove(0)
+    assert index.members([0, 5]) == {0: {3}} and index.signature(0) is None
+    core = WindowCore()
+    core.add([(0, 0, 0, 1.0, sig, (0,)), (0, 7, 7, 2.0, sig, (0,))], 2.0)  # caller 0 posts twice: the first leaves
+    assert core.callers([0]) == {0: 7} and core.held([0, 7]) == {7: (1, 7, 2.0)}
+    core.evict(100.0, 0.0, 0)
+    assert len(core) == 0 and core.distinct_texts == 0 and core.ids_held == 0 and core.bucket_sizes() == []
