@@ -147,6 +147,20 @@ def result_fields(result: CampaignResult, clusters: dict | None = None, times: d
     return out
 
 
+def campaign_info(detector: CampaignDetector | None) -> dict | None:
+    """``/info``'s ``campaign`` block: where the duplicate window lives and how full it is."""
+    if detector is None:
+        return None
+    window = detector.window
+    store = window.store
+    try:
+        held = len(window)
+    except WindowUnavailable:  # a shared window that cannot be reached: /info still answers
+        held = None
+    return {"store": window.backend, "core": getattr(store, "index", None), "comments_held": held,
+            "max_size": window.config.max_size, "ttl_seconds": window.config.ttl_seconds}
+
+
 def epoch_seconds(when: datetime | None) -> float | None:
     """Seconds since the epoch of a request's ``posted_at``; naive times are UTC."""
     if when is None:

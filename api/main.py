@@ -27,7 +27,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from zhenping.api.auth import require_api_key
 from zhenping.api.batcher import QueueFull, ShuttingDown
-from zhenping.api.campaign import RANK_PATHS, build_detector, campaign_fields, score_with_window_pass
+from zhenping.api.campaign import RANK_PATHS, build_detector, campaign_fields, campaign_info, score_with_window_pass
 from zhenping.api.campaign import router as rank_router
 from zhenping.api.deps import ScoreBody, ServiceDep, comment_texts, not_ready_error
 from zhenping.api.errors import ApiError, CatchAllMiddleware, install_error_handlers
@@ -412,6 +412,7 @@ def _add_routes(app: FastAPI) -> None:
                 "hits": service.cache.hits,
                 "misses": service.cache.misses,
             },
+            "campaign": campaign_info(request.app.state.campaign),
             "version": _package_version(),
         }
 

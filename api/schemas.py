@@ -221,6 +221,19 @@ class CacheInfo(BaseModel):
     misses: int
 
 
+class CampaignInfo(BaseModel):
+    """Campaign detection's duplicate window."""
+
+    store: str = Field(description="Where the window lives: `memory` (this process) or `redis` (shared).")
+    core: str | None = Field(description="For an in-process window: `compiled` (the C core built at install) "
+                                         "or `python` (no C compiler at install: the same answers, slower); "
+                                         "null for a shared window.")
+    comments_held: int | None = Field(description="Comments in the window now; null when a shared window "
+                                                  "cannot be reached.")
+    max_size: int = Field(description="Comments the window holds at most (ZHENPING_DUP_WINDOW_SIZE).")
+    ttl_seconds: float = Field(description="How long a comment stays at most (ZHENPING_DUP_TTL_SECONDS).")
+
+
 class Info(BaseModel):
     """What this server runs and with which limits."""
 
@@ -235,6 +248,7 @@ class Info(BaseModel):
     limits: Limits
     batching: Batching
     cache: CacheInfo
+    campaign: CampaignInfo | None = Field(None, description="Campaign detection's window; null when it is off.")
     version: str = Field(description="zhenping package version.")
 
 

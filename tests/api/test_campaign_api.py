@@ -430,6 +430,9 @@ def test_replicas_share_one_window_through_redis(redis_client, redis_url):
     assert found["authors"][0]["comments"] == 2
     assert seen["duplicates"]["exact_count"] == 2
     assert redis_client.zcard("test:api:order") == 3
+    with TestClient(make_app(**settings)) as replica_c:
+        info = replica_c.get("/info").json()["campaign"]
+    assert (info["store"], info["core"], info["comments_held"]) == ("redis", None, 3)
 
 
 def test_unreachable_redis_answers_503_without_internals(api_log):
@@ -442,6 +445,22 @@ def test_unreachable_redis_answers_503_without_internals(api_log):
                                "error_type": "window_unavailable"}
     assert response.headers["retry-after"] == "1"
     assert any("campaign window at redis 127.0.0.1:1/0 is unavailable" in r.getMessage() for r in api_log)
+    with TestClient(app) as c:
+        info = c.get("/info")
+    assert info.status_code == 200 and info.json()["campaign"]["comments_held"] is None  # /info still answers
+
+
+def test_info_shows_the_window(client):
+    from zhenping.model.campaign.window import MemoryStore
+
+    before = client.get("/info").json()["campaign"]
+    assert before == {"store": "memory", "core": MemoryStore().index, "comments_held": 0,
+                      "max_size": Settings(model_dir="unused").dup_window_size,
+                      "ttl_seconds": Settings(model_dir="unused").dup_ttl_seconds}
+    client.post("/v1/score", json={"comments": comments([AD, AD, ORDINARY[0]])})
+    assert client.get("/info").json()["campaign"]["comments_held"] == 3
+    with TestClient(make_app(campaign=False)) as off:
+        assert off.get("/info").json()["campaign"] is None
 
 
 @pytest.fixture()
