@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from zhenping.model.axes import AXES
+from zhenping.model.campaign.window import compiled_index_available
+
+# The campaign window's compiled core is built wherever the package is installed with a C compiler
+# (CI installs it so); the pure-Python window is what runs without one.
+needs_compiled_window = pytest.mark.skipif(not compiled_index_available(),
+                                           reason="the compiled campaign window was not built (no C compiler)")
 
 # What holds between runs that batch the same texts differently (other batch
 # sizes, chunking, padding, the order of a float32 reduction, the CPU's kernels):

@@ -28,7 +28,6 @@ from zhenping.model.campaign.window import (
     Signer,
     WindowUnavailable,
     caller_key,
-    compiled_index_available,
     dedup_form,
     lsh_params,
     shingle_form,
@@ -36,16 +35,12 @@ from zhenping.model.campaign.window import (
 )
 from zhenping.model.normalize import normalize_text
 from zhenping.model.scorer import CommentScores
+from tests.helpers import needs_compiled_window
 from tests.redis_server import redis_client, redis_url  # noqa: F401 - fixtures
 
 # Real repeats: the most repeated danmaku and NetEase comments of the staged
 # corpora (see shared/data/corpora/MANIFEST.md), and a contact-drop ad pasted
 # with small edits the way ad campaigns dodge exact-match filters.
-# The compiled band table is built wherever the package is installed with a C compiler (CI
-# installs it so); the pure-Python table is what runs without one.
-needs_compiled_index = pytest.mark.skipif(not compiled_index_available(),
-                                          reason="the compiled band table was not built (no C compiler)")
-
 AD = "兼职日结,手机就能做,加微信abc123,月入过万不是梦"
 AD_EDITS = [
     "兼职日结，手机就能做，加微信abc123，月入过万不是梦！",  # full-width punctuation and a "!"
@@ -519,7 +514,7 @@ def test_bilibili_danmaku_stream_forms_clusters():
     assert len(window) == len(texts)
 
 
-@pytest.mark.parametrize("index", ["python", pytest.param("compiled", marks=needs_compiled_index)])
+@pytest.mark.parametrize("index", ["python", pytest.param("compiled", marks=needs_compiled_window)])
 def test_memory_store_columns_match_a_list_of_observations(index):
     # The in-process store keeps observations as parallel deques of plain values and a set of those
     # released early; a plain list of observation records, recomputed step by step, must agree with it

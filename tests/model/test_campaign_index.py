@@ -20,12 +20,11 @@ from zhenping.model.campaign.window import (
     Signer,
     WindowItem,
     caller_key,
-    compiled_index_available,
 )
 from zhenping.model.normalize import normalize_text
+from tests.helpers import needs_compiled_window
 
-pytestmark = pytest.mark.skipif(not compiled_index_available(),
-                                reason="the compiled band table was not built (no C compiler)")
+pytestmark = needs_compiled_window
 
 TEMPLATES = [
     "这家店的东西真的太好用了强烈推荐给大家买到就是赚到闭眼入不会后悔",
