@@ -18,7 +18,6 @@ from zhenping.model.campaign.window import (
     DuplicateWindow,
     MemoryStore,
     Signer,
-    WindowItem,
     caller_key,
 )
 from zhenping.model.normalize import normalize_text
