@@ -25,56 +25,28 @@ from tests.helpers import needs_compiled_window
 
 pytestmark = needs_compiled_window
 
-TEMPLATES = [
-    "这家店的东西真的太好用了强烈推荐给大家买到就是赚到闭眼入不会后悔",
-    "兼职日结手机就能做加微信abc123月入过万不是梦",
-    "这首歌让我想起了高三的晚自习窗外的雨和同桌的笑",
-    "快递很快包装完好尺码标准面料舒服会回购的",
-]
-EDITS = ["!", "~", "啊", "哈", "！！", "[doge]", "呀", "。", "…", "😊"]
-
-
-def _stream(seed: int, n: int) -> list[str]:
-    """Templates with the edits campaigns make, beside distinct comments and short repeats."""
-    rng = random.Random(seed)
-    out = []
-    for i in range(n):
-        r = rng.random()
-        if r < 0.45:
-            text = list(rng.choice(TEMPLATES))
-            for _ in range(rng.randint(0, 3)):
-                text.insert(rng.randrange(len(text) + 1), rng.choice(EDITS))
-            if rng.random() < 0.3:  # a changed character: a near copy, not an exact one
-                j = rng.randrange(len(text))
-                text[j] = rng.choice("好棒赞美优秀")
-            out.append("".join(text))
-        elif r < 0.6:
-            out.append(rng.choice(["好听", "沙发", "顶", "好听!!!", "6", "哈哈哈", "😊😊😊", ""]))
-        else:
-            out.append(f"第{rng.randrange(400)}条评论说的是第{rng.randrange(50)}件不同的事情")
-    return [normalize_text(t) for t in out]
+TEMPLATE = "这家店的东西真的太好用了强烈推荐给大家买到就是赚到闭眼入不会后悔"
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_compiled_and_python_windows_answer_alike(seed):
+    # The recorded stream's generator (templates with campaign edits, short repeats, ids seen again
+    # with the same text or an edit, lookups without recording), through a small window that
+    # evicts by size and by age.
+    from tests.model.campaign_stream import requests
+
     config = WindowConfig(max_size=150, ttl_seconds=40.0)
     windows = {index: DuplicateWindow(config, store=MemoryStore(index=index)) for index in ("python", "compiled")}
     assert windows["compiled"].store.index == "compiled" and windows["python"].store.index == "python"
-    rng = random.Random(seed)
-    texts = _stream(seed, 1_200)
-    now, pos, near_seen = 1_000.0, 0, 0
-    while pos < len(texts):
-        size = rng.randint(1, 40)
-        batch = texts[pos:pos + size]
-        pos += size
-        callers = [caller_key(rng.randrange(300)) if rng.random() < 0.6 else None for _ in batch]
-        record = rng.random() > 0.1
-        now += rng.choice([0.5, 2.0, 9.0])
-        answers = {index: w.observe_texts(batch, callers, now=now, record=record) for index, w in windows.items()}
-        assert answers["compiled"] == answers["python"], pos
+    near_seen = 0
+    for now, batch, _, record in requests(seed, comments=1_200):
+        texts = [normalize_text(text) for text, *_ in batch]
+        callers = [caller_key(cid) for _, cid, *_ in batch]
+        answers = {index: w.observe_texts(texts, callers, now=now, record=record) for index, w in windows.items()}
+        assert answers["compiled"] == answers["python"], now
         near_seen += sum(d.near_count > 0 for d in answers["compiled"][0])
         py, c = windows["python"].store, windows["compiled"].store
-        assert len(py) == len(c) and py.distinct_texts == c.distinct_texts
+        assert len(py) == len(c) and py.distinct_texts == c.distinct_texts and py.ids_held == c.ids_held
         assert sorted(py.bucket_sizes()) == sorted(c.bucket_sizes())
     assert near_seen > 100  # the stream did exercise near copies
 
@@ -83,7 +55,7 @@ def test_full_buckets_match():
     # A flood of variants of one text fills buckets to BAND_TEXTS in both tables alike.
     config = WindowConfig(max_size=5_000)
     windows = [DuplicateWindow(config, store=MemoryStore(index=index)) for index in ("python", "compiled")]
-    base = TEMPLATES[0]
+    base = TEMPLATE
     variants = [normalize_text(base[:k] + f"{k}号{'好' * (k % 5)}" + base[k:]) for k in range(1, len(base))] * 6
     variants = [v + str(i) for i, v in enumerate(variants)]
     for i in range(0, len(variants), 25):
