@@ -386,6 +386,22 @@ static PyObject *BandIndex_remove(BandIndex *self, PyObject *arg) {
     Py_RETURN_NONE;
 }
 
+/* The texts in band's bucket: `*n` of them at the returned address (`one` holds a bucket of
+ * one); NULL for a band key not held. */
+static inline const uint64_t *bucket_items(const BandIndex *self, uint64_t band, uint64_t *one, uint32_t *n) {
+    Py_ssize_t s = map_find(&self->single, band);
+    if (s >= 0) {
+        *one = self->single.slots[s].val;
+        *n = 1;
+        return one;
+    }
+    s = map_find(&self->multi, band);
+    if (s < 0) return NULL;
+    const Bucket *b = (const Bucket *)(uintptr_t)self->multi.slots[s].val;
+    *n = b->n;
+    return b->items;
+}
+
 /* Add a candidate to the per-text seen set; 1 when new. */
 static inline int seen_add(BandIndex *self, uint64_t key) {
     size_t mask = self->seen_cap - 1, i = mix64(key) & mask;
@@ -430,21 +446,10 @@ static int near_one(BandIndex *self, uint64_t key, const uint32_t *sig, const ui
     seen_add(self, key); /* never a candidate of itself */
     Py_ssize_t width = self->width;
     for (Py_ssize_t i = 0; i < nb; i++) {
-        const uint64_t *items;
         uint32_t n;
         uint64_t one;
-        Py_ssize_t s = map_find(&self->single, bands[i]);
-        if (s >= 0) {
-            one = self->single.slots[s].val;
-            items = &one;
-            n = 1;
-        } else {
-            s = map_find(&self->multi, bands[i]);
-            if (s < 0) continue;
-            Bucket *b = (Bucket *)(uintptr_t)self->multi.slots[s].val;
-            items = b->items;
-            n = b->n;
-        }
+        const uint64_t *items = bucket_items(self, bands[i], &one, &n);
+        if (!items) continue;
         for (uint32_t k = 0; k < n; k++) {
             uint64_t cand = items[k];
             if (!seen_add(self, cand)) continue;
@@ -534,21 +539,10 @@ static PyObject *BandIndex_members(BandIndex *self, PyObject *arg) {
         PyObject *item = PySequence_Fast_GET_ITEM(seq, i);
         uint64_t band = PyLong_AsUnsignedLongLongMask(item);
         if (band == (uint64_t)-1 && PyErr_Occurred()) goto fail;
-        const uint64_t *items;
         uint32_t count;
         uint64_t one;
-        Py_ssize_t s = map_find(&self->single, band);
-        if (s >= 0) {
-            one = self->single.slots[s].val;
-            items = &one;
-            count = 1;
-        } else {
-            s = map_find(&self->multi, band);
-            if (s < 0) continue;
-            Bucket *b = (Bucket *)(uintptr_t)self->multi.slots[s].val;
-            items = b->items;
-            count = b->n;
-        }
+        const uint64_t *items = bucket_items(self, band, &one, &count);
+        if (!items) continue;
         PyObject *set = PySet_New(NULL);
         if (!set) goto fail;
         for (uint32_t k = 0; k < count; k++) {

@@ -481,7 +481,7 @@ class _Text:
 
 
 def compiled_index_available() -> bool:
-    """Whether the compiled band table (``zhenping.model.campaign._bands``) was built."""
+    """Whether the compiled window core (``zhenping.model.campaign._bands``) was built."""
     return _CompiledIndex is not None
 
 
