@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from zhenping.model.axes import AXES
+from zhenping.model.axes import AXES, LEVELS
 from zhenping.model.normalize import normalize_text
 from zhenping.training.config import config_to_dict, format_config
 
@@ -49,6 +49,7 @@ class FinetuneConfig:
     pseudo_texts: int = 0  # unlabelled texts scored by the teacher and added to the training rows (0: off; -1: all the teacher can score)
     pseudo_pack: str | None = None  # pack a GPU teacher's scores.npz belongs to (None: the one its log.json names)
     eval_steps: int = 0  # evaluate and checkpoint every N steps (0: once per epoch); patience then counts evaluations
+    level_weight: float = 0.0  # rare levels weigh more: a row's loss on an axis times (share of its level)^-level_weight, mean 1 (0: all rows alike)
 
 
 def seed_everything(seed: int) -> None:
@@ -68,12 +69,13 @@ def read_split(data_dir: str | os.PathLike, split: str) -> list[dict]:
 
 
 class _Dataset:
-    """Tokenised comments with float targets, for the Trainer."""
+    """Tokenised comments with float targets (and optional per-axis loss weights), for the Trainer."""
 
-    def __init__(self, rows: list[dict], tokenizer, max_length: int):
+    def __init__(self, rows: list[dict], tokenizer, max_length: int, loss_weights: np.ndarray | None = None):
         texts = [normalize_text(r["text"]) for r in rows]
         self.enc = tokenizer(texts, truncation=True, max_length=max_length)
         self.labels = [[float(r[a]) for a in AXES] for r in rows]
+        self.loss_weights = None if loss_weights is None else loss_weights.tolist()
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -81,7 +83,55 @@ class _Dataset:
     def __getitem__(self, i: int) -> dict:
         item = {k: v[i] for k, v in self.enc.items()}
         item["labels"] = self.labels[i]
+        if self.loss_weights is not None:
+            item["loss_weights"] = self.loss_weights[i]
         return item
+
+
+def level_loss_weights(targets, power: float) -> np.ndarray:
+    """Per-row, per-axis loss weights that give rare levels more say.
+
+    A row's weight on an axis is ``share ** -power``, where ``share`` is the share
+    of the training rows at its level on that axis (a soft target counts at its
+    nearest level); each axis's weights are then scaled to mean 1, so the loss keeps
+    its size. ``power = 0`` weighs every row alike; 1 gives each level the same
+    total weight; values between temper it.
+
+    Example:
+        >>> level_loss_weights([[0.0], [1/3], [1/3], [1/3]], 1.0)[:, 0].round(3).tolist()
+        [2.0, 0.667, 0.667, 0.667]
+    """
+    t = np.asarray(targets, dtype=np.float64)
+    if t.ndim != 2 or not len(t):
+        raise ValueError(f"targets must be a non-empty (rows, axes) array, got shape {t.shape}")
+    if power < 0:
+        raise ValueError(f"level_weight must be >= 0, got {power}")
+    levels = np.clip(np.rint(t * LEVELS), 0, LEVELS).astype(int)
+    w = np.empty_like(t)
+    for j in range(t.shape[1]):
+        share = np.bincount(levels[:, j], minlength=LEVELS + 1) / len(t)
+        w[:, j] = share[levels[:, j]] ** -power
+        w[:, j] /= w[:, j].mean()
+    return w
+
+
+def _weighted_trainer_class():
+    """A ``Trainer`` whose loss is the per-axis BCE weighted by each row's ``loss_weights``."""
+    import torch
+    from transformers import Trainer
+
+    class WeightedTrainer(Trainer):
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            weights = inputs.pop("loss_weights", None)
+            if weights is None:
+                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            labels = inputs.pop("labels")
+            outputs = model(**inputs)
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(
+                outputs.logits, labels.to(outputs.logits.dtype), weight=weights.to(outputs.logits.dtype))
+            return (loss, outputs) if return_outputs else loss
+
+    return WeightedTrainer
 
 
 def spearman_metrics(pred_scores: np.ndarray, true_scores: np.ndarray) -> dict:
@@ -198,7 +248,7 @@ RUN_FILE = "zhenping_run.json"  # in the checkpoint folder: which run its checkp
 # Config fields that do not change what a run computes: a different value may resume.
 _NOT_IN_FINGERPRINT = ("out_dir", "num_threads")
 # Fields added later, left out while at their default: runs from before them keep their fingerprint.
-_UNSET_NOT_IN_FINGERPRINT = {"pseudo_pack": None, "eval_steps": 0}
+_UNSET_NOT_IN_FINGERPRINT = {"pseudo_pack": None, "eval_steps": 0, "level_weight": 0.0}
 
 
 def _sha1_path(path: Path) -> str:
@@ -345,7 +395,12 @@ def train(cfg: FinetuneConfig):
     if cfg.pseudo_teacher and cfg.pseudo_texts != 0:
         train_rows += pseudo_rows(cfg, {r["text"] for r in train_rows + val_rows})
     model, tok = load_base(cfg.base, dropout=cfg.dropout, num_layers=cfg.num_layers)
-    train_ds = _Dataset(train_rows, tok, cfg.max_length)
+    weights = None
+    if cfg.level_weight:
+        weights = level_loss_weights([[float(r[a]) for a in AXES] for r in train_rows], cfg.level_weight)
+        print(f"fine-tune: rare levels weigh more (level_weight {cfg.level_weight}; largest row weight per axis "
+              + ", ".join(f"{a} {weights[:, j].max():.2f}" for j, a in enumerate(AXES)) + ")", file=sys.stderr)
+    train_ds = _Dataset(train_rows, tok, cfg.max_length, weights)
     val_ds = _Dataset(val_rows, tok, cfg.max_length)
     print(f"fine-tune: {len(train_ds):,} train, {len(val_ds):,} validation comments; "
           f"base {cfg.base}", file=sys.stderr)
@@ -382,8 +437,9 @@ def train(cfg: FinetuneConfig):
         disable_tqdm=False,
         use_cpu=not torch.cuda.is_available(),
         dataloader_num_workers=0,
+        remove_unused_columns=weights is None,  # else the rows' loss_weights would be dropped before the loss
     )
-    trainer = Trainer(
+    trainer = (_weighted_trainer_class() if weights is not None else Trainer)(
         model=model,
         args=args,
         train_dataset=train_ds,

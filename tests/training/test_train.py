@@ -166,3 +166,67 @@ def test_eval_steps_scores_validation_and_checkpoints_every_n_steps(tmp_path):
     best = max(scored, key=scored.get)
     assert ft["best_validation_mean_spearman"] == scored[best]
     assert ft["best_checkpoint"].endswith(f"checkpoint-{best}")
+
+
+def test_level_loss_weights_give_rare_levels_more_say():
+    import numpy as np
+
+    from zhenping.training.finetune import level_loss_weights
+
+    # warmth: 1 row at level 0, 6 at level 1, 1 at level 3; substance: every row at level 2
+    targets = [[0.0, 2 / 3]] + [[1 / 3, 2 / 3]] * 6 + [[1.0, 2 / 3]]
+    w = level_loss_weights(targets, 1.0)
+    assert w.shape == (8, 2) and np.allclose(w.mean(axis=0), 1.0)
+    # power 1: each level present carries the same total weight on the axis
+    assert np.isclose(w[0, 0], w[7, 0]) and np.isclose(w[0, 0], w[1:7, 0].sum())
+    assert np.allclose(w[:, 1], 1.0)  # one level only: nothing to rebalance
+    half = level_loss_weights(targets, 0.5)
+    assert 1.0 < half[0, 0] < w[0, 0] and w[1, 0] < half[1, 0] < 1.0  # tempered between alike and balanced
+    assert np.allclose(level_loss_weights(targets, 0.0), 1.0)
+    # a soft target counts at its nearest level
+    soft = level_loss_weights([[0.05], [0.3], [0.36], [0.95]], 1.0)[:, 0]
+    assert np.isclose(soft[1], soft[2]) and np.isclose(soft[0], soft[3]) and soft[0] > soft[1]
+    with pytest.raises(ValueError, match="level_weight must be >= 0"):
+        level_loss_weights(targets, -1.0)
+    with pytest.raises(ValueError, match="non-empty"):
+        level_loss_weights([], 1.0)
+
+
+def test_level_weight_enters_the_run_fingerprint_only_when_set(tmp_path):
+    import dataclasses
+
+    from zhenping.training.finetune import run_fingerprint
+
+    data = _tiny_data(tmp_path / "data", n=8)
+    base = FinetuneConfig(data_dir=str(data), base="no-such-hub-id", out_dir=str(tmp_path / "ft"))
+    assert "level_weight" not in run_fingerprint(base)["config"]
+    weighted = run_fingerprint(dataclasses.replace(base, level_weight=0.5))
+    assert weighted["config"]["level_weight"] == 0.5 and weighted["id"] != run_fingerprint(base)["id"]
+
+
+@pytest.mark.slow
+def test_level_weight_reaches_the_loss(tmp_path, capfd):
+    """Same seed, same data: two unweighted runs give the same weights, a weighted one
+    does not, so the rows' loss weights get past the data collator into the loss."""
+    import dataclasses
+
+    import torch
+
+    from zhenping.training.finetune import train
+
+    enc = _tiny_encoder(tmp_path / "enc")
+    data = _tiny_data(tmp_path / "data", n=32)
+    cfg = FinetuneConfig(data_dir=str(data), base=str(enc), out_dir=str(tmp_path / "a"), epochs=1,
+                         batch_size=8, max_length=32, patience=1, seed=3)
+
+    def weights(c):
+        model = train(c)[0]
+        return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    a = weights(cfg)
+    b = weights(dataclasses.replace(cfg, out_dir=str(tmp_path / "b")))
+    capfd.readouterr()
+    c = weights(dataclasses.replace(cfg, out_dir=str(tmp_path / "c"), level_weight=1.0))
+    assert "rare levels weigh more (level_weight 1.0" in capfd.readouterr().err
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], c[k]) for k in a)
