@@ -49,6 +49,7 @@ class FinetuneConfig:
     pseudo_texts: int = 0  # unlabelled texts scored by the teacher and added to the training rows (0: off; -1: all the teacher can score)
     pseudo_pack: str | None = None  # pack a GPU teacher's scores.npz belongs to (None: the one its log.json names)
     eval_steps: int = 0  # evaluate and checkpoint every N steps (0: once per epoch); patience then counts evaluations
+    augment_tails: float = 0.0  # share of the labelled training rows added again with one trailing mark (punctuation, emoticon, emoji), levels kept (0: off)
     level_weight: float = 0.0  # rare levels weigh more: a row's loss on an axis times (share of its level)^-level_weight, mean 1 (0: all rows alike)
 
 
@@ -86,6 +87,36 @@ class _Dataset:
         if self.loss_weights is not None:
             item["loss_weights"] = self.loss_weights[i]
         return item
+
+
+# Trailing marks for ``augment_tails``: the punctuation runs, bracket emoticons and emoji that
+# most often end the comments of the pretraining corpus (after normalisation), most frequent
+# first within each kind; marks of contempt (🤮, 😡, 💩) are left out.
+TAILS = (
+    "。", "!", "?", ".", "......", "...", "~", "!!!", "??", "!!", "。。。",
+    "[流泪]", "[大哭]", "[doge]", "[爱心]", "[心]", "[大笑]", "[可爱]", "[色]", "[泪]", "[憨笑]", "[亲亲]", "[捂脸]",
+    "😂", "😅", "😭", "😋", "🤣", "🥹", "❤️", "🥺", "🥰", "🙏", "🤗", "😍", "👍", "🤔", "😊",
+)
+
+
+def tail_copies(rows: list[dict], share: float, seed: int) -> list[dict]:
+    """Copies of a seeded random ``share`` of ``rows``, each with one mark of :data:`TAILS`
+    appended and its levels kept: the guidelines judge a comment by what it says, and a
+    trailing 。, [心] or 😊 changes no level, so the model should learn not to move for one.
+
+    Example:
+        >>> [r["text"] for r in tail_copies([{"id": "a", "text": "好听", "warmth": 1.0}], 1.0, 0)]
+        ['好听😋']
+    """
+    if not 0.0 <= share <= 1.0:
+        raise ValueError(f"augment_tails must be a share between 0 and 1, got {share}")
+    rng = random.Random(seed)
+    picked = rng.sample(range(len(rows)), round(share * len(rows)))
+    copies = []
+    for i in sorted(picked):
+        tail = rng.choice(TAILS)
+        copies.append({**rows[i], "id": f"{rows[i]['id']}+tail", "text": rows[i]["text"].rstrip() + tail})
+    return copies
 
 
 def level_loss_weights(targets, power: float) -> np.ndarray:
@@ -248,7 +279,7 @@ RUN_FILE = "zhenping_run.json"  # in the checkpoint folder: which run its checkp
 # Config fields that do not change what a run computes: a different value may resume.
 _NOT_IN_FINGERPRINT = ("out_dir", "num_threads")
 # Fields added later, left out while at their default: runs from before them keep their fingerprint.
-_UNSET_NOT_IN_FINGERPRINT = {"pseudo_pack": None, "eval_steps": 0, "level_weight": 0.0}
+_UNSET_NOT_IN_FINGERPRINT = {"pseudo_pack": None, "eval_steps": 0, "level_weight": 0.0, "augment_tails": 0.0}
 
 
 def _sha1_path(path: Path) -> str:
@@ -392,6 +423,11 @@ def train(cfg: FinetuneConfig):
             for r in load_labelled(f, skip_invalid=cfg.skip_invalid):
                 train_rows.append({"id": r.id, "source": r.source, "text": r.text,
                                    **{a: lv / 3.0 for a, lv in zip(AXES, r.levels)}})
+    if cfg.augment_tails:
+        copies = tail_copies(train_rows, cfg.augment_tails, cfg.seed + 2)
+        print(f"fine-tune: {len(copies):,} labelled rows added again with a trailing mark "
+              f"(augment_tails {cfg.augment_tails})", file=sys.stderr)
+        train_rows += copies
     if cfg.pseudo_teacher and cfg.pseudo_texts != 0:
         train_rows += pseudo_rows(cfg, {r["text"] for r in train_rows + val_rows})
     model, tok = load_base(cfg.base, dropout=cfg.dropout, num_layers=cfg.num_layers)

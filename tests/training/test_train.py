@@ -230,3 +230,42 @@ def test_level_weight_reaches_the_loss(tmp_path, capfd):
     assert "rare levels weigh more (level_weight 1.0" in capfd.readouterr().err
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert not all(torch.equal(a[k], c[k]) for k in a)
+
+
+def test_tail_copies_add_one_trailing_mark_and_keep_the_levels():
+    from zhenping.training.finetune import TAILS, tail_copies
+
+    rows = [{"id": f"r{i}", "source": "a", "text": f"第{i}条评论 ", "warmth": i % 4 / 3, "substance": 1 / 3,
+             "template": 0.0} for i in range(40)]
+    copies = tail_copies(rows, 0.25, seed=7)
+    assert len(copies) == 10 and copies == tail_copies(rows, 0.25, seed=7)
+    by_id = {r["id"]: r for r in rows}
+    for c in copies:
+        orig = by_id[c["id"].removesuffix("+tail")]
+        base = orig["text"].rstrip()
+        assert c["text"].startswith(base) and c["text"][len(base):] in TAILS
+        assert {k: c[k] for k in ("warmth", "substance", "template", "source")} == \
+            {k: orig[k] for k in ("warmth", "substance", "template", "source")}
+    assert rows[0]["text"] == "第0条评论 " and rows[0]["id"] == "r0"  # the originals are untouched
+    tails = {c["text"][len(by_id[c["id"].removesuffix("+tail")]["text"].rstrip()):] for c in tail_copies(rows, 1.0, 1)}
+    assert len(tails) > 5  # the marks vary
+    assert tail_copies(rows, 0.0, 1) == []
+    with pytest.raises(ValueError, match="augment_tails must be a share between 0 and 1"):
+        tail_copies(rows, 1.5, 1)
+
+
+@pytest.mark.slow
+def test_augment_tails_adds_the_copies_to_the_training_rows(tmp_path, capfd):
+    import dataclasses
+
+    from zhenping.training.finetune import run_fingerprint, train
+
+    enc = _tiny_encoder(tmp_path / "enc")
+    data = _tiny_data(tmp_path / "data", n=24)
+    cfg = FinetuneConfig(data_dir=str(data), base=str(enc), out_dir=str(tmp_path / "ft"), epochs=1,
+                         batch_size=8, max_length=32, patience=1, augment_tails=0.5)
+    info = train(cfg)[2]
+    assert info["train_rows"] == 24 + 12 and info["validation_rows"] == 20
+    assert "12 labelled rows added again with a trailing mark (augment_tails 0.5)" in capfd.readouterr().err
+    assert "augment_tails" not in run_fingerprint(dataclasses.replace(cfg, augment_tails=0.0))["config"]
+    assert run_fingerprint(cfg)["config"]["augment_tails"] == 0.5
