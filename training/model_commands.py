@@ -166,7 +166,7 @@ def reproduce_default_cmd(
                    "0 skips the stage)."),
     multitask_steps: int = typer.Option(2000, help="Multi-task steps (the shipped model used 2000)."),
     corpora: Optional[str] = typer.Option(None, help="Corpora root (default: $ZHENPING_CORPORA or ../shared)."),
-    model_version: str = typer.Option("zhenping-small-v5", help="Version the export is named with."),
+    model_version: str = typer.Option("zhenping-small-v8", help="Version the export is named with."),
 ) -> None:
     """Rebuild the shipped default model from the corpora and gold labels, end to end.
 
@@ -183,10 +183,13 @@ def reproduce_default_cmd(
     (pretrain_rtd_v5.toml) → that encoder fine-tuned with the TF-IDF + v4 ensemble as
     teacher (finetune_v5_rtd.toml) → distilled from it on 120,000 texts
     (finetune_v5_distill.toml) → gold only (finetune_v5.toml) → the average of the last
-    two (training/soup.py) → levels, behavioural tests → ONNX int8 check. All on the
-    CPU; where a GPU teacher was run (training/gpu_teacher.py), its output can join the
-    v5 teacher as `pseudo_teacher`. Every stage resumes or
-    reuses its output under runs/ when rerun."""
+    two (training/soup.py) → runs/model_v5s. v8 stage: the RTD run resumed to 14,499 steps
+    (pretrain_rtd_v6.toml on a step schedule) → fine-tuned as in v5 (finetune_v7_rtd.toml)
+    → distilled from TF-IDF + v4 + v5 with trailing-mark copies of the gold rows
+    (finetune_v8_distill.toml) → gold only with them (finetune_v8.toml) → the average of
+    the last two → levels, behavioural tests → ONNX int8 check. All on the CPU; where a
+    GPU teacher was run (training/gpu_teacher.py), its output can join the teacher as
+    `pseudo_teacher`. Every stage resumes or reuses its output under runs/ when rerun."""
     import shutil
 
     from zhenping.training.baselines import run_baselines
@@ -288,11 +291,32 @@ def reproduce_default_cmd(
               "runs/model_v5b", model_version="zhenping-small-v5-distilled")
     run_train(load_config(FinetuneConfig, "finetune_v5.toml", {"base": "runs/model_v5b"}),
               "runs/model_v5c", model_version="zhenping-small-v5-gold")
-    run_soup(["runs/model_v5b", "runs/model_v5c"], out, "runs/data", version=model_version)
+    run_soup(["runs/model_v5b", "runs/model_v5c"], "runs/model_v5s", "runs/data", version="zhenping-small-v5")
+
+    # v8 stage: the RTD run resumed once more, to 14,499 steps (59.4M tokens; the shipped
+    # run scheduled its learning rate over 300 minutes of training time, which brought it
+    # back to 0.6 of its peak at step 5,560 and down to 0 at the end: a step schedule over
+    # 14,499 steps does the same); that encoder fine-tuned as in the v5 stage, distilled
+    # from TF-IDF + v4 + v5 (the best teacher on validation, teachers_with_v5.md) with half
+    # of the gold rows added again with one trailing mark, then gold only with the same
+    # copies; the shipped model is the average of the last two (candidates_v8.md).
+    rtd8_encoder = run_pretrain(load_config(PretrainConfig, "pretrain_rtd_v6.toml", {
+        "out_dir": "runs/pretrain_rtd_v3", "init_from": "runs/model_v2", "max_steps": RTD_V6_STEPS, "time_schedule_minutes": 0.0,
+        "max_minutes": 0.0}))
+    run_train(load_config(FinetuneConfig, "finetune_v7_rtd.toml",
+                          {"base": str(rtd8_encoder), "pseudo_teacher": v5_teacher}),
+              "runs/model_v7a", model_version="zhenping-small-v7-stage1")
+    run_train(load_config(FinetuneConfig, "finetune_v8_distill.toml",
+                          {"base": "runs/model_v7a", "pseudo_teacher": f"{v5_teacher},runs/model_v5s"}),
+              "runs/model_v8b", model_version="zhenping-small-v8-distilled")
+    run_train(load_config(FinetuneConfig, "finetune_v8.toml", {"base": "runs/model_v8b"}),
+              "runs/model_v8c", model_version="zhenping-small-v8-gold")
+    run_soup(["runs/model_v8b", "runs/model_v8c"], out, "runs/data", version=model_version)
     check_backends_cmd(model=out, data="runs/data", split="test", keep_fp32=False)
 
 
 RTD_FIRST_STEPS = 272  # the first RTD run's steps; its schedule decayed to 0 there before the resumed run
+RTD_V6_STEPS = 14499  # where pretrain_rtd_v6.toml's 300-minute schedule ended
 
 
 V2_LABEL_FILES = ("gold_v1.jsonl", "gold_v2.jsonl", "gold_v3.jsonl")  # what zhenping-small-v2 was trained on

@@ -4,8 +4,8 @@ tokenizer that share a pretrained ancestor, so their weights lie in one basin.
 It costs nothing at inference (the same size and speed as each part) and often
 scores better than any part.
 
-    python -m zhenping.training.soup runs/model_v5b runs/model_v5c --out runs/model_v5 \\
-        --data runs/data --version zhenping-small-v5
+    python -m zhenping.training.soup runs/model_v8b runs/model_v8c --out runs/model_v8 \\
+        --data runs/data --version zhenping-small-v8
 
 The result is exported like ``zhenping train`` exports: level cut points fitted
 on the validation split, the behavioural suite, test metrics beside the

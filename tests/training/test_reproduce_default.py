@@ -23,12 +23,16 @@ from zhenping import training
 from zhenping.training.cli import app
 
 
-def test_reproduce_default_runs_the_v2_v3_v4_then_v5_stages(tmp_path, monkeypatch):
+def test_reproduce_default_runs_the_v2_v3_v4_v5_then_v8_stages(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     calls: list[tuple] = []
 
+    pretrain_dirs: list[tuple] = []
+    augment: list[float] = []
+
     def pretrain(cfg):
         calls.append(("pretrain", cfg.max_steps, cfg.objective, cfg.init_from))
+        pretrain_dirs.append((cfg.out_dir, cfg.time_schedule_minutes, cfg.max_minutes))
         return Path(cfg.out_dir) / "encoder"
 
     def prepare(corpora=None, gold=None, out=None, **_):
@@ -44,6 +48,7 @@ def test_reproduce_default_runs_the_v2_v3_v4_then_v5_stages(tmp_path, monkeypatc
 
     def train(cfg, out, model_version=None, **_):
         calls.append(("train", cfg.base, cfg.data_dir, cfg.pseudo_teacher, cfg.pseudo_texts, out, model_version))
+        augment.append(cfg.augment_tails)
         return {}
 
     monkeypatch.setattr(training.pretrain, "run", pretrain)
@@ -96,6 +101,18 @@ def test_reproduce_default_runs_the_v2_v3_v4_then_v5_stages(tmp_path, monkeypatc
     assert calls[20] == ("train", "runs/model_v5a", "runs/data", t, 120000, "runs/model_v5b",
                          "zhenping-small-v5-distilled")
     assert calls[21] == ("train", "runs/model_v5b", "runs/data", None, 0, "runs/model_v5c", "zhenping-small-v5-gold")
-    assert calls[22] == ("soup", ["runs/model_v5b", "runs/model_v5c"], "out-model", "runs/data", "zhenping-small-v5")
-    assert calls[23] == ("check-backends", "out-model")
-    assert len(calls) == 24
+    assert calls[22] == ("soup", ["runs/model_v5b", "runs/model_v5c"], "runs/model_v5s", "runs/data",
+                         "zhenping-small-v5")
+    # v8 stage: the same RTD run resumed to 14,499 steps; fine-tuned as in v5, distilled from
+    # TF-IDF + v4 + v5 with trailing-mark copies, gold only with them, then the average
+    assert calls[23] == ("pretrain", 14499, "rtd", "runs/model_v2")
+    assert pretrain_dirs[-1] == ("runs/pretrain_rtd_v3", 0.0, 0.0)
+    assert calls[24] == ("train", "runs/pretrain_rtd_v3/encoder", "runs/data", t, 10000, "runs/model_v7a",
+                         "zhenping-small-v7-stage1")
+    assert calls[25] == ("train", "runs/model_v7a", "runs/data", f"{t},runs/model_v5s", 120000, "runs/model_v8b",
+                         "zhenping-small-v8-distilled")
+    assert calls[26] == ("train", "runs/model_v8b", "runs/data", None, 0, "runs/model_v8c", "zhenping-small-v8-gold")
+    assert augment[-2:] == [0.5, 0.5] and not any(augment[:-2])  # trailing-mark copies in the v8 stage only
+    assert calls[27] == ("soup", ["runs/model_v8b", "runs/model_v8c"], "out-model", "runs/data", "zhenping-small-v8")
+    assert calls[28] == ("check-backends", "out-model")
+    assert len(calls) == 29
