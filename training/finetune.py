@@ -52,6 +52,12 @@ class FinetuneConfig:
     augment_tails: float = 0.0  # share of the labelled training rows added again with one trailing mark (punctuation, emoticon, emoji), levels kept (0: off)
     level_weight: float = 0.0  # rare levels weigh more: a row's loss on an axis times (share of its level)^-level_weight, mean 1 (0: all rows alike)
 
+    def __post_init__(self):
+        if not 0.0 <= self.augment_tails <= 1.0:
+            raise ValueError(f"augment_tails must be a share between 0 and 1, got {self.augment_tails}")
+        if self.level_weight < 0:
+            raise ValueError(f"level_weight must be >= 0, got {self.level_weight}")
+
 
 def seed_everything(seed: int) -> None:
     import torch

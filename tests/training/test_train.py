@@ -252,6 +252,10 @@ def test_tail_copies_add_one_trailing_mark_and_keep_the_levels():
     assert tail_copies(rows, 0.0, 1) == []
     with pytest.raises(ValueError, match="augment_tails must be a share between 0 and 1"):
         tail_copies(rows, 1.5, 1)
+    with pytest.raises(ValueError, match="augment_tails must be a share between 0 and 1"):
+        FinetuneConfig(augment_tails=-0.1)
+    with pytest.raises(ValueError, match="level_weight must be >= 0"):
+        FinetuneConfig(level_weight=-0.5)
 
 
 @pytest.mark.slow
@@ -269,3 +273,18 @@ def test_augment_tails_adds_the_copies_to_the_training_rows(tmp_path, capfd):
     assert "12 labelled rows added again with a trailing mark (augment_tails 0.5)" in capfd.readouterr().err
     assert "augment_tails" not in run_fingerprint(dataclasses.replace(cfg, augment_tails=0.0))["config"]
     assert run_fingerprint(cfg)["config"]["augment_tails"] == 0.5
+
+
+@pytest.mark.parametrize("arg, message", [
+    ("--augment_tails=1.5", "augment_tails must be a share between 0 and 1, got 1.5"),
+    ("--level_weight=-1", "level_weight must be >= 0, got -1.0"),
+])
+def test_train_refuses_out_of_range_augment_and_weight_settings(arg, message, tmp_path):
+    from typer.testing import CliRunner
+
+    from zhenping.training.cli import app
+
+    result = CliRunner().invoke(app, ["train", "--config", "finetune_v8.toml", arg, "--out", str(tmp_path / "m")])
+    assert result.exit_code == 2
+    assert message in " ".join(result.output.split()) and "Traceback" not in result.output
+    assert not (tmp_path / "m").exists()
