@@ -27,6 +27,7 @@ from pathlib import Path
 
 from zhenping.model.axes import AXES
 from zhenping.model.normalize import normalize_text
+from zhenping.training.config import split_named
 
 
 def summarise(name: str, model_dir: str | Path) -> dict:
@@ -140,9 +141,10 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     rows = []
     for spec in args.runs:
-        name, sep, folder = spec.partition("=")
-        if not sep or not name or not folder:
-            print(f"error: expected NAME=MODEL_DIR, got {spec!r}", file=sys.stderr)
+        try:
+            name, folder = split_named(spec, "NAME=MODEL_DIR")
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
             return 2
         try:
             if folder.endswith(".joblib"):

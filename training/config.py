@@ -88,6 +88,15 @@ def parse_overrides(items: list[str]) -> dict[str, str]:
     return out
 
 
+def split_named(item: str, form: str = "NAME=PATH") -> tuple[str, str]:
+    """``"v8=runs/model_v8"`` → ``("v8", "runs/model_v8")``, for commands that take named
+    models or parts; ``ValueError`` saying ``expected {form}`` when either side is empty."""
+    name, sep, value = item.partition("=")
+    if not sep or not name or not value:
+        raise ValueError(f"expected {form}, got {item!r}")
+    return name, value
+
+
 def load_config(cls: type[T], path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> T:
     """Build a config dataclass from defaults, a TOML file, then overrides.
 

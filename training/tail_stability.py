@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from zhenping.model.axes import AXES
+from zhenping.training.config import split_named
 from zhenping.training.finetune import TAILS
 
 UNSEEN_TAILS = ("!?", "~~~", "。。", "[赞]", "[哈哈]", "[强]", "[拜]", "[微笑]", "🎵", "👌", "😀", "✨", "🌹", "💪", "😁", "🤭")
@@ -103,9 +104,10 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     models = {}
     for spec in args.models:
-        name, sep, folder = spec.partition("=")
-        if not sep or not name or not folder:
-            print(f"error: {spec!r} is not NAME=FOLDER", file=sys.stderr)
+        try:
+            name, folder = split_named(spec, "NAME=FOLDER")
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
             return 2
         if not (Path(folder) / "config.json").is_file():
             print(f"error: {folder} is not an exported model folder (no config.json)", file=sys.stderr)

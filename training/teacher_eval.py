@@ -25,6 +25,7 @@ import numpy as np
 
 from zhenping.model.axes import AXES
 from zhenping.model.normalize import normalize_text
+from zhenping.training.config import split_named
 
 
 def part_scores(parts: dict[str, str], texts: list[str]) -> dict[str, np.ndarray]:
@@ -80,9 +81,10 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     parts = {}
     for item in args.parts:
-        name, sep, spec = item.partition("=")
-        if not sep or not name or not spec:
-            print(f"error: {item!r} is not NAME=SPEC", file=sys.stderr)
+        try:
+            name, spec = split_named(item, "NAME=SPEC")
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
             return 2
         if "," in spec:
             print(f"error: {item!r}: give each part on its own; combinations are formed here", file=sys.stderr)

@@ -57,7 +57,7 @@ def test_the_command_writes_figures_per_model_and_names_bad_input(tiny_model_dir
 
     capsys.readouterr()
     assert ts.main(["tiny", "--data", str(data)]) == 2
-    assert "'tiny' is not NAME=FOLDER" in capsys.readouterr().err
+    assert "expected NAME=FOLDER, got 'tiny'" in capsys.readouterr().err
     assert ts.main([f"x={tmp_path}", "--data", str(data)]) == 2
     assert "is not an exported model folder" in capsys.readouterr().err
     assert ts.main([f"tiny={tiny_model_dir}", "--data", str(tmp_path / "none")]) == 2
@@ -67,4 +67,4 @@ def test_the_command_writes_figures_per_model_and_names_bad_input(tiny_model_dir
 @pytest.mark.parametrize("spec", ["=x", "name="])
 def test_empty_names_or_folders_are_refused(spec, capsys):
     assert ts.main([spec, "--data", "."]) == 2
-    assert "is not NAME=FOLDER" in capsys.readouterr().err
+    assert "expected NAME=FOLDER" in capsys.readouterr().err

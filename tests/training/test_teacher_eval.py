@@ -53,7 +53,7 @@ def test_main_scores_validation_once_per_part_and_writes_the_chosen_spec(tmp_pat
 def test_main_rejects_bad_parts_with_a_reason(tmp_path, capsys):
     data = _tiny_data(tmp_path / "data")
     assert main(["no-equals", "--data_dir", str(data)]) == 2
-    assert "is not NAME=SPEC" in capsys.readouterr().err
+    assert "expected NAME=SPEC" in capsys.readouterr().err
     assert main([f"x={tmp_path}/missing.joblib", "--data_dir", str(data)]) == 2
     assert "not found" in capsys.readouterr().err
     assert main(["x=a,b", "--data_dir", str(data)]) == 2
