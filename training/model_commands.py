@@ -178,8 +178,8 @@ def reproduce_default_cmd(
     encoder (pretrain_rtd_v3.toml) → fine-tuning that encoder with the TF-IDF + stage-2
     ensemble as teacher (finetune_v3_rtd.toml) → runs/model_v3. v4 stage: distillation
     from the TF-IDF + v3 ensemble on 120,000 corpus texts (finetune_v4_distill.toml) →
-    a short gold-only fine-tune (finetune_v4.toml) → runs/model_v4b. v5 stage (all gold
-    labels, runs/data): prepare → baselines → the RTD run resumed to 5,560 steps
+    a short gold-only fine-tune (finetune_v4.toml) → runs/model_v4b. v5 stage (gold v1-v7,
+    as v5 and v8 were built, runs/data_v7): prepare → baselines → the RTD run resumed to 5,560 steps
     (pretrain_rtd_v5.toml) → that encoder fine-tuned with the TF-IDF + v4 ensemble as
     teacher (finetune_v5_rtd.toml) → distilled from it on 120,000 texts
     (finetune_v5_distill.toml) → gold only (finetune_v5.toml) → the average of the last
@@ -190,15 +190,11 @@ def reproduce_default_cmd(
     the last two → levels, behavioural tests → ONNX int8 check. All on the CPU; where a
     GPU teacher was run (training/gpu_teacher.py), its output can join the teacher as
     `pseudo_teacher`. Every stage resumes or reuses its output under runs/ when rerun."""
-    import shutil
-
     from zhenping.training.baselines import run_baselines
     from zhenping.training.config import load_config
     from zhenping.training.finetune import FinetuneConfig
-    from zhenping.training.labels import gold_files
     from zhenping.training.multitask import MultitaskConfig
     from zhenping.training.multitask import run as run_multitask
-    from zhenping.training.prepare import prepare
     from zhenping.training.pretrain import PretrainConfig
     from zhenping.training.pretrain import run as run_pretrain
     from zhenping.training.train import run_train
@@ -211,12 +207,7 @@ def reproduce_default_cmd(
         encoder = run_pretrain(pre2)
 
     # v2 stage: the label files v2 was trained on, its own baselines as teacher.
-    v2_gold = Path("runs/gold_v2")
-    v2_gold.mkdir(parents=True, exist_ok=True)
-    for f in gold_files():
-        if f.name in V2_LABEL_FILES:
-            shutil.copyfile(f, v2_gold / f.name)
-    prepare(corpora=corpora, gold=v2_gold, out="runs/data_v2")
+    _prepare_labels(V2_LABEL_FILES, "runs/gold_v2", "runs/data_v2", corpora)
     run_baselines(data_dir="runs/data_v2", out="runs/results_v2", models_dir="runs/baselines_v2")
     teacher_v2 = "runs/baselines_v2/tfidf_ridge.joblib"
     mt = load_config(MultitaskConfig, "multitask.toml",
@@ -229,13 +220,7 @@ def reproduce_default_cmd(
     run_train(ft, "runs/model_v2", model_version="zhenping-small-v2")
 
     # v3 and v4 stages: the label files they were trained on (v1-v6), their own baselines.
-    v6_gold = Path("runs/gold_v6")
-    v6_gold.mkdir(parents=True, exist_ok=True)
-    for f in gold_files():
-        if f.name in V4_LABEL_FILES:
-            shutil.copyfile(f, v6_gold / f.name)
-    d6, b6 = "runs/data_v6", "runs/baselines_v6"
-    prepare(corpora=corpora, gold=v6_gold, out=d6)
+    d6, b6 = _prepare_labels(V4_LABEL_FILES, "runs/gold_v6", "runs/data_v6", corpora), "runs/baselines_v6"
     run_baselines(data_dir=d6, out="runs/results_v6", models_dir=b6)
     tfidf6 = f"{b6}/tfidf_ridge.joblib"
     stage1 = load_config(FinetuneConfig, "finetune_v3.toml", {"data_dir": d6})
@@ -271,27 +256,27 @@ def reproduce_default_cmd(
     run_train(load_config(FinetuneConfig, "finetune_v4.toml", {"base": distilled, "data_dir": d6}), v4_out,
               model_version="zhenping-small-v4")
 
-    # v5 stage: all gold labels (v1-v7) and the committed baselines; the RTD run resumed to
-    # 5,560 steps; that encoder fine-tuned and distilled from the TF-IDF + v4 ensemble (the
-    # best teacher on validation, training/results/teachers.md), then gold only; the shipped
-    # model is the average of the distilled and the gold-tuned weights (both chosen on
-    # validation, training/results/candidates_v5.md). A GPU teacher's output joins the
-    # teacher here when there is one.
+    # v5 stage: the label files v5 and v8 were trained on (v1-v7, runs/data_v7) and their
+    # own baselines; the RTD run resumed to 5,560 steps; that encoder fine-tuned and
+    # distilled from the TF-IDF + v4 ensemble (the best teacher on validation,
+    # training/results/teachers.md), then gold only; v5 is the average of the distilled and
+    # the gold-tuned weights (both chosen on validation, training/results/candidates_v5.md).
+    # A GPU teacher's output joins the teacher here when there is one.
     from zhenping.training.soup import run_soup
 
-    prepare(corpora=corpora, out="runs/data")
-    run_baselines(data_dir="runs/data")
-    v5_teacher = f"runs/baselines/tfidf_ridge.joblib,{v4_out}"
+    d7 = _prepare_labels(V8_LABEL_FILES, "runs/gold_v7", "runs/data_v7", corpora)
+    run_baselines(data_dir=d7, out="runs/results_v7", models_dir="runs/baselines_v7")
+    v5_teacher = f"runs/baselines_v7/tfidf_ridge.joblib,{v4_out}"
     rtd5_encoder = run_pretrain(load_config(PretrainConfig, "pretrain_rtd_v5.toml", {}))
     run_train(load_config(FinetuneConfig, "finetune_v5_rtd.toml",
-                          {"base": str(rtd5_encoder), "pseudo_teacher": v5_teacher}),
+                          {"base": str(rtd5_encoder), "data_dir": d7, "pseudo_teacher": v5_teacher}),
               "runs/model_v5a", model_version="zhenping-small-v5-stage1")
     run_train(load_config(FinetuneConfig, "finetune_v5_distill.toml",
-                          {"base": "runs/model_v5a", "pseudo_teacher": v5_teacher}),
+                          {"base": "runs/model_v5a", "data_dir": d7, "pseudo_teacher": v5_teacher}),
               "runs/model_v5b", model_version="zhenping-small-v5-distilled")
-    run_train(load_config(FinetuneConfig, "finetune_v5.toml", {"base": "runs/model_v5b"}),
+    run_train(load_config(FinetuneConfig, "finetune_v5.toml", {"base": "runs/model_v5b", "data_dir": d7}),
               "runs/model_v5c", model_version="zhenping-small-v5-gold")
-    run_soup(["runs/model_v5b", "runs/model_v5c"], "runs/model_v5s", "runs/data", version="zhenping-small-v5")
+    run_soup(["runs/model_v5b", "runs/model_v5c"], "runs/model_v5s", d7, version="zhenping-small-v5")
 
     # v8 stage: the RTD run resumed once more, to 14,499 steps (59.4M tokens; the shipped
     # run scheduled its learning rate over 300 minutes of training time, which brought it
@@ -304,15 +289,31 @@ def reproduce_default_cmd(
         "out_dir": "runs/pretrain_rtd_v3", "init_from": "runs/model_v2", "max_steps": RTD_V6_STEPS, "time_schedule_minutes": 0.0,
         "max_minutes": 0.0}))
     run_train(load_config(FinetuneConfig, "finetune_v7_rtd.toml",
-                          {"base": str(rtd8_encoder), "pseudo_teacher": v5_teacher}),
+                          {"base": str(rtd8_encoder), "data_dir": d7, "pseudo_teacher": v5_teacher}),
               "runs/model_v7a", model_version="zhenping-small-v7-stage1")
     run_train(load_config(FinetuneConfig, "finetune_v8_distill.toml",
-                          {"base": "runs/model_v7a", "pseudo_teacher": f"{v5_teacher},runs/model_v5s"}),
+                          {"base": "runs/model_v7a", "data_dir": d7, "pseudo_teacher": f"{v5_teacher},runs/model_v5s"}),
               "runs/model_v8b", model_version="zhenping-small-v8-distilled")
-    run_train(load_config(FinetuneConfig, "finetune_v8.toml", {"base": "runs/model_v8b"}),
+    run_train(load_config(FinetuneConfig, "finetune_v8.toml", {"base": "runs/model_v8b", "data_dir": d7}),
               "runs/model_v8c", model_version="zhenping-small-v8-gold")
-    run_soup(["runs/model_v8b", "runs/model_v8c"], out, "runs/data", version=model_version)
+    run_soup(["runs/model_v8b", "runs/model_v8c"], out, d7, version=model_version)
     check_backends_cmd(model=out, data="runs/data", split="test", keep_fp32=False)
+
+
+def _prepare_labels(files: tuple[str, ...], gold_dir: str, out: str, corpora: str | None) -> str:
+    """Prepare ``out`` from the named label files only (as an earlier stage was built); returns ``out``."""
+    import shutil
+
+    from zhenping.training.labels import gold_files
+    from zhenping.training.prepare import prepare
+
+    gold = Path(gold_dir)
+    gold.mkdir(parents=True, exist_ok=True)
+    for f in gold_files():
+        if f.name in files:
+            shutil.copyfile(f, gold / f.name)
+    prepare(corpora=corpora, gold=gold, out=out)
+    return out
 
 
 RTD_FIRST_STEPS = 272  # the first RTD run's steps; its schedule decayed to 0 there before the resumed run
@@ -321,6 +322,7 @@ RTD_V6_STEPS = 14499  # where pretrain_rtd_v6.toml's 300-minute schedule ended
 
 V2_LABEL_FILES = ("gold_v1.jsonl", "gold_v2.jsonl", "gold_v3.jsonl")  # what zhenping-small-v2 was trained on
 V4_LABEL_FILES = V2_LABEL_FILES + ("gold_v4.jsonl", "gold_v5.jsonl", "gold_v6.jsonl")  # v3 and v4
+V8_LABEL_FILES = V4_LABEL_FILES + ("gold_v7.jsonl",)  # v5 and v8
 
 
 @app.command("check-backends")

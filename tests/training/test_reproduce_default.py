@@ -90,29 +90,33 @@ def test_reproduce_default_runs_the_v2_v3_v4_v5_then_v8_stages(tmp_path, monkeyp
     assert calls[14] == ("train", "runs/model_v3", "runs/data_v6", f"{t6},runs/model_v3",
                          120000, "runs/model_v4a", "zhenping-small-v4-distilled")
     assert calls[15] == ("train", "runs/model_v4a", "runs/data_v6", None, 0, "runs/model_v4b", "zhenping-small-v4")
-    # v5 stage: all labels and the committed baselines; the RTD run resumed to 5,560 steps,
-    # fine-tuned and distilled from the TF-IDF + v4 ensemble, gold only, then the average
-    t = "runs/baselines/tfidf_ridge.joblib,runs/model_v4b"
-    assert calls[16] == ("prepare", "runs/data", "all")
-    assert calls[17] == ("baselines", "runs/data", None, None)
+    # v5 stage: the label files v5 and v8 were trained on (v1-v7), their own baselines; the
+    # RTD run resumed to 5,560 steps, fine-tuned and distilled from the TF-IDF + v4 ensemble,
+    # gold only, then the average
+    t = "runs/baselines_v7/tfidf_ridge.joblib,runs/model_v4b"
+    assert calls[16] == ("prepare", "runs/data_v7", v6 + ["gold_v7.jsonl"])
+    assert calls[17] == ("baselines", "runs/data_v7", "runs/results_v7", "runs/baselines_v7")
     assert calls[18] == ("pretrain", 5560, "rtd", "runs/model_v2")
-    assert calls[19] == ("train", "runs/pretrain_rtd_v3/encoder", "runs/data", t, 10000, "runs/model_v5a",
+    assert calls[19] == ("train", "runs/pretrain_rtd_v3/encoder", "runs/data_v7", t, 10000, "runs/model_v5a",
                          "zhenping-small-v5-stage1")
-    assert calls[20] == ("train", "runs/model_v5a", "runs/data", t, 120000, "runs/model_v5b",
+    assert calls[20] == ("train", "runs/model_v5a", "runs/data_v7", t, 120000, "runs/model_v5b",
                          "zhenping-small-v5-distilled")
-    assert calls[21] == ("train", "runs/model_v5b", "runs/data", None, 0, "runs/model_v5c", "zhenping-small-v5-gold")
-    assert calls[22] == ("soup", ["runs/model_v5b", "runs/model_v5c"], "runs/model_v5s", "runs/data",
+    assert calls[21] == ("train", "runs/model_v5b", "runs/data_v7", None, 0, "runs/model_v5c",
+                         "zhenping-small-v5-gold")
+    assert calls[22] == ("soup", ["runs/model_v5b", "runs/model_v5c"], "runs/model_v5s", "runs/data_v7",
                          "zhenping-small-v5")
     # v8 stage: the same RTD run resumed to 14,499 steps; fine-tuned as in v5, distilled from
     # TF-IDF + v4 + v5 with trailing-mark copies, gold only with them, then the average
     assert calls[23] == ("pretrain", 14499, "rtd", "runs/model_v2")
     assert pretrain_dirs[-1] == ("runs/pretrain_rtd_v3", 0.0, 0.0)
-    assert calls[24] == ("train", "runs/pretrain_rtd_v3/encoder", "runs/data", t, 10000, "runs/model_v7a",
+    assert calls[24] == ("train", "runs/pretrain_rtd_v3/encoder", "runs/data_v7", t, 10000, "runs/model_v7a",
                          "zhenping-small-v7-stage1")
-    assert calls[25] == ("train", "runs/model_v7a", "runs/data", f"{t},runs/model_v5s", 120000, "runs/model_v8b",
+    assert calls[25] == ("train", "runs/model_v7a", "runs/data_v7", f"{t},runs/model_v5s", 120000, "runs/model_v8b",
                          "zhenping-small-v8-distilled")
-    assert calls[26] == ("train", "runs/model_v8b", "runs/data", None, 0, "runs/model_v8c", "zhenping-small-v8-gold")
+    assert calls[26] == ("train", "runs/model_v8b", "runs/data_v7", None, 0, "runs/model_v8c",
+                         "zhenping-small-v8-gold")
     assert augment[-2:] == [0.5, 0.5] and not any(augment[:-2])  # trailing-mark copies in the v8 stage only
-    assert calls[27] == ("soup", ["runs/model_v8b", "runs/model_v8c"], "out-model", "runs/data", "zhenping-small-v8")
+    assert calls[27] == ("soup", ["runs/model_v8b", "runs/model_v8c"], "out-model", "runs/data_v7",
+                         "zhenping-small-v8")
     assert calls[28] == ("check-backends", "out-model")
     assert len(calls) == 29
