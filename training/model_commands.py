@@ -166,7 +166,7 @@ def reproduce_default_cmd(
                    "0 skips the stage)."),
     multitask_steps: int = typer.Option(2000, help="Multi-task steps (the shipped model used 2000)."),
     corpora: Optional[str] = typer.Option(None, help="Corpora root (default: $ZHENPING_CORPORA or ../shared)."),
-    model_version: str = typer.Option("zhenping-small-v8", help="Version the export is named with."),
+    model_version: str = typer.Option("zhenping-small-v9", help="Version the export is named with."),
 ) -> None:
     """Rebuild the shipped default model from the corpora and gold labels, end to end.
 
@@ -187,7 +187,10 @@ def reproduce_default_cmd(
     (pretrain_rtd_v6.toml on a step schedule) → fine-tuned as in v5 (finetune_v7_rtd.toml)
     → distilled from TF-IDF + v4 + v5 with trailing-mark copies of the gold rows
     (finetune_v8_distill.toml) → gold only with them (finetune_v8.toml) → the average of
-    the last two → levels, behavioural tests → ONNX int8 check. All on the CPU; where a
+    the last two → runs/model_v8. v9 stage (all gold labels, runs/data): prepare →
+    baselines → v8's distilled stage fine-tuned on the gold rows with the copies
+    (finetune_v9.toml) → its average with v8's distilled stage → levels, behavioural tests
+    → ONNX int8 check. All on the CPU; where a
     GPU teacher was run (training/gpu_teacher.py), its output can join the teacher as
     `pseudo_teacher`. Every stage resumes or reuses its output under runs/ when rerun."""
     from zhenping.training.baselines import run_baselines
@@ -195,6 +198,7 @@ def reproduce_default_cmd(
     from zhenping.training.finetune import FinetuneConfig
     from zhenping.training.multitask import MultitaskConfig
     from zhenping.training.multitask import run as run_multitask
+    from zhenping.training.prepare import prepare
     from zhenping.training.pretrain import PretrainConfig
     from zhenping.training.pretrain import run as run_pretrain
     from zhenping.training.train import run_train
@@ -284,7 +288,7 @@ def reproduce_default_cmd(
     # 14,499 steps does the same); that encoder fine-tuned as in the v5 stage, distilled
     # from TF-IDF + v4 + v5 (the best teacher on validation, teachers_with_v5.md) with half
     # of the gold rows added again with one trailing mark, then gold only with the same
-    # copies; the shipped model is the average of the last two (candidates_v8.md).
+    # copies; zhenping-small-v8 is the average of the last two (candidates_v8.md).
     rtd8_encoder = run_pretrain(load_config(PretrainConfig, "pretrain_rtd_v6.toml", {
         "out_dir": "runs/pretrain_rtd_v3", "init_from": "runs/model_v2", "max_steps": RTD_V6_STEPS, "time_schedule_minutes": 0.0,
         "max_minutes": 0.0}))
@@ -296,7 +300,17 @@ def reproduce_default_cmd(
               "runs/model_v8b", model_version="zhenping-small-v8-distilled")
     run_train(load_config(FinetuneConfig, "finetune_v8.toml", {"base": "runs/model_v8b", "data_dir": d7}),
               "runs/model_v8c", model_version="zhenping-small-v8-gold")
-    run_soup(["runs/model_v8b", "runs/model_v8c"], out, d7, version=model_version)
+    run_soup(["runs/model_v8b", "runs/model_v8c"], "runs/model_v8", d7, version="zhenping-small-v8")
+
+    # v9 stage: all label files (v1-v8, runs/data; gold_v8 adds short filler and emoji walls)
+    # and the committed baselines; v8's distilled stage fine-tuned on those gold rows with
+    # the trailing-mark copies, averaged with that distilled stage (the best of the v9
+    # candidates on validation, candidates_v9.md).
+    prepare(corpora=corpora, out="runs/data")
+    run_baselines(data_dir="runs/data")
+    run_train(load_config(FinetuneConfig, "finetune_v9.toml", {"base": "runs/model_v8b"}),
+              "runs/model_v9q", model_version="zhenping-small-v9-gold")
+    run_soup(["runs/model_v8b", "runs/model_v9q"], out, "runs/data", version=model_version)
     check_backends_cmd(model=out, data="runs/data", split="test", keep_fp32=False)
 
 

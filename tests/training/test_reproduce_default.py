@@ -23,7 +23,7 @@ from zhenping import training
 from zhenping.training.cli import app
 
 
-def test_reproduce_default_runs_the_v2_v3_v4_v5_then_v8_stages(tmp_path, monkeypatch):
+def test_reproduce_default_runs_the_v2_v3_v4_v5_v8_then_v9_stages(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     calls: list[tuple] = []
 
@@ -115,8 +115,14 @@ def test_reproduce_default_runs_the_v2_v3_v4_v5_then_v8_stages(tmp_path, monkeyp
                          "zhenping-small-v8-distilled")
     assert calls[26] == ("train", "runs/model_v8b", "runs/data_v7", None, 0, "runs/model_v8c",
                          "zhenping-small-v8-gold")
-    assert augment[-2:] == [0.5, 0.5] and not any(augment[:-2])  # trailing-mark copies in the v8 stage only
-    assert calls[27] == ("soup", ["runs/model_v8b", "runs/model_v8c"], "out-model", "runs/data_v7",
+    assert calls[27] == ("soup", ["runs/model_v8b", "runs/model_v8c"], "runs/model_v8", "runs/data_v7",
                          "zhenping-small-v8")
-    assert calls[28] == ("check-backends", "out-model")
-    assert len(calls) == 29
+    # v9 stage: all label files and the committed baselines; v8's distilled stage fine-tuned
+    # on them with the copies, then its average with that distilled stage
+    assert calls[28] == ("prepare", "runs/data", "all")
+    assert calls[29] == ("baselines", "runs/data", None, None)
+    assert calls[30] == ("train", "runs/model_v8b", "runs/data", None, 0, "runs/model_v9q", "zhenping-small-v9-gold")
+    assert augment[-3:] == [0.5, 0.5, 0.5] and not any(augment[:-3])  # trailing-mark copies from the v8 stage on
+    assert calls[31] == ("soup", ["runs/model_v8b", "runs/model_v9q"], "out-model", "runs/data", "zhenping-small-v9")
+    assert calls[32] == ("check-backends", "out-model")
+    assert len(calls) == 33
