@@ -12,7 +12,6 @@ card as it is::
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import sys
 from collections import Counter, defaultdict
@@ -51,15 +50,6 @@ def gold_counts(records: Iterable[dict]) -> dict[str, CorpusCounts]:
     return dict(out)
 
 
-def read_records(files: Sequence[Path]) -> list[dict]:
-    """Every record of the label files, in order."""
-    records = []
-    for f in files:
-        with open(f, encoding="utf-8") as fh:
-            records += [json.loads(line) for line in fh if line.strip()]
-    return records
-
-
 def refresh_card(text: str, counts: CorpusCounts) -> str:
     """``text`` (one corpus card) with its gold-label total, per-file column and level table
     set from ``counts``; a card without those parts is returned unchanged."""
@@ -74,9 +64,9 @@ def stale_cards(cards_dir: Path, counts: dict[str, CorpusCounts]) -> dict[Path, 
     """Cards whose gold-label figures differ from ``counts``, each with its refreshed text."""
     out = {}
     for card in sorted(cards_dir.glob("*.md")):
-        if not _TOTAL.search(card.read_text(encoding="utf-8")):
-            continue  # not a corpus card with gold labels (labels.md, README.md, unlabelled corpora)
         old = card.read_text(encoding="utf-8")
+        if not _TOTAL.search(old):
+            continue  # not a corpus card with gold labels (labels.md, README.md, unlabelled corpora)
         new = refresh_card(old, counts.get(card.stem, CorpusCounts()))
         if new != old:
             out[card] = new
@@ -84,7 +74,7 @@ def stale_cards(cards_dir: Path, counts: dict[str, CorpusCounts]) -> dict[Path, 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from zhenping.training.labels import gold_files
+    from zhenping.training.labels import gold_files, read_gold
 
     ap = argparse.ArgumentParser(prog="python -m zhenping.training.corpus_cards", description=__doc__.splitlines()[0])
     ap.add_argument("--cards", default=str(CARDS_DIR), help="folder of the corpus cards")
@@ -94,7 +84,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not cards.is_dir():
         print(f"error: {cards} is not a folder of data cards", file=sys.stderr)
         return 2
-    stale = stale_cards(cards, gold_counts(read_records(gold_files())))
+    try:
+        records = read_gold(gold_files())
+    except (OSError, ValueError) as exc:  # no label folder, or a bad line (file and line named)
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    stale = stale_cards(cards, gold_counts(records))
     for card, text in stale.items():
         if args.check:
             print(f"{card}: gold-label figures differ from the label files")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 from zhenping.training import corpus_cards
-from zhenping.training.corpus_cards import CARDS_DIR, gold_counts, read_records, refresh_card, stale_cards
-from zhenping.training.labels import gold_files
+from zhenping.training.corpus_cards import CARDS_DIR, gold_counts, refresh_card, stale_cards
+from zhenping.training.labels import gold_files, read_gold
 
 CARD = """# Data card: demo
 
@@ -30,7 +30,7 @@ CARD = """# Data card: demo
 
 
 def _rec(file, row, w, s, t):
-    return {"id": f"demo/{file}:{row}", "warmth": w, "substance": s, "template": t}
+    return {"id": f"demo/{file}:{row}", "sha1": "0" * 40, "warmth": w, "substance": s, "template": t}
 
 
 def test_refresh_card_sets_total_per_file_column_and_levels():
@@ -62,13 +62,18 @@ def test_check_lists_a_stale_card_and_a_rewrite_fixes_it(tmp_path, monkeypatch, 
     assert corpus_cards.main(["--cards", str(tmp_path), "--check"]) == 0
 
 
-def test_missing_cards_folder_is_a_usage_error(tmp_path, capsys):
+def test_missing_cards_folder_or_a_bad_label_line_is_a_usage_error(tmp_path, monkeypatch, capsys):
     assert corpus_cards.main(["--cards", str(tmp_path / "nope")]) == 2
     assert "not a folder" in capsys.readouterr().err
+    gold = tmp_path / "gold_v1.jsonl"
+    gold.write_text(json.dumps(_rec("a.csv.gz", 1, 1, 1, 3)) + "\n{not json\n", encoding="utf-8")
+    monkeypatch.setattr("zhenping.training.labels.gold_files", lambda *a, **k: [gold])
+    assert corpus_cards.main(["--cards", str(tmp_path)]) == 2
+    assert "gold_v1.jsonl:2: not valid JSON" in capsys.readouterr().err
 
 
 def test_committed_corpus_cards_match_the_label_files():
-    counts = gold_counts(read_records(gold_files()))
+    counts = gold_counts(read_gold(gold_files()))
     stale = stale_cards(CARDS_DIR, counts)
     assert not stale, f"run `python -m zhenping.training.corpus_cards`: {[p.name for p in stale]}"
     # every labelled corpus has a card that states its figures
