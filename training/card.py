@@ -41,8 +41,9 @@ INTENDED_USE = """\
 
 - A small encoder (the shipped one: 5.3M parameters, pretrained from scratch on a 20M-token pack
   of public comment corpora alone: 41M tokens of masked-LM and a stage on the corpora's own
-  labels, then 59M of replaced-token detection) knows little world knowledge; it learns surface cues well (stock phrases, emoji walls, length, concrete nouns and
-  numbers) and subtle sarcasm, unseen insults, ad copy and buzzword boilerplate poorly (see the
+  labels, then 59M of replaced-token detection) knows little world knowledge; it learns
+  surface cues well (stock phrases, emoji walls, length, concrete nouns and numbers) and
+  subtle sarcasm, unseen insults, ad copy and buzzword boilerplate poorly (see the
   behavioural tests).
 - Warmth level 3 and template level 3 are rare in the gold labels (about 5 % and 8 %), so
   scores near the top of those axes are less reliable than the middle.
