@@ -41,6 +41,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--corpora", default=None)
     p.add_argument("--out", default=None, help="write the table as JSON here")
+    p.add_argument("--earlier", default=None,
+                   help="a sizes JSON of an earlier run: its rows for sizes not measured now are kept, "
+                        "marked with that run's date (their comments/s are that run's, not this one's)")
     return p.parse_args(argv)
 
 
@@ -100,6 +103,8 @@ def main(argv=None) -> None:
                 "speed_vs_first": round(rate / ref, 2),
                 "onnx": how,
             })
+    if args.earlier:
+        rows += earlier_rows(Path(args.earlier), rows)
     result = {"measured": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "comments": len(texts),
               "sample": origin, "path": f"ONNX int8, batch {BATCH}, max_tokens {MAX_TOKENS}",
               "rounds": args.rounds, "models": rows}
@@ -107,6 +112,28 @@ def main(argv=None) -> None:
     if args.out:
         Path(args.out).write_text(json.dumps(result, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
         print(f"wrote {args.out}", file=sys.stderr)
+
+
+def earlier_rows(path: Path, measured: list[dict]) -> list[dict]:
+    """Rows of an earlier ``--out`` file for sizes (layers × width) not measured in this run,
+    each marked with the date of the run that measured it."""
+    try:
+        earlier = json.loads(path.read_text(encoding="utf-8"))
+        rows = earlier["models"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        sys.exit(f"error: --earlier {path}: not a sizes file written by this script ({e})")
+    first = (rows[0].get("layers"), rows[0].get("hidden")) if rows else None
+    if first != (measured[0]["layers"], measured[0]["hidden"]):
+        sys.exit(f"error: --earlier {path}: its first model is {first[0]} × {first[1]}, not "
+                 f"{measured[0]['layers']} × {measured[0]['hidden']} like this run's first, so its speeds "
+                 "are relative to another size" if first else f"error: --earlier {path} holds no models")
+    have = {(r["layers"], r["hidden"]) for r in measured}
+    kept = []
+    for r in rows:
+        if (r.get("layers"), r.get("hidden")) in have:
+            continue
+        kept.append({**r, "measured": r.get("measured") or earlier.get("measured")})
+    return kept
 
 
 def parameter_count(model_dir: Path) -> int:

@@ -70,6 +70,10 @@ def _fmt(v, digits: int = 3) -> str:
     return str(v)
 
 
+def _speed(ratio) -> str:
+    return "–" if ratio is None else f"{float(ratio):.2f}×"
+
+
 def levels_section(metrics: dict) -> list[str]:
     """Card lines on exact-level agreement and the confusion of levels (test split)."""
     if not metrics.get("levels"):
@@ -91,14 +95,25 @@ def sizes_section(sizes: dict) -> list[str]:
              f"(`benchmarks/bench_sizes.py`, {sizes.get('measured')}). Comments/s is wall-clock on the "
              "2-core machine; per CPU-second counts all threads' time.", "",
              "| model | layers × width | parameters | warmth ρ | substance ρ | template ρ | template≥2 AUROC "
-             "| hostile AUROC | comments/s | per CPU-second |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "| hostile AUROC | comments/s | per CPU-second | speed vs first |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    earlier = False
     for r in sizes["models"]:
         s = r["spearman"]
+        mark = ""
+        if r.get("measured") and r["measured"] != sizes.get("measured"):
+            mark, earlier = " *", True
         lines.append(
-            f"| {r['version']} | {r['layers']} × {r['hidden']} | {r['parameters'] / 1e6:.1f}M | {_fmt(s.get('warmth'))} "
+            f"| {r['version']}{mark} | {r['layers']} × {r['hidden']} | {r['parameters'] / 1e6:.1f}M | {_fmt(s.get('warmth'))} "
             f"| {_fmt(s.get('substance'))} | {_fmt(s.get('template'))} | {_fmt(r.get('template_auroc'))} "
-            f"| {_fmt(r.get('hostile_auroc'))} | {r['comments_per_s']:,.0f} | {r['comments_per_cpu_s']:,.0f} |")
+            f"| {_fmt(r.get('hostile_auroc'))} | {r['comments_per_s']:,.0f} | {r['comments_per_cpu_s']:,.0f} "
+            f"| {_speed(r.get('speed_vs_first'))} |")
+    if earlier:
+        dates = sorted({r["measured"] for r in sizes["models"] if r.get("measured") and r["measured"] != sizes.get("measured")})
+        lines += ["", f"\\* Measured in an earlier run ({', '.join(dates)}) of the same script, perhaps on another "
+                  "machine: its comments/s are that run's, and its speed is relative to that run's first model, "
+                  "of the same layers × width as the first row here; its test figures are on the test split of "
+                  "the label files it was trained on."]
     return lines + [""]
 
 

@@ -172,5 +172,54 @@ def test_sizes_json_becomes_a_table_in_the_card(two_models):
     (d / "sizes.json").write_text(json.dumps(sizes))
     card = rerender_card(d)
     assert "## Sizes" in card
-    assert "| tiny-full | 2 × 32 | 0.1M | 0.500 | 0.600 | 0.700 | 0.800 | 0.900 | 1,234 | 700 |" in card
+    assert "| tiny-full | 2 × 32 | 0.1M | 0.500 | 0.600 | 0.700 | 0.800 | 0.900 | 1,234 | 700 | – |" in card
     assert sizes_section(sizes)[0] == "## Sizes"
+    assert "earlier run" not in card
+
+
+def _load_bench_sizes():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_sizes.py"
+    spec = importlib.util.spec_from_file_location("bench_sizes", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _size_row(version, layers, rate, ratio, **extra):
+    return {"version": version, "layers": layers, "hidden": 256, "heads": 4, "parameters": 5_000_000,
+            "spearman": {"warmth": 0.7, "substance": 0.78, "template": 0.75}, "template_auroc": 0.89,
+            "hostile_auroc": 0.85, "comments_per_s": rate, "comments_per_cpu_s": rate / 2,
+            "speed_vs_first": ratio, **extra}
+
+
+def test_earlier_sizes_keep_other_sizes_marked_with_their_run(tmp_path):
+    bench = _load_bench_sizes()
+    earlier = {"measured": "2026-01-01 00:00 UTC", "models": [
+        _size_row("small-old", 4, 1000.0, 1.0), _size_row("deep", 8, 550.0, 0.55), _size_row("tiny", 2, 1700.0, 1.7)]}
+    path = tmp_path / "sizes.json"
+    path.write_text(json.dumps(earlier))
+    now = [_size_row("small-new", 4, 1100.0, 1.0)]
+    kept = bench.earlier_rows(path, now)
+    # the size measured now replaces its earlier row; the others stay, dated by their run
+    assert [r["version"] for r in kept] == ["deep", "tiny"]
+    assert all(r["measured"] == "2026-01-01 00:00 UTC" for r in kept)
+    sizes = {"measured": "2026-02-02 00:00 UTC", "comments": 10, "path": "ONNX int8", "rounds": 1,
+             "models": now + kept}
+    lines = sizes_section(sizes)
+    assert any(line.startswith("| small-new | 4 × 256 |") and line.endswith("| 1.00× |") for line in lines)
+    assert any(line.startswith("| deep * | 8 × 256 |") and line.endswith("| 0.55× |") for line in lines)
+    assert any("earlier run (2026-01-01 00:00 UTC)" in line for line in lines)
+
+
+def test_earlier_sizes_relative_to_another_first_size_are_refused(tmp_path):
+    bench = _load_bench_sizes()
+    path = tmp_path / "sizes.json"
+    path.write_text(json.dumps({"measured": "x", "models": [_size_row("deep", 8, 550.0, 1.0)]}))
+    with pytest.raises(SystemExit, match="not 4 × 256"):
+        bench.earlier_rows(path, [_size_row("small", 4, 1100.0, 1.0)])
+    path.write_text("not json")
+    with pytest.raises(SystemExit, match="not a sizes file"):
+        bench.earlier_rows(path, [_size_row("small", 4, 1100.0, 1.0)])
