@@ -166,7 +166,7 @@ def reproduce_default_cmd(
                    "0 skips the stage)."),
     multitask_steps: int = typer.Option(2000, help="Multi-task steps (the shipped model used 2000)."),
     corpora: Optional[str] = typer.Option(None, help="Corpora root (default: $ZHENPING_CORPORA or ../shared)."),
-    model_version: str = typer.Option("zhenping-small-v9", help="Version the export is named with."),
+    model_version: str = typer.Option("zhenping-small-v10", help="Version the export is named with."),
 ) -> None:
     """Rebuild the shipped default model from the corpora and gold labels, end to end.
 
@@ -187,10 +187,12 @@ def reproduce_default_cmd(
     (pretrain_rtd_v6.toml on a step schedule) → fine-tuned as in v5 (finetune_v7_rtd.toml)
     → distilled from TF-IDF + v4 + v5 with trailing-mark copies of the gold rows
     (finetune_v8_distill.toml) → gold only with them (finetune_v8.toml) → the average of
-    the last two → runs/model_v8. v9 stage (all gold labels, runs/data): prepare →
-    baselines → v8's distilled stage fine-tuned on the gold rows with the copies
-    (finetune_v9.toml) → its average with v8's distilled stage → levels, behavioural tests
-    → ONNX int8 check. All on the CPU; where a
+    the last two → runs/model_v8. v9 stage (gold v1-v8, as v9 was built, runs/data_v8):
+    prepare → baselines → v8's distilled stage fine-tuned on the gold rows with the copies
+    (finetune_v9.toml) → its average with v8's distilled stage → runs/model_v9. v10 stage
+    (all gold labels, runs/data): prepare → baselines → v9 fine-tuned on the gold rows
+    (finetune_v10.toml) → v9 distilled on 240,000 texts from TF-IDF + v9 + that model
+    (finetune_v10_distill.toml) → levels, behavioural tests → ONNX int8 check. All on the CPU; where a
     GPU teacher was run (training/gpu_teacher.py), its output can join the teacher as
     `pseudo_teacher`. Every stage resumes or reuses its output under runs/ when rerun."""
     from zhenping.training.baselines import run_baselines
@@ -302,15 +304,29 @@ def reproduce_default_cmd(
               "runs/model_v8c", model_version="zhenping-small-v8-gold")
     run_soup(["runs/model_v8b", "runs/model_v8c"], "runs/model_v8", d7, version="zhenping-small-v8")
 
-    # v9 stage: all label files (v1-v8, runs/data; gold_v8 adds short filler and emoji walls)
-    # and the committed baselines; v8's distilled stage fine-tuned on those gold rows with
-    # the trailing-mark copies, averaged with that distilled stage (the best of the v9
-    # candidates on validation, candidates_v9.md).
+    # v9 stage: the label files v9 was trained on (v1-v8, runs/data_v8; gold_v8 adds short
+    # filler and emoji walls) and their own baselines; v8's distilled stage fine-tuned on
+    # those gold rows with the trailing-mark copies, averaged with that distilled stage (the
+    # best of the v9 candidates on validation, candidates_v9.md).
+    d8 = _prepare_labels(V9_LABEL_FILES, "runs/gold_v8", "runs/data_v8", corpora)
+    run_baselines(data_dir=d8, out="runs/results_v8", models_dir="runs/baselines_v8")
+    run_train(load_config(FinetuneConfig, "finetune_v9.toml", {"base": "runs/model_v8b", "data_dir": d8}),
+              "runs/model_v9q", model_version="zhenping-small-v9-gold")
+    run_soup(["runs/model_v8b", "runs/model_v9q"], "runs/model_v9", d8, version="zhenping-small-v9")
+
+    # v10 stage: all label files (v1-v9, runs/data; gold_v9 adds hostile comments and heartfelt
+    # comfort) and the committed baselines; v9 fine-tuned on those gold rows with the copies
+    # (finetune_v10.toml), which joins TF-IDF and v9 as the teacher (the best average on
+    # validation, teachers_v10.md); v9 distilled from that teacher on 240,000 corpus texts at
+    # half the learning rate (finetune_v10_distill.toml): the best v10 candidate on
+    # validation (candidates_v10.md).
     prepare(corpora=corpora, out="runs/data")
     run_baselines(data_dir="runs/data")
-    run_train(load_config(FinetuneConfig, "finetune_v9.toml", {"base": "runs/model_v8b"}),
-              "runs/model_v9q", model_version="zhenping-small-v9-gold")
-    run_soup(["runs/model_v8b", "runs/model_v9q"], out, "runs/data", version=model_version)
+    run_train(load_config(FinetuneConfig, "finetune_v10.toml", {"base": "runs/model_v9"}),
+              "runs/model_v10q", model_version="zhenping-small-v10-gold")
+    run_train(load_config(FinetuneConfig, "finetune_v10_distill.toml", {
+        "base": "runs/model_v9", "pseudo_teacher": "runs/baselines/tfidf_ridge.joblib,runs/model_v9,runs/model_v10q"}),
+        out, model_version=model_version)
     check_backends_cmd(model=out, data="runs/data", split="test", keep_fp32=False)
 
 
@@ -337,6 +353,7 @@ RTD_V6_STEPS = 14499  # where pretrain_rtd_v6.toml's 300-minute schedule ended
 V2_LABEL_FILES = ("gold_v1.jsonl", "gold_v2.jsonl", "gold_v3.jsonl")  # what zhenping-small-v2 was trained on
 V4_LABEL_FILES = V2_LABEL_FILES + ("gold_v4.jsonl", "gold_v5.jsonl", "gold_v6.jsonl")  # v3 and v4
 V8_LABEL_FILES = V4_LABEL_FILES + ("gold_v7.jsonl",)  # v5 and v8
+V9_LABEL_FILES = V8_LABEL_FILES + ("gold_v8.jsonl",)  # v9
 
 
 @app.command("check-backends")

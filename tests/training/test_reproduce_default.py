@@ -23,7 +23,7 @@ from zhenping import training
 from zhenping.training.cli import app
 
 
-def test_reproduce_default_runs_the_v2_v3_v4_v5_v8_then_v9_stages(tmp_path, monkeypatch):
+def test_reproduce_default_runs_the_v2_v3_v4_v5_v8_v9_then_v10_stages(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     calls: list[tuple] = []
 
@@ -117,12 +117,22 @@ def test_reproduce_default_runs_the_v2_v3_v4_v5_v8_then_v9_stages(tmp_path, monk
                          "zhenping-small-v8-gold")
     assert calls[27] == ("soup", ["runs/model_v8b", "runs/model_v8c"], "runs/model_v8", "runs/data_v7",
                          "zhenping-small-v8")
-    # v9 stage: all label files and the committed baselines; v8's distilled stage fine-tuned
-    # on them with the copies, then its average with that distilled stage
-    assert calls[28] == ("prepare", "runs/data", "all")
-    assert calls[29] == ("baselines", "runs/data", None, None)
-    assert calls[30] == ("train", "runs/model_v8b", "runs/data", None, 0, "runs/model_v9q", "zhenping-small-v9-gold")
-    assert augment[-3:] == [0.5, 0.5, 0.5] and not any(augment[:-3])  # trailing-mark copies from the v8 stage on
-    assert calls[31] == ("soup", ["runs/model_v8b", "runs/model_v9q"], "out-model", "runs/data", "zhenping-small-v9")
-    assert calls[32] == ("check-backends", "out-model")
-    assert len(calls) == 33
+    # v9 stage: the label files v9 was trained on (v1-v8), their own baselines; v8's distilled
+    # stage fine-tuned on them with the copies, then its average with that distilled stage
+    assert calls[28] == ("prepare", "runs/data_v8", v6 + ["gold_v7.jsonl", "gold_v8.jsonl"])
+    assert calls[29] == ("baselines", "runs/data_v8", "runs/results_v8", "runs/baselines_v8")
+    assert calls[30] == ("train", "runs/model_v8b", "runs/data_v8", None, 0, "runs/model_v9q",
+                         "zhenping-small-v9-gold")
+    assert calls[31] == ("soup", ["runs/model_v8b", "runs/model_v9q"], "runs/model_v9", "runs/data_v8",
+                         "zhenping-small-v9")
+    # v10 stage: all label files and the committed baselines; v9 fine-tuned on them with the
+    # copies, then v9 distilled on 240,000 texts from TF-IDF + v9 + that model
+    assert calls[32] == ("prepare", "runs/data", "all")
+    assert calls[33] == ("baselines", "runs/data", None, None)
+    assert calls[34] == ("train", "runs/model_v9", "runs/data", None, 0, "runs/model_v10q", "zhenping-small-v10-gold")
+    assert calls[35] == ("train", "runs/model_v9", "runs/data",
+                         "runs/baselines/tfidf_ridge.joblib,runs/model_v9,runs/model_v10q", 240000, "out-model",
+                         "zhenping-small-v10")
+    assert augment[-5:] == [0.5] * 5 and not any(augment[:-5])  # trailing-mark copies from the v8 stage on
+    assert calls[36] == ("check-backends", "out-model")
+    assert len(calls) == 37
