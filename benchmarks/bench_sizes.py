@@ -122,11 +122,12 @@ def earlier_rows(path: Path, measured: list[dict]) -> list[dict]:
         rows = earlier["models"]
     except (OSError, ValueError, KeyError, TypeError) as e:
         sys.exit(f"error: --earlier {path}: not a sizes file written by this script ({e})")
-    first = (rows[0].get("layers"), rows[0].get("hidden")) if rows else None
-    if first != (measured[0]["layers"], measured[0]["hidden"]):
-        sys.exit(f"error: --earlier {path}: its first model is {first[0]} × {first[1]}, not "
-                 f"{measured[0]['layers']} × {measured[0]['hidden']} like this run's first, so its speeds "
-                 "are relative to another size" if first else f"error: --earlier {path} holds no models")
+    if not rows:
+        sys.exit(f"error: --earlier {path} holds no models")
+    first, now = (rows[0].get("layers"), rows[0].get("hidden")), (measured[0]["layers"], measured[0]["hidden"])
+    if first != now:
+        sys.exit(f"error: --earlier {path}: its first model is {first[0]} × {first[1]}, not {now[0]} × {now[1]} "
+                 "like this run's first, so its speeds are relative to another size")
     have = {(r["layers"], r["hidden"]) for r in measured}
     kept = []
     for r in rows:

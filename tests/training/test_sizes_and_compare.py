@@ -220,6 +220,9 @@ def test_earlier_sizes_relative_to_another_first_size_are_refused(tmp_path):
     path.write_text(json.dumps({"measured": "x", "models": [_size_row("deep", 8, 550.0, 1.0)]}))
     with pytest.raises(SystemExit, match="not 4 × 256"):
         bench.earlier_rows(path, [_size_row("small", 4, 1100.0, 1.0)])
+    path.write_text(json.dumps({"measured": "x", "models": []}))
+    with pytest.raises(SystemExit, match="holds no models"):
+        bench.earlier_rows(path, [_size_row("small", 4, 1100.0, 1.0)])
     path.write_text("not json")
     with pytest.raises(SystemExit, match="not a sizes file"):
         bench.earlier_rows(path, [_size_row("small", 4, 1100.0, 1.0)])
