@@ -184,6 +184,7 @@ class Scorer:
         revision: str | None = None,
         cache_dir: str | os.PathLike | None = None,
         local_files_only: bool = False,
+        max_length: int | None = None,
     ) -> "Scorer":
         """Load a scorer from an exported model directory or the Hugging Face Hub.
 
@@ -209,6 +210,9 @@ class Scorer:
             revision: Hub branch, tag or commit.
             cache_dir: Hub cache folder (default: the Hugging Face cache).
             local_files_only: use only the local Hub cache, never the network.
+            max_length: tokens read per text, special tokens included, in place of
+                the export's ``max_length`` (``None``: the export's); at most the
+                positions the model has.
 
         Returns:
             A ready scorer (the model is in eval mode).
@@ -227,6 +231,18 @@ class Scorer:
             raise ValueError(f"backend must be one of {list(BACKENDS)}, got {backend!r}")
         if num_threads is not None and (not isinstance(num_threads, int) or num_threads < 1):
             raise ValueError(f"num_threads must be a positive int or None, got {num_threads!r}")
+        if max_length is not None and (isinstance(max_length, bool) or not isinstance(max_length, int)
+                                       or max_length < 2):
+            raise ValueError(f"max_length must be an int of at least 2 or None, got {max_length!r}")
+        scorer = cls._load(path_or_hub_id, device, backend, allow_pickle, num_threads, onnx_file,
+                           fallback_to_torch, spinning, revision, cache_dir, local_files_only)
+        if max_length is not None:
+            scorer._set_max_length(max_length)
+        return scorer
+
+    @classmethod
+    def _load(cls, path_or_hub_id, device, backend, allow_pickle, num_threads, onnx_file, fallback_to_torch,
+              spinning, revision, cache_dir, local_files_only) -> "Scorer":
         if path_or_hub_id is None:
             if not DEFAULT_MODEL_DIR.is_dir():
                 raise ModelLoadError(
@@ -341,6 +357,16 @@ class Scorer:
         model_id = str(scorer_cfg.get("model_id") or repo_id)
         return cls(runner, tokenizer, scorer_cfg, config, model_id=model_id, model_dir=None)
 
+    def _set_max_length(self, max_length: int) -> None:
+        limit = _position_limit(self.model_config)
+        if limit is not None and max_length > limit:
+            raise ValueError(f"max_length {max_length} is more than the {limit} tokens this model has positions for "
+                             f"(its max_position_embeddings is {self.model_config.max_position_embeddings})")
+        self.max_length = max_length
+        self.config = {**self.config, "max_length": max_length}
+        if self._fast is not None:
+            self._fast.enable_truncation(max_length)
+
     # ------------------------------------------------------------------ scoring
 
     def score(
@@ -411,6 +437,20 @@ class Scorer:
         full = self.tokenizer(texts, truncation=False, padding=False)["input_ids"]  # pragma: no cover
         return [x[:self.max_length - 1] + x[-1:] if len(x) > self.max_length else x  # pragma: no cover
                 for x in full], [len(x) > self.max_length for x in full]
+
+
+def _position_limit(model_config) -> int | None:
+    """Tokens per text the model has position embeddings for (None: unknown).
+
+    RoBERTa-family models number positions from ``pad_token_id + 1``, so two of
+    their ``max_position_embeddings`` are never used.
+    """
+    n = getattr(model_config, "max_position_embeddings", None)
+    if not isinstance(n, int):
+        return None
+    if "roberta" in str(getattr(model_config, "model_type", "")):
+        return n - int(getattr(model_config, "pad_token_id", 1) or 0) - 1
+    return n
 
 
 # --------------------------------------------------------------------- runners
@@ -679,10 +719,12 @@ def _validate(scorer_cfg: dict, config, where: str) -> None:
             f"{SCORER_CONFIG_FILE} of {where}: 'max_length' must be an int >= 2, got {max_length!r}"
         )
     positions = getattr(config, "max_position_embeddings", None)
-    if isinstance(positions, int) and max_length > positions:
+    limit = _position_limit(config)
+    if limit is not None and max_length > limit:
+        usable = f" ({limit} usable: positions start after the padding id)" if limit != positions else ""
         raise ModelLoadError(
             f"{SCORER_CONFIG_FILE} of {where}: max_length {max_length} exceeds the model's "
-            f"max_position_embeddings {positions}"
+            f"max_position_embeddings {positions}{usable}"
         )
     id2label = getattr(config, "id2label", None) or {}
     labels = [id2label.get(i, id2label.get(str(i))) for i in range(len(id2label))]

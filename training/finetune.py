@@ -404,7 +404,8 @@ def pseudo_rows(cfg: FinetuneConfig, exclude: set[str]) -> list[dict]:
 
     texts, scores = load_distill_data(MultitaskConfig(
         distill_teacher=cfg.pseudo_teacher, distill_corpus=cfg.pseudo_corpus,
-        distill_texts=cfg.pseudo_texts, distill_pack=cfg.pseudo_pack, seed=cfg.seed + 1))
+        distill_texts=cfg.pseudo_texts, distill_pack=cfg.pseudo_pack, seed=cfg.seed + 1,
+        distill_max_length=cfg.max_length))
     rows = [{"id": f"pseudo:{i}", "source": "pseudo", "text": t, **{a: float(v) for a, v in zip(AXES, s)}}
             for i, (t, s) in enumerate(zip(texts, scores)) if t not in exclude]
     print(f"fine-tune: {len(rows):,} teacher-scored unlabelled texts join the training rows", file=sys.stderr)

@@ -74,6 +74,7 @@ class MultitaskConfig:
     distill_texts: int = 60000  # unlabelled texts scored by the teacher (-1: all it can score)
     distill_pack: str | None = None  # pack a GPU teacher's scores.npz belongs to (None: the one its log.json names)
     distill_share: float = 0.5  # share of steps spent on the distillation task
+    distill_max_length: int | None = None  # tokens a scorer-folder teacher reads per text (None: its own max_length)
     seed: int = 13
     num_threads: int = 0
 
@@ -144,7 +145,7 @@ def load_distill_data(cfg: MultitaskConfig) -> tuple[list[str], np.ndarray]:
     else:
         rng = random.Random(cfg.seed)
         texts = rng.sample(lines, min(cfg.distill_texts, len(lines)))
-    return texts, teacher_scores(cfg.distill_teacher, texts, tables=tables)
+    return texts, teacher_scores(cfg.distill_teacher, texts, tables=tables, max_length=cfg.distill_max_length)
 
 
 def _teacher_parts(spec: str | None) -> list[str]:
@@ -152,7 +153,7 @@ def _teacher_parts(spec: str | None) -> list[str]:
 
 
 def teacher_scores(spec: str, texts: list[str], tables: dict | None = None, corpus: str | None = None,
-                   pack: str | None = None) -> np.ndarray:
+                   pack: str | None = None, max_length: int | None = None) -> np.ndarray:
     """The three axis scores of ``texts`` (already normalised) by a teacher, as float32.
 
     ``spec`` names one teacher or several separated by commas, whose scores are
@@ -160,7 +161,9 @@ def teacher_scores(spec: str, texts: list[str], tables: dict | None = None, corp
     an exported scorer folder (e.g. an earlier fine-tuned model), or a GPU teacher's
     output folder or ``scores.npz`` (scores looked up by text: ``tables`` holds them
     loaded, else they are read with ``corpus`` and ``pack``, see
-    :func:`zhenping.training.pack_scores.load_pack_scores`).
+    :func:`zhenping.training.pack_scores.load_pack_scores`). ``max_length``: the tokens a
+    scorer folder reads per text, in place of its export's (a student that reads longer
+    comments learns from teachers that read them too).
     """
     from zhenping.training.baselines import TfidfRidgeBaseline
     from zhenping.training.pack_scores import load_pack_scores, lookup, scores_path
@@ -180,7 +183,7 @@ def teacher_scores(spec: str, texts: list[str], tables: dict | None = None, corp
         if path.is_dir():
             from zhenping.model.scorer import Scorer
 
-            scorer = Scorer.from_pretrained(path, backend="auto")
+            scorer = Scorer.from_pretrained(path, backend="auto", max_length=max_length)
             if tuple(scorer.axes) != tuple(AXES):
                 raise ValueError(f"teacher {path} scores {scorer.axes}, not {AXES}")
             got = scorer.score_normalized(texts, batch_size=128, max_tokens=4096)

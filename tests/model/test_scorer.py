@@ -183,6 +183,40 @@ def test_max_length_beyond_position_embeddings(tiny_model_dir, tmp_path):
         Scorer.from_pretrained(d)
 
 
+def test_max_length_given_at_load_replaces_the_exports(tiny_model_dir):
+    base = Scorer.from_pretrained(tiny_model_dir)
+    assert base.max_length == 64
+    text = "质量很好物流很快" * 4  # 32 characters: 34 tokens with [CLS] and [SEP]
+    short = Scorer.from_pretrained(tiny_model_dir, max_length=16)
+    assert short.max_length == 16 and short.config["max_length"] == 16
+    assert base.config["max_length"] == 64  # the export's own config is untouched
+    assert len(short._encode([text])[0]) == 16
+    cut, whole = short.score([text])[0], base.score([text])[0]
+    assert cut.truncated and not whole.truncated
+    assert close(cut, base.score(["质量很好物流很快质量很"])[0], tol=BATCHING_TOL)  # 14 characters + 2 = 16 tokens
+    assert Scorer.from_pretrained(tiny_model_dir, max_length=66).max_length == 66  # every position it has
+
+
+@pytest.mark.parametrize("value, message", [
+    (67, "max_length 67 is more than the 66 tokens this model has positions for"),
+    (1, "max_length must be an int of at least 2 or None, got 1"),
+    (True, "max_length must be an int of at least 2 or None, got True"),
+    ("128", "max_length must be an int of at least 2 or None, got '128'"),
+])
+def test_max_length_given_at_load_is_checked(tiny_model_dir, value, message):
+    with pytest.raises(ValueError, match=message):
+        Scorer.from_pretrained(tiny_model_dir, max_length=value)
+
+
+def test_roberta_positions_start_after_the_padding_id(tmp_path):
+    from transformers import RobertaConfig
+
+    from zhenping.model.scorer import _position_limit
+
+    assert _position_limit(RobertaConfig(max_position_embeddings=514, pad_token_id=1)) == 512
+    assert _position_limit(RobertaConfig(max_position_embeddings=514, pad_token_id=0)) == 513
+
+
 def test_vocab_txt_alone_is_a_tokenizer(tiny_model_dir, tmp_path):
     d = copy_dir(tiny_model_dir, tmp_path / "m")
     # A plain BERT vocabulary, as older exports and other tools write it.

@@ -97,3 +97,22 @@ def test_teachers_are_averaged_baseline_and_scorer_folder(tmp_path, tiny_model_d
     assert np.allclose(both, (baseline.predict(texts) + model) / 2, atol=BATCHING_TOL)
     with pytest.raises(FileNotFoundError, match="neither a fitted baseline file nor a scorer folder"):
         teacher_scores(f"{path},{tmp_path / 'missing'}", texts)
+
+
+def test_a_scorer_folder_teacher_reads_as_many_tokens_as_asked(tiny_model_dir):
+    import numpy as np
+
+    from zhenping.model.normalize import normalize_text
+    from zhenping.model.scorer import Scorer
+    from zhenping.training.multitask import teacher_scores
+    from tests.helpers import BATCHING_TOL
+
+    # 40 and 62 characters: the same first 8 characters, different after them.
+    texts = [normalize_text("质量很好物流很快" * 5), normalize_text("质量很好物流很快" + "你脑子有病吧" * 9)]
+    own = teacher_scores(str(tiny_model_dir), texts)
+    short = teacher_scores(str(tiny_model_dir), texts, max_length=10)
+    # (a random tiny model: scores near 0.5 that differ in the fifth decimal)
+    assert np.allclose(short[0], short[1], rtol=0, atol=1e-7)  # both cut to the same 10 tokens
+    assert not np.allclose(own[0], own[1], rtol=0, atol=1e-5)  # the export's 64 tokens see the difference
+    cut = Scorer.from_pretrained(tiny_model_dir, max_length=10).score_normalized(texts)
+    assert np.allclose(short, [[s.warmth, s.substance, s.template] for s in cut], atol=BATCHING_TOL)
