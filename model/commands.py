@@ -450,6 +450,9 @@ def score_command(
     text_field: str = typer.Option("text", "--text-field", help="Column or field holding the comment."),
     chunk_size: int = typer.Option(DEFAULT_CHUNK, "--chunk-size", min=1, help="Rows read and scored at a time."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads for the model."),
+    max_length: Optional[int] = typer.Option(
+        None, "--max-length", min=2,
+        help="Tokens read per comment, in place of the model's own max_length (at most the positions it has)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar on stderr."),
 ) -> None:
     """Score comments in a file; one JSON object per input row."""
@@ -465,9 +468,11 @@ def score_command(
     except InputError as err:
         raise _fail(str(err), EXIT_BAD_INPUT) from None
     try:
-        scorer = Scorer.from_pretrained(model, backend=backend.value, num_threads=threads)
+        scorer = Scorer.from_pretrained(model, backend=backend.value, num_threads=threads, max_length=max_length)
     except ModelLoadError as err:
         raise _fail(str(err), EXIT_MODEL) from None
+    except ValueError as err:  # --max-length beyond the model's positions
+        raise _fail(str(err), EXIT_BAD_INPUT) from None
     summary: dict = {}
     try:
         n = score_file(scorer, file, out, fmt_name, text_field, batch_size, chunk_size, progress, summary)

@@ -119,6 +119,21 @@ def test_a_long_comment_is_scored_and_marked_truncated(spread_model_dir):
     assert all(0 <= r["warmth"] <= 1 for r in rows)
 
 
+def test_max_length_option_reads_more_or_less_of_a_comment(spread_model_dir):
+    review = "入住三晚,前台办理很快,房间干净,早餐不错,隔音略差,停车收费。"  # 31 characters
+    text = review * 3  # 93 characters: more than the model's 64 tokens
+    rows = {n: read_jsonl(run("-", "--model", spread_model_dir, *(["--max-length", n] if n else []),
+                              input=f"{text}\n").stdout)[0] for n in (None, 20, 66)}
+    assert rows[None]["truncated"] and rows[20]["truncated"] and rows[66]["truncated"]
+    assert rows[20]["warmth"] != pytest.approx(rows[None]["warmth"], abs=1e-6)
+    short = read_jsonl(run("-", "--model", spread_model_dir, input=f"{review[:18]}\n").stdout)[0]
+    assert rows[20]["warmth"] == pytest.approx(short["warmth"], abs=BATCHING_TOL)  # 18 characters + 2 tokens
+    result = run("-", "--model", spread_model_dir, "--max-length", 67, input="好评\n")
+    assert result.exit_code == 2
+    assert result.stderr == ("error: max_length 67 is more than the 66 tokens this model has positions for "
+                             "(its max_position_embeddings is 66)\n")
+
+
 def test_text_field_option(tmp_path, spread_model_dir, expected):
     src = tmp_path / "c.jsonl"
     src.write_text("".join(json.dumps({"content": t}) + "\n" for t in TEXTS), encoding="utf-8")
