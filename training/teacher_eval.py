@@ -28,11 +28,13 @@ from zhenping.model.normalize import normalize_text
 from zhenping.training.config import split_named
 
 
-def part_scores(parts: dict[str, str], texts: list[str]) -> dict[str, np.ndarray]:
-    """Each named part's scores of ``texts``, shape (n, axes)."""
+def part_scores(parts: dict[str, str], texts: list[str], max_length: int | None = None) -> dict[str, np.ndarray]:
+    """Each named part's scores of ``texts``, shape (n, axes); scorer folders read
+    ``max_length`` tokens per text (None: each export's own), as they do as the
+    teacher of a fine-tune with that ``max_length``."""
     from zhenping.training.multitask import teacher_scores
 
-    return {name: teacher_scores(spec, texts) for name, spec in parts.items()}
+    return {name: teacher_scores(spec, texts, max_length=max_length) for name, spec in parts.items()}
 
 
 def rank_combinations(scores: dict[str, np.ndarray], gold: np.ndarray, max_parts: int) -> list[dict]:
@@ -50,13 +52,16 @@ def rank_combinations(scores: dict[str, np.ndarray], gold: np.ndarray, max_parts
     return rows
 
 
-def write_report(rows: list[dict], parts: dict[str, str], split: str, n: int, out: Path, top: int = 20) -> None:
+def write_report(rows: list[dict], parts: dict[str, str], split: str, n: int, out: Path, top: int = 20,
+                 max_length: int | None = None) -> None:
     best = rows[0]
     spec = ",".join(parts[p] for p in best["parts"])
-    payload = {"split": split, "rows": n, "parts": parts, "best": {**best, "spec": spec}, "ranking": rows}
+    payload = {"split": split, "rows": n, "max_length": max_length, "parts": parts, "best": {**best, "spec": spec},
+               "ranking": rows}
     out.with_suffix(".json").write_text(json.dumps(payload, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
     lines = [f"# Teacher choice ({split} split, {n:,} comments)", "",
-             "Candidates: " + ", ".join(f"`{k}` = `{v}`" for k, v in parts.items()), "",
+             "Candidates: " + ", ".join(f"`{k}` = `{v}`" for k, v in parts.items())
+             + (f"; scorer folders read {max_length} tokens per comment" if max_length else ""), "",
              "| teacher (average of) | warmth ρ | substance ρ | template ρ | mean ρ |",
              "|---|---|---|---|---|"]
     for i, r in enumerate(rows[:top]):
@@ -77,6 +82,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--split", default="validation", choices=["validation", "train"],
                     help="the split to rank on (never test)")
     ap.add_argument("--max_parts", type=int, default=3)
+    ap.add_argument("--max_length", type=int, default=None,
+                    help="tokens a scorer folder reads per comment, as the teacher of a fine-tune with this "
+                         "max_length (default: each export's own)")
     ap.add_argument("--out", default="training/results/teachers", help="output stem (.md and .json)")
     args = ap.parse_args(argv)
     parts = {}
@@ -93,6 +101,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {spec} not found", file=sys.stderr)
             return 2
         parts[name] = spec
+    if args.max_length is not None and args.max_length < 2:
+        print(f"error: --max_length must be at least 2, got {args.max_length}", file=sys.stderr)
+        return 2
     try:
         rows = read_split(args.data_dir, args.split)
     except FileNotFoundError as exc:
@@ -100,10 +111,15 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     texts = [normalize_text(r["text"]) for r in rows]
     gold = np.asarray([[r[a] for a in AXES] for r in rows], dtype=np.float64)
-    ranking = rank_combinations(part_scores(parts, texts), gold, args.max_parts)
+    try:
+        scores = part_scores(parts, texts, args.max_length)
+    except ValueError as exc:  # a max_length beyond a model's positions
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    ranking = rank_combinations(scores, gold, args.max_parts)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    write_report(ranking, parts, args.split, len(rows), out)
+    write_report(ranking, parts, args.split, len(rows), out, max_length=args.max_length)
     best = ranking[0]
     print(f"best teacher on {args.split}: {' + '.join(best['parts'])} mean ρ {best['mean_spearman']:.4f}")
     print(f"wrote {out.with_suffix('.md')} and {out.with_suffix('.json')}")

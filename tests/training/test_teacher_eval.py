@@ -60,3 +60,27 @@ def test_main_rejects_bad_parts_with_a_reason(tmp_path, capsys):
     assert "give each part on its own" in capsys.readouterr().err
     assert main([f"x={tmp_path}", "--data_dir", str(tmp_path / "nodata")]) == 2
     assert "zhenping prepare" in capsys.readouterr().err
+
+
+def test_max_length_is_the_tokens_scorer_folders_read(tmp_path, tiny_model_dir):
+    from zhenping.model.scorer import Scorer
+    from zhenping.training.teacher_eval import part_scores
+
+    texts = ["质量很好物流很快" * 5, "质量很好物流很快" + "你脑子有病吧" * 9]
+    cut = part_scores({"m": str(tiny_model_dir)}, texts, max_length=10)["m"]
+    want = Scorer.from_pretrained(tiny_model_dir, max_length=10).score_normalized(texts)
+    assert np.allclose(cut, [[s.warmth, s.substance, s.template] for s in want], atol=1e-4)
+    assert np.allclose(cut[0], cut[1], rtol=0, atol=1e-7)  # both cut to the same first 10 tokens
+    data = _tiny_data(tmp_path / "data")
+    stem = tmp_path / "teachers"
+    assert main([f"m={tiny_model_dir}", "--data_dir", str(data), "--max_length", "10", "--out", str(stem)]) == 0
+    assert json.loads(stem.with_suffix(".json").read_text())["max_length"] == 10
+    assert "scorer folders read 10 tokens per comment" in stem.with_suffix(".md").read_text()
+
+
+def test_max_length_beyond_a_models_positions_is_refused(tmp_path, tiny_model_dir, capsys):
+    data = _tiny_data(tmp_path / "data")
+    assert main([f"m={tiny_model_dir}", "--data_dir", str(data), "--max_length", "500"]) == 2
+    assert "max_length 500 is more than the 66 tokens this model has positions for" in capsys.readouterr().err
+    assert main([f"m={tiny_model_dir}", "--data_dir", str(data), "--max_length", "1"]) == 2
+    assert "--max_length must be at least 2, got 1" in capsys.readouterr().err
