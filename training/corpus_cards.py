@@ -73,6 +73,18 @@ def stale_cards(cards_dir: Path, counts: dict[str, CorpusCounts]) -> dict[Path, 
     return out
 
 
+def cards_without_figures(cards_dir: Path, counts: dict[str, CorpusCounts]) -> dict[Path, int]:
+    """Corpus cards that state no gold-label figures although rows of their corpus now
+    carry gold labels (a card written when the corpus had none), with that number: the
+    figures have to be added by hand before they can be kept up to date."""
+    out = {}
+    for card in sorted(cards_dir.glob("*.md")):
+        labelled = counts.get(card.stem)
+        if labelled is not None and labelled.total and not _TOTAL.search(card.read_text(encoding="utf-8")):
+            out[card] = labelled.total
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from zhenping.training.labels import gold_files, read_gold
 
@@ -89,7 +101,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (OSError, ValueError) as exc:  # no label folder, or a bad line (file and line named)
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    stale = stale_cards(cards, gold_counts(records))
+    counts = gold_counts(records)
+    stale = stale_cards(cards, counts)
+    missing = cards_without_figures(cards, counts)
+    for card, n in missing.items():
+        print(f"{card}: {n:,} rows of this corpus carry gold labels, but the card states no gold-label figures; "
+              "add its '- **Gold labels**: N rows of this corpus carry gold labels' line, the gold-labels column "
+              "of its files table and a level table (as in the other cards), then run this again", file=sys.stderr)
     for card, text in stale.items():
         if args.check:
             print(f"{card}: gold-label figures differ from the label files")
@@ -98,6 +116,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"rewrote {card}")
     if args.check and stale:
         print("run `python -m zhenping.training.corpus_cards` to rewrite them", file=sys.stderr)
+        return 1
+    if missing:
         return 1
     if not stale:
         print("every corpus card matches the label files")

@@ -62,6 +62,20 @@ def test_check_lists_a_stale_card_and_a_rewrite_fixes_it(tmp_path, monkeypatch, 
     assert corpus_cards.main(["--cards", str(tmp_path), "--check"]) == 0
 
 
+def test_a_card_with_no_figures_for_a_corpus_that_now_has_labels_is_named(tmp_path, monkeypatch, capsys):
+    (tmp_path / "demo.md").write_text("# Data card: demo\n\n- **Gold labels**: none; not sampled.\n", encoding="utf-8")
+    (tmp_path / "other.md").write_text("# Data card: other\n\n- **Gold labels**: none; not sampled.\n", encoding="utf-8")
+    gold = tmp_path / "gold_v1.jsonl"
+    gold.write_text("".join(json.dumps(_rec("a.csv.gz", i, 1, 1, 3)) + "\n" for i in range(3)), encoding="utf-8")
+    monkeypatch.setattr("zhenping.training.labels.gold_files", lambda *a, **k: [gold])
+    for argv in (["--check"], []):
+        assert corpus_cards.main(["--cards", str(tmp_path), *argv]) == 1
+        err = capsys.readouterr().err
+        assert "demo.md: 3 rows of this corpus carry gold labels, but the card states no gold-label figures" in err
+        assert "other.md" not in err  # a corpus with no labels may say none
+    assert (tmp_path / "demo.md").read_text(encoding="utf-8").endswith("none; not sampled.\n")  # left for a person
+
+
 def test_missing_cards_folder_or_a_bad_label_line_is_a_usage_error(tmp_path, monkeypatch, capsys):
     assert corpus_cards.main(["--cards", str(tmp_path / "nope")]) == 2
     assert "not a folder" in capsys.readouterr().err
