@@ -391,12 +391,24 @@ def _read_run_file(folder: Path) -> dict | None:
         return None
 
 
+def _test_rows(data_dir: str | os.PathLike) -> list[dict]:
+    path = Path(data_dir) / "test.jsonl"
+    return read_split(data_dir, "test") if path.is_file() else []
+
+
+def labelled_texts(rows: list[dict]) -> set[str]:
+    """The texts of labelled rows as they are and normalised, the form corpus texts have."""
+    return {r["text"] for r in rows} | {normalize_text(r["text"]) for r in rows}
+
+
 def pseudo_rows(cfg: FinetuneConfig, exclude: set[str]) -> list[dict]:
     """Self-training rows: unlabelled corpus texts with the teacher's soft scores.
 
-    The teacher (the TF-IDF baseline) was fitted on the gold training split only,
-    and the corpus file already leaves out the labelled validation and test texts,
-    so nothing of the held-out splits reaches training. A GPU teacher's output folder
+    The teacher (the TF-IDF baseline) was fitted on the gold training split only, and
+    ``exclude`` holds the texts of every labelled row of the prepared splits, the
+    validation and test ones included: the corpus file leaves out the held-out texts
+    of the labels there were when it was built, not those of label files added since,
+    so nothing of the held-out splits reaches training either way. A GPU teacher's output folder
     (or its ``scores.npz``) gives its scores of the pack documents, looked up by text
     (see :mod:`zhenping.training.pack_scores`); ``pseudo_texts = -1`` takes every text it scored.
     """
@@ -436,7 +448,7 @@ def train(cfg: FinetuneConfig):
               f"(augment_tails {cfg.augment_tails})", file=sys.stderr)
         train_rows += copies
     if cfg.pseudo_teacher and cfg.pseudo_texts != 0:
-        train_rows += pseudo_rows(cfg, {r["text"] for r in train_rows + val_rows})
+        train_rows += pseudo_rows(cfg, labelled_texts(train_rows + val_rows + _test_rows(cfg.data_dir)))
     model, tok = load_base(cfg.base, dropout=cfg.dropout, num_layers=cfg.num_layers)
     weights = None
     if cfg.level_weight:

@@ -288,3 +288,28 @@ def test_train_refuses_out_of_range_augment_and_weight_settings(arg, message, tm
     assert result.exit_code == 2
     assert message in " ".join(result.output.split()) and "Traceback" not in result.output
     assert not (tmp_path / "m").exists()
+
+
+def test_distillation_leaves_out_every_labelled_text_the_held_out_ones_too(tmp_path, monkeypatch):
+    # A corpus file built before a label file was added still holds the texts of that file's
+    # validation and test rows: the fine-tune leaves them out itself.
+    from zhenping.model.normalize import normalize_text
+    from zhenping.training import finetune
+
+    data = _tiny_data(tmp_path / "data")
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def capture(cfg, exclude):
+        seen["exclude"] = exclude
+        raise Stop
+
+    monkeypatch.setattr(finetune, "pseudo_rows", capture)
+    with pytest.raises(Stop):
+        finetune.train(FinetuneConfig(data_dir=str(data), base="unused", pseudo_teacher="unused.joblib",
+                                      pseudo_texts=10))
+    for split in ("train", "validation", "test"):
+        for row in finetune.read_split(data, split):
+            assert row["text"] in seen["exclude"] and normalize_text(row["text"]) in seen["exclude"]
