@@ -166,7 +166,7 @@ def reproduce_default_cmd(
                    "0 skips the stage)."),
     multitask_steps: int = typer.Option(2000, help="Multi-task steps (the shipped model used 2000)."),
     corpora: Optional[str] = typer.Option(None, help="Corpora root (default: $ZHENPING_CORPORA or ../shared)."),
-    model_version: str = typer.Option("zhenping-small-v10", help="Version the export is named with."),
+    model_version: str = typer.Option("zhenping-small-v12", help="Version the export is named with."),
 ) -> None:
     """Rebuild the shipped default model from the corpora and gold labels, end to end.
 
@@ -190,9 +190,12 @@ def reproduce_default_cmd(
     the last two → runs/model_v8. v9 stage (gold v1-v8, as v9 was built, runs/data_v8):
     prepare → baselines → v8's distilled stage fine-tuned on the gold rows with the copies
     (finetune_v9.toml) → its average with v8's distilled stage → runs/model_v9. v10 stage
-    (all gold labels, runs/data): prepare → baselines → v9 fine-tuned on the gold rows
-    (finetune_v10.toml) → v9 distilled on 240,000 texts from TF-IDF + v9 + that model
-    (finetune_v10_distill.toml) → levels, behavioural tests → ONNX int8 check. All on the CPU; where a
+    (gold v1-v9, runs/data_v9): prepare → baselines → v9 fine-tuned on the gold rows
+    (finetune_v10.toml) → runs/model_v10q → v9 distilled on 240,000 texts from TF-IDF +
+    v9 + v10q, reading 256 tokens per comment (finetune_v12_distill.toml) → runs/model_v12b.
+    v13 stage (all gold labels, runs/data): prepare → baselines → the same recipe
+    (finetune_v13_distill.toml) → runs/model_v13b → the average of the two, levels and
+    behavioural tests on the v1-v9 rows → ONNX int8 check. All on the CPU; where a
     GPU teacher was run (training/gpu_teacher.py), its output can join the teacher as
     `pseudo_teacher`. Every stage resumes or reuses its output under runs/ when rerun."""
     from zhenping.training.baselines import run_baselines
@@ -314,20 +317,35 @@ def reproduce_default_cmd(
               "runs/model_v9q", model_version="zhenping-small-v9-gold")
     run_soup(["runs/model_v8b", "runs/model_v9q"], "runs/model_v9", d8, version="zhenping-small-v9")
 
-    # v10 stage: all label files (v1-v9, runs/data; gold_v9 adds hostile comments and heartfelt
-    # comfort) and the committed baselines; v9 fine-tuned on those gold rows with the copies
-    # (finetune_v10.toml), which joins TF-IDF and v9 as the teacher (the best average on
-    # validation, teachers_v10.md); v9 distilled from that teacher on 240,000 corpus texts at
-    # half the learning rate (finetune_v10_distill.toml): the best v10 candidate on
-    # validation (candidates_v10.md).
+    # v10 stage: the label files v10 was built on (v1-v9, runs/data_v9; gold_v9 adds hostile
+    # comments and heartfelt comfort) and their own baselines; v9 fine-tuned on those gold rows
+    # with the copies (finetune_v10.toml): it joins TF-IDF and v9 as the teacher of the last
+    # stages (the best average on validation, teachers_v10.md, and again at 256 tokens on the
+    # v1-v10 rows, teachers_v13.md).
+    d9 = _prepare_labels(V10_LABEL_FILES, "runs/gold_v9", "runs/data_v9", corpora)
+    run_baselines(data_dir=d9, out="runs/results_v9", models_dir="runs/baselines_v9")
+    run_train(load_config(FinetuneConfig, "finetune_v10.toml", {"base": "runs/model_v9", "data_dir": d9}),
+              "runs/model_v10q", model_version="zhenping-small-v10-gold")
+
+    # v12 stage: v9 distilled on 240,000 corpus texts from TF-IDF + v9 + v10q on the v1-v9
+    # rows, student and teachers reading 256 tokens per comment (finetune_v12_distill.toml).
+    run_train(load_config(FinetuneConfig, "finetune_v12_distill.toml", {
+        "base": "runs/model_v9", "data_dir": d9,
+        "pseudo_teacher": "runs/baselines_v9/tfidf_ridge.joblib,runs/model_v9,runs/model_v10q"}),
+        "runs/model_v12b", model_version="zhenping-small-v12-distilled")
+
+    # v13 stage: all label files (v1-v10, runs/data; gold_v10 adds long comments and comments
+    # the model and TF-IDF scored apart on warmth) and the committed baselines; the same recipe
+    # (finetune_v13_distill.toml). zhenping-small-v12 is the average of the v12 and v13 stages,
+    # the best validation figure of the candidates on the v1-v9 rows (candidates_v13.md), its
+    # levels fitted and its test figures measured there.
     prepare(corpora=corpora, out="runs/data")
     run_baselines(data_dir="runs/data")
-    run_train(load_config(FinetuneConfig, "finetune_v10.toml", {"base": "runs/model_v9"}),
-              "runs/model_v10q", model_version="zhenping-small-v10-gold")
-    run_train(load_config(FinetuneConfig, "finetune_v10_distill.toml", {
+    run_train(load_config(FinetuneConfig, "finetune_v13_distill.toml", {
         "base": "runs/model_v9", "pseudo_teacher": "runs/baselines/tfidf_ridge.joblib,runs/model_v9,runs/model_v10q"}),
-        out, model_version=model_version)
-    check_backends_cmd(model=out, data="runs/data", split="test", keep_fp32=False)
+        "runs/model_v13b", model_version="zhenping-small-v13-distilled")
+    run_soup(["runs/model_v12b", "runs/model_v13b"], out, d9, version=model_version)
+    check_backends_cmd(model=out, data=d9, split="test", keep_fp32=False)
 
 
 def _prepare_labels(files: tuple[str, ...], gold_dir: str, out: str, corpora: str | None) -> str:
@@ -354,6 +372,7 @@ V2_LABEL_FILES = ("gold_v1.jsonl", "gold_v2.jsonl", "gold_v3.jsonl")  # what zhe
 V4_LABEL_FILES = V2_LABEL_FILES + ("gold_v4.jsonl", "gold_v5.jsonl", "gold_v6.jsonl")  # v3 and v4
 V8_LABEL_FILES = V4_LABEL_FILES + ("gold_v7.jsonl",)  # v5 and v8
 V9_LABEL_FILES = V8_LABEL_FILES + ("gold_v8.jsonl",)  # v9
+V10_LABEL_FILES = V9_LABEL_FILES + ("gold_v9.jsonl",)  # v10
 
 
 @app.command("check-backends")

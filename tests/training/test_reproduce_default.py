@@ -23,12 +23,13 @@ from zhenping import training
 from zhenping.training.cli import app
 
 
-def test_reproduce_default_runs_the_v2_v3_v4_v5_v8_v9_then_v10_stages(tmp_path, monkeypatch):
+def test_reproduce_default_runs_the_v2_v3_v4_v5_v8_v9_v10_v12_then_v13_stages(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     calls: list[tuple] = []
 
     pretrain_dirs: list[tuple] = []
     augment: list[float] = []
+    lengths: list[int] = []
 
     def pretrain(cfg):
         calls.append(("pretrain", cfg.max_steps, cfg.objective, cfg.init_from))
@@ -49,6 +50,7 @@ def test_reproduce_default_runs_the_v2_v3_v4_v5_v8_v9_then_v10_stages(tmp_path, 
     def train(cfg, out, model_version=None, **_):
         calls.append(("train", cfg.base, cfg.data_dir, cfg.pseudo_teacher, cfg.pseudo_texts, out, model_version))
         augment.append(cfg.augment_tails)
+        lengths.append(cfg.max_length)
         return {}
 
     monkeypatch.setattr(training.pretrain, "run", pretrain)
@@ -125,14 +127,27 @@ def test_reproduce_default_runs_the_v2_v3_v4_v5_v8_v9_then_v10_stages(tmp_path, 
                          "zhenping-small-v9-gold")
     assert calls[31] == ("soup", ["runs/model_v8b", "runs/model_v9q"], "runs/model_v9", "runs/data_v8",
                          "zhenping-small-v9")
-    # v10 stage: all label files and the committed baselines; v9 fine-tuned on them with the
-    # copies, then v9 distilled on 240,000 texts from TF-IDF + v9 + that model
-    assert calls[32] == ("prepare", "runs/data", "all")
-    assert calls[33] == ("baselines", "runs/data", None, None)
-    assert calls[34] == ("train", "runs/model_v9", "runs/data", None, 0, "runs/model_v10q", "zhenping-small-v10-gold")
-    assert calls[35] == ("train", "runs/model_v9", "runs/data",
-                         "runs/baselines/tfidf_ridge.joblib,runs/model_v9,runs/model_v10q", 240000, "out-model",
-                         "zhenping-small-v10")
-    assert augment[-5:] == [0.5] * 5 and not any(augment[:-5])  # trailing-mark copies from the v8 stage on
-    assert calls[36] == ("check-backends", "out-model")
-    assert len(calls) == 37
+    # v10 stage: the label files v10 was built on (v1-v9), their own baselines; v9 fine-tuned
+    # on them with the copies (a teacher of the last stage)
+    assert calls[32] == ("prepare", "runs/data_v9", v6 + ["gold_v7.jsonl", "gold_v8.jsonl", "gold_v9.jsonl"])
+    assert calls[33] == ("baselines", "runs/data_v9", "runs/results_v9", "runs/baselines_v9")
+    assert calls[34] == ("train", "runs/model_v9", "runs/data_v9", None, 0, "runs/model_v10q",
+                         "zhenping-small-v10-gold")
+    # v12 stage: v9 distilled on 240,000 texts from TF-IDF + v9 + v10q on the v1-v9 rows,
+    # reading 256 tokens per comment
+    assert calls[35] == ("train", "runs/model_v9", "runs/data_v9",
+                         "runs/baselines_v9/tfidf_ridge.joblib,runs/model_v9,runs/model_v10q", 240000,
+                         "runs/model_v12b", "zhenping-small-v12-distilled")
+    # v13 stage: all label files and the committed baselines; the same recipe; the shipped
+    # model is the average of the two, its levels and test figures on the v1-v9 rows
+    assert calls[36] == ("prepare", "runs/data", "all")
+    assert calls[37] == ("baselines", "runs/data", None, None)
+    assert calls[38] == ("train", "runs/model_v9", "runs/data",
+                         "runs/baselines/tfidf_ridge.joblib,runs/model_v9,runs/model_v10q", 240000,
+                         "runs/model_v13b", "zhenping-small-v13-distilled")
+    assert calls[39] == ("soup", ["runs/model_v12b", "runs/model_v13b"], "out-model", "runs/data_v9",
+                         "zhenping-small-v12")
+    assert augment[-6:] == [0.5] * 6 and not any(augment[:-6])  # trailing-mark copies from the v8 stage on
+    assert lengths[-2:] == [256, 256] and set(lengths[:-2]) <= {128}  # only the last two stages read 256
+    assert calls[40] == ("check-backends", "out-model")
+    assert len(calls) == 41
