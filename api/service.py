@@ -104,6 +104,7 @@ def load_scorer(settings):
             num_threads=threads,
             fallback_to_torch=settings.onnx_fallback,
             spinning=False,  # the event loop needs the cores between forward passes
+            max_length=settings.max_length or None,
         )
     except Exception as exc:  # noqa: BLE001 - any load failure means: do not serve
         raise ModelLoadError(f"cannot load the model from {settings.model_dir}: {exc}") from exc

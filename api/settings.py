@@ -59,6 +59,7 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"  # `zhenping serve` bind address
     port: int = Field(8000, ge=0, le=65535)  # `zhenping serve` port
     max_comments: int = Field(256, gt=0)  # comments per request; more is a 413
+    max_length: int = Field(0, ge=0)  # tokens the model reads per comment, [CLS] and [SEP] included; 0: the model's own max_length
     max_chars: int = Field(20000, gt=0)  # characters read per comment (before normalisation); the rest is not scored (truncated: true), or a 422 with strict_max_chars
     strict_max_chars: bool = False  # true: a comment over max_chars is refused (422 comment_too_long) instead of scored on its first max_chars characters
     max_body_bytes: int = Field(1 << 20, gt=0)  # request body bytes, checked before parsing; more is a 413

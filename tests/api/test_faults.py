@@ -89,6 +89,33 @@ def test_scorer_config_with_a_bad_max_length_refuses_to_start(tiny_model_dir, tm
     assert "Traceback" not in result.stderr
 
 
+def test_max_length_beyond_the_models_positions_refuses_to_start(tiny_model_dir):
+    result = run_serve(tiny_model_dir, {"ZHENPING_MAX_LENGTH": "500"})
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert last_line(result.stderr) == (
+        f"zhenping serve: cannot load the model from {tiny_model_dir}: max_length 500 is more than the 66 tokens "
+        "this model has positions for (its max_position_embeddings is 66)")
+    assert "Traceback" not in result.stderr
+
+
+def test_max_length_setting_is_the_tokens_the_service_reads(tiny_model_dir, tmp_path):
+    from zhenping.model.scorer import Scorer
+
+    server = start_server(tiny_model_dir, tmp_path / "short.log", {"ZHENPING_MAX_LENGTH": "12",
+                                                                   "ZHENPING_CAMPAIGN": "false"})
+    try:
+        assert httpx.get(f"{server.base_url}/info", timeout=10).json()["max_length"] == 12
+        text = "质量很好物流很快" * 4  # 32 characters: more than 12 tokens
+        got = httpx.post(f"{server.base_url}/v1/score", json={"comments": [{"text": text}]},
+                         timeout=30).json()["results"][0]
+    finally:
+        server.stop()
+    want = Scorer.from_pretrained(tiny_model_dir, max_length=12).score([text])[0]
+    assert got["truncated"] is True
+    for axis in ("warmth", "substance", "template"):
+        assert got[axis] == pytest.approx(getattr(want, axis), abs=1e-4)
+
+
 def test_truncated_safetensors_refuses_to_start(tiny_model_dir, tmp_path):
     # A copy cut short, as a full disk or an interrupted download leaves it.
     model = copy_model(tiny_model_dir, tmp_path / "m")
