@@ -358,10 +358,9 @@ class Scorer:
         return cls(runner, tokenizer, scorer_cfg, config, model_id=model_id, model_dir=None)
 
     def _set_max_length(self, max_length: int) -> None:
-        limit = _position_limit(self.model_config)
-        if limit is not None and max_length > limit:
-            raise ValueError(f"max_length {max_length} is more than the {limit} tokens this model has positions for "
-                             f"(its max_position_embeddings is {self.model_config.max_position_embeddings})")
+        problem = _beyond_positions(max_length, self.model_config)
+        if problem:
+            raise ValueError(problem)
         self.max_length = max_length
         self.config = {**self.config, "max_length": max_length}
         if self._fast is not None:
@@ -437,6 +436,15 @@ class Scorer:
         full = self.tokenizer(texts, truncation=False, padding=False)["input_ids"]  # pragma: no cover
         return [x[:self.max_length - 1] + x[-1:] if len(x) > self.max_length else x  # pragma: no cover
                 for x in full], [len(x) > self.max_length for x in full]
+
+
+def _beyond_positions(max_length: int, model_config) -> str | None:
+    """What is wrong when a model cannot read ``max_length`` tokens (None: it can)."""
+    limit = _position_limit(model_config)
+    if limit is None or max_length <= limit:
+        return None
+    return (f"max_length {max_length} is more than the {limit} tokens this model has positions for "
+            f"(its max_position_embeddings is {model_config.max_position_embeddings})")
 
 
 def _position_limit(model_config) -> int | None:
@@ -718,14 +726,9 @@ def _validate(scorer_cfg: dict, config, where: str) -> None:
         raise ModelLoadError(
             f"{SCORER_CONFIG_FILE} of {where}: 'max_length' must be an int >= 2, got {max_length!r}"
         )
-    positions = getattr(config, "max_position_embeddings", None)
-    limit = _position_limit(config)
-    if limit is not None and max_length > limit:
-        usable = f" ({limit} usable: positions start after the padding id)" if limit != positions else ""
-        raise ModelLoadError(
-            f"{SCORER_CONFIG_FILE} of {where}: max_length {max_length} exceeds the model's "
-            f"max_position_embeddings {positions}{usable}"
-        )
+    problem = _beyond_positions(max_length, config)
+    if problem:
+        raise ModelLoadError(f"{SCORER_CONFIG_FILE} of {where}: {problem}")
     id2label = getattr(config, "id2label", None) or {}
     labels = [id2label.get(i, id2label.get(str(i))) for i in range(len(id2label))]
     if labels != axes:

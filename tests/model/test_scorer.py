@@ -179,7 +179,7 @@ def test_max_length_beyond_position_embeddings(tiny_model_dir, tmp_path):
     cfg = json.loads((d / "scorer_config.json").read_text(encoding="utf-8"))
     cfg["max_length"] = 512
     (d / "scorer_config.json").write_text(json.dumps(cfg), encoding="utf-8")
-    with pytest.raises(ModelLoadError, match="max_length 512 exceeds the model's max_position_embeddings 66"):
+    with pytest.raises(ModelLoadError, match=r"max_length 512 is more than the 66 tokens this model has positions for \(its max_position_embeddings is 66\)"):
         Scorer.from_pretrained(d)
 
 
