@@ -1,7 +1,7 @@
 """Model sizes side by side: test-split quality beside comments/s on the best Scorer path.
 
-For every model folder given, reads its test metrics (``metrics.json``, written by
-``zhenping train``) and measures its throughput on the path the service uses
+For every model folder given, reads its validation mean Spearman (the figure a size is
+chosen by) and its test metrics (``metrics.json``, written by ``zhenping train``) and measures its throughput on the path the service uses
 (ONNX Runtime int8, length-sorted passes of at most 2,048 padded tokens, 128
 comments a call) on one sample of corpus comments, in the same run, so that the
 ratios between sizes hold even on a shared machine. The best of ``--rounds`` is
@@ -95,6 +95,7 @@ def main(argv=None) -> None:
                 "version": scorer.model_version,
                 **encoder_size(scorer),
                 "parameters": parameter_count(model_dir),
+                **validation_figure(metrics),
                 "spearman": {a: test[a]["spearman"] for a in AXES},
                 "template_auroc": test["template_ge2"]["auroc"],
                 "hostile_auroc": test["hostile"]["auroc"],
@@ -135,6 +136,15 @@ def earlier_rows(path: Path, measured: list[dict]) -> list[dict]:
             continue
         kept.append({**r, "measured": r.get("measured") or earlier.get("measured")})
     return kept
+
+
+def validation_figure(metrics: dict) -> dict:
+    """The validation mean Spearman the run was chosen by, and its rows (empty if not recorded)."""
+    finetune = (metrics.get("training") or {}).get("finetune") or {}
+    value = finetune.get("best_validation_mean_spearman")
+    if value is None:
+        return {}
+    return {"validation_mean_spearman": round(float(value), 6), "validation_rows": finetune.get("validation_rows")}
 
 
 def parameter_count(model_dir: Path) -> int:

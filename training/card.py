@@ -88,26 +88,33 @@ def levels_section(metrics: dict) -> list[str]:
 
 def sizes_section(sizes: dict) -> list[str]:
     """The "Sizes" table from ``sizes.json`` (written by ``benchmarks/bench_sizes.py``):
-    test-split quality beside comments/s, all measured in one run."""
+    validation and test-split quality beside comments/s, all measured in one run."""
     lines = ["## Sizes", "",
-             f"Test-split quality beside throughput on the best Scorer path ({sizes.get('path')}), "
+             f"Quality beside throughput on the best Scorer path ({sizes.get('path')}), "
              f"{sizes.get('comments', 0):,} corpus comments, best of {sizes.get('rounds')} rounds in one run "
-             f"(`benchmarks/bench_sizes.py`, {sizes.get('measured')}). Comments/s is wall-clock on the "
-             "2-core machine; per CPU-second counts all threads' time.", "",
-             "| model | layers × width | parameters | warmth ρ | substance ρ | template ρ | template≥2 AUROC "
-             "| hostile AUROC | comments/s | per CPU-second | speed vs first |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             f"(`benchmarks/bench_sizes.py`, {sizes.get('measured')}). A size is chosen by its validation mean "
+             "Spearman (the figure its training kept) and its speed; the test columns are shown, not used. "
+             "Comments/s is wall-clock on the 2-core machine; per CPU-second counts all threads' time.", "",
+             "| model | layers × width | parameters | validation mean ρ | warmth ρ | substance ρ | template ρ "
+             "| template≥2 AUROC | hostile AUROC | comments/s | per CPU-second | speed vs first |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     earlier = False
     for r in sizes["models"]:
         s = r["spearman"]
         mark = ""
         if r.get("measured") and r["measured"] != sizes.get("measured"):
             mark, earlier = " *", True
+        val = r.get("validation_mean_spearman")
         lines.append(
-            f"| {r['version']}{mark} | {r['layers']} × {r['hidden']} | {r['parameters'] / 1e6:.1f}M | {_fmt(s.get('warmth'))} "
+            f"| {r['version']}{mark} | {r['layers']} × {r['hidden']} | {r['parameters'] / 1e6:.1f}M "
+            f"| {'–' if val is None else f'{val:.4f}'} | {_fmt(s.get('warmth'))} "
             f"| {_fmt(s.get('substance'))} | {_fmt(s.get('template'))} | {_fmt(r.get('template_auroc'))} "
             f"| {_fmt(r.get('hostile_auroc'))} | {r['comments_per_s']:,.0f} | {r['comments_per_cpu_s']:,.0f} "
             f"| {_speed(r.get('speed_vs_first'))} |")
+    rows = sorted({r["validation_rows"] for r in sizes["models"] if r.get("validation_rows")})
+    if len(rows) > 1:
+        lines += ["", f"Validation figures are on splits of different sizes ({', '.join(f'{n:,}' for n in rows)} rows): "
+                  "only rows on the same split compare."]
     if earlier:
         dates = sorted({r["measured"] for r in sizes["models"] if r.get("measured") and r["measured"] != sizes.get("measured")})
         lines += ["", f"\\* Measured in an earlier run ({', '.join(dates)}) of the same script, perhaps on another "

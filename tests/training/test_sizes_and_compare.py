@@ -168,11 +168,12 @@ def test_sizes_json_becomes_a_table_in_the_card(two_models):
              "models": [{"version": "tiny-full", "layers": 2, "hidden": 32, "parameters": 123456,
                          "spearman": {"warmth": 0.5, "substance": 0.6, "template": 0.7},
                          "template_auroc": 0.8, "hostile_auroc": 0.9, "comments_per_s": 1234.0,
-                         "comments_per_cpu_s": 700.0}]}
+                         "comments_per_cpu_s": 700.0, "validation_mean_spearman": 0.76543,
+                         "validation_rows": 50}]}
     (d / "sizes.json").write_text(json.dumps(sizes))
     card = rerender_card(d)
     assert "## Sizes" in card
-    assert "| tiny-full | 2 × 32 | 0.1M | 0.500 | 0.600 | 0.700 | 0.800 | 0.900 | 1,234 | 700 | – |" in card
+    assert "| tiny-full | 2 × 32 | 0.1M | 0.7654 | 0.500 | 0.600 | 0.700 | 0.800 | 0.900 | 1,234 | 700 | – |" in card
     assert sizes_section(sizes)[0] == "## Sizes"
     assert "earlier run" not in card
 
@@ -212,6 +213,27 @@ def test_earlier_sizes_keep_other_sizes_marked_with_their_run(tmp_path):
     assert any(line.startswith("| small-new | 4 × 256 |") and line.endswith("| 1.00× |") for line in lines)
     assert any(line.startswith("| deep * | 8 × 256 |") and line.endswith("| 0.55× |") for line in lines)
     assert any("earlier run (2026-01-01 00:00 UTC)" in line for line in lines)
+
+
+def test_sizes_carry_the_validation_figure_a_size_is_chosen_by():
+    bench = _load_bench_sizes()
+    trained = {"training": {"finetune": {"best_validation_mean_spearman": 0.76747, "validation_rows": 1955}}}
+    assert bench.validation_figure(trained) == {"validation_mean_spearman": 0.76747, "validation_rows": 1955}
+    assert bench.validation_figure({"training": {}}) == {}
+    assert bench.validation_figure({}) == {}
+    small = _size_row("small", 4, 1100.0, 1.0, validation_mean_spearman=0.7675, validation_rows=1955)
+    deep = _size_row("deep", 8, 550.0, 0.5, validation_mean_spearman=0.7690, validation_rows=1955)
+    old = _size_row("old", 2, 1700.0, 1.5)  # an earlier run that recorded none
+    lines = sizes_section({"measured": "now", "comments": 10, "path": "ONNX int8", "rounds": 1,
+                           "models": [small, deep, old]})
+    assert any(line.startswith("| small | 4 × 256 | 5.0M | 0.7675 | 0.700 |") for line in lines)
+    assert any(line.startswith("| deep | 8 × 256 | 5.0M | 0.7690 |") for line in lines)
+    assert any(line.startswith("| old | 2 × 256 | 5.0M | – | 0.700 |") for line in lines)
+    assert not any("different sizes" in line for line in lines)
+    other = _size_row("other", 6, 700.0, 0.6, validation_mean_spearman=0.76, validation_rows=1889)
+    lines = sizes_section({"measured": "now", "comments": 10, "path": "ONNX int8", "rounds": 1,
+                           "models": [small, other]})
+    assert any("different sizes (1,889, 1,955 rows)" in line for line in lines)
 
 
 def test_earlier_sizes_relative_to_another_first_size_are_refused(tmp_path):
