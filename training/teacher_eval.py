@@ -9,8 +9,10 @@ combination of up to ``--max_parts`` parts is then ranked by mean Spearman ρ:
         v3=runs/model_v3 v3d=runs/model_d --out training/results/teachers
 
 writes ``teachers.md`` and ``teachers.json`` with the spec of the best
-combination, ready to paste into a fine-tuning config. Only validation is read:
-the test split stays untouched until the shipped model is evaluated.
+combination, ready to paste into a fine-tuning config. The choice reads validation
+only. ``--test_after`` then scores the chosen teacher and each of its parts once on
+the test split, for the record beside the student's test figures (shown, never
+used to choose).
 """
 
 from __future__ import annotations
@@ -52,12 +54,32 @@ def rank_combinations(scores: dict[str, np.ndarray], gold: np.ndarray, max_parts
     return rows
 
 
+def test_figures(chosen: list[str], parts: dict[str, str], data_dir: str, max_length: int | None) -> dict:
+    """The chosen teacher (the average of ``chosen``) and each of its parts on the test
+    split, as :func:`zhenping.training.evaluate.evaluate` blocks, named as in the report."""
+    from zhenping.training.evaluate import evaluate
+    from zhenping.training.finetune import read_split
+
+    rows = read_split(data_dir, "test")
+    texts = [normalize_text(r["text"]) for r in rows]
+    gold = np.asarray([[r[a] for a in AXES] for r in rows], dtype=np.float64)
+    scores = part_scores({n: parts[n] for n in chosen}, texts, max_length)
+    named = {"teacher: " + " + ".join(chosen): np.mean([scores[n] for n in chosen], axis=0)}
+    if len(chosen) > 1:
+        named.update(scores)
+    return {name: evaluate(gold, np.clip(s, 0.0, 1.0)) for name, s in named.items()}
+
+
 def write_report(rows: list[dict], parts: dict[str, str], split: str, n: int, out: Path, top: int = 20,
-                 max_length: int | None = None) -> None:
+                 max_length: int | None = None, test: dict | None = None) -> None:
+    from zhenping.training.evaluate import comparison_table, summary_row
+
     best = rows[0]
     spec = ",".join(parts[p] for p in best["parts"])
     payload = {"split": split, "rows": n, "max_length": max_length, "parts": parts, "best": {**best, "spec": spec},
                "ranking": rows}
+    if test:
+        payload["test_after_choice"] = {name: {"n": m["n"], **summary_row(m)} for name, m in test.items()}
     out.with_suffix(".json").write_text(json.dumps(payload, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
     lines = [f"# Teacher choice ({split} split, {n:,} comments)", "",
              "Candidates: " + ", ".join(f"`{k}` = `{v}`" for k, v in parts.items())
@@ -69,6 +91,10 @@ def write_report(rows: list[dict], parts: dict[str, str], split: str, n: int, ou
         lines.append(f"| {' + '.join(r['parts'])}{mark} | " + " | ".join(
             f"{r['spearman_' + a]:.4f}" for a in AXES) + f" | {r['mean_spearman']:.4f} |")
     lines += ["", f"Chosen spec: `{spec}`", ""]
+    if test:
+        lines += ["## The chosen teacher on the test split", "",
+                  f"Scored once after the choice on {split}, for the record beside the student's test figures; "
+                  "not used to choose (scores clipped to [0, 1]).", "", comparison_table(test), ""]
     out.with_suffix(".md").write_text("\n".join(lines), encoding="utf-8")
 
 
@@ -86,6 +112,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="tokens a scorer folder reads per comment, as the teacher of a fine-tune with this "
                          "max_length (default: each export's own)")
     ap.add_argument("--out", default="training/results/teachers", help="output stem (.md and .json)")
+    ap.add_argument("--test_after", action="store_true",
+                    help="after the choice, score the chosen teacher and its parts once on the test split "
+                         "and add their figures to the report (never used to choose)")
     args = ap.parse_args(argv)
     parts = {}
     for item in args.parts:
@@ -117,9 +146,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     ranking = rank_combinations(scores, gold, args.max_parts)
+    test = None
+    if args.test_after:
+        try:
+            test = test_figures(ranking[0]["parts"], parts, args.data_dir, args.max_length)
+        except FileNotFoundError as exc:
+            print(f"error: --test_after: {exc}", file=sys.stderr)
+            return 2
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    write_report(ranking, parts, args.split, len(rows), out, max_length=args.max_length)
+    write_report(ranking, parts, args.split, len(rows), out, max_length=args.max_length, test=test)
     best = ranking[0]
     print(f"best teacher on {args.split}: {' + '.join(best['parts'])} mean ρ {best['mean_spearman']:.4f}")
     print(f"wrote {out.with_suffix('.md')} and {out.with_suffix('.json')}")

@@ -50,6 +50,46 @@ def test_main_scores_validation_once_per_part_and_writes_the_chosen_spec(tmp_pat
     assert "best teacher on validation" in capsys.readouterr().out
 
 
+def test_test_after_scores_the_chosen_teacher_on_test_only_after_the_choice(tmp_path):
+    data = _tiny_data(tmp_path / "data")
+    one = _fitted(data, tmp_path / "one.joblib", (1, 2))
+    two = _fitted(data, tmp_path / "two.joblib", (1, 3))
+    plain, after = tmp_path / "plain", tmp_path / "after"
+    assert main([f"one={one}", f"two={two}", "--data_dir", str(data), "--out", str(plain)]) == 0
+    assert main([f"one={one}", f"two={two}", "--data_dir", str(data), "--out", str(after), "--test_after"]) == 0
+    without, report = json.loads(plain.with_suffix(".json").read_text()), json.loads(after.with_suffix(".json").read_text())
+    assert "test_after_choice" not in without
+    assert report["ranking"] == without["ranking"]  # the choice does not read test
+    chosen = report["best"]["parts"]
+    test = report["test_after_choice"]
+    names = ["teacher: " + " + ".join(chosen)] + (chosen if len(chosen) > 1 else [])
+    assert list(test) == names
+    # the figures are those of the chosen average on the test rows
+    from zhenping.training.evaluate import evaluate, summary_row
+    from zhenping.training.teacher_eval import part_scores
+
+    rows = [json.loads(line) for line in (data / "test.jsonl").read_text().splitlines()]
+    gold = np.asarray([[r[a] for a in AXES] for r in rows])
+    specs = {"one": str(one), "two": str(two)}
+    from zhenping.model.normalize import normalize_text
+
+    got = part_scores({n: specs[n] for n in chosen}, [normalize_text(r["text"]) for r in rows])
+    expected = summary_row(evaluate(gold, np.clip(np.mean([got[n] for n in chosen], axis=0), 0, 1)))
+    assert test[names[0]]["n"] == len(rows)
+    for key, value in expected.items():
+        assert (value is None and test[names[0]][key] is None) or abs(test[names[0]][key] - value) < 1e-9
+    assert "## The chosen teacher on the test split" in after.with_suffix(".md").read_text()
+    assert "test split" not in plain.with_suffix(".md").read_text()
+
+
+def test_test_after_without_a_test_split_says_so(tmp_path, capsys):
+    data = _tiny_data(tmp_path / "data")
+    (data / "test.jsonl").unlink()
+    one = _fitted(data, tmp_path / "one.joblib", (1, 2))
+    assert main([f"one={one}", "--data_dir", str(data), "--out", str(tmp_path / "t"), "--test_after"]) == 2
+    assert "--test_after" in capsys.readouterr().err
+
+
 def test_main_rejects_bad_parts_with_a_reason(tmp_path, capsys):
     data = _tiny_data(tmp_path / "data")
     assert main(["no-equals", "--data_dir", str(data)]) == 2
