@@ -1,11 +1,12 @@
 """Model sizes side by side: test-split quality beside comments/s on the best Scorer path.
 
 For every model folder given, reads its validation mean Spearman (the figure a size is
-chosen by) and its test metrics (``metrics.json``, written by ``zhenping train``) and measures its throughput on the path the service uses
-(ONNX Runtime int8, length-sorted passes of at most 2,048 padded tokens, 128
-comments a call) on one sample of corpus comments, in the same run, so that the
-ratios between sizes hold even on a shared machine. The best of ``--rounds`` is
-kept; the rate per CPU-second is printed beside the wall-clock rate.
+chosen by) and its test metrics (``metrics.json``, written by ``zhenping train``) and
+measures its throughput on the path the service uses (ONNX Runtime int8, length-sorted
+passes of at most 2,048 padded tokens, 128 comments a call) on one sample of corpus
+comments, in the same run, so that the ratios between sizes hold even on a shared
+machine. The best of ``--rounds`` is kept; the rate per CPU-second is printed beside
+the wall-clock rate.
 
     python benchmarks/bench_sizes.py model/default runs/model_small --n 1000 \\
         --out model/default/sizes.json

@@ -54,7 +54,7 @@ def rank_combinations(scores: dict[str, np.ndarray], gold: np.ndarray, max_parts
     return rows
 
 
-def test_figures(chosen: list[str], parts: dict[str, str], data_dir: str, max_length: int | None) -> dict:
+def figures_on_test(chosen: list[str], parts: dict[str, str], data_dir: str, max_length: int | None) -> dict:
     """The chosen teacher (the average of ``chosen``) and each of its parts on the test
     split, as :func:`zhenping.training.evaluate.evaluate` blocks, named as in the report."""
     from zhenping.training.evaluate import evaluate
@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     test = None
     if args.test_after:
         try:
-            test = test_figures(ranking[0]["parts"], parts, args.data_dir, args.max_length)
+            test = figures_on_test(ranking[0]["parts"], parts, args.data_dir, args.max_length)
         except FileNotFoundError as exc:
             print(f"error: --test_after: {exc}", file=sys.stderr)
             return 2
