@@ -54,15 +54,20 @@ def rank_combinations(scores: dict[str, np.ndarray], gold: np.ndarray, max_parts
     return rows
 
 
+def split_texts_and_gold(data_dir: str, split: str) -> tuple[list[str], np.ndarray]:
+    """A prepared split's normalised texts and gold scores, shape (n, axes)."""
+    from zhenping.training.finetune import read_split
+
+    rows = read_split(data_dir, split)
+    return [normalize_text(r["text"]) for r in rows], np.asarray([[r[a] for a in AXES] for r in rows], dtype=np.float64)
+
+
 def figures_on_test(chosen: list[str], parts: dict[str, str], data_dir: str, max_length: int | None) -> dict:
     """The chosen teacher (the average of ``chosen``) and each of its parts on the test
     split, as :func:`zhenping.training.evaluate.evaluate` blocks, named as in the report."""
     from zhenping.training.evaluate import evaluate
-    from zhenping.training.finetune import read_split
 
-    rows = read_split(data_dir, "test")
-    texts = [normalize_text(r["text"]) for r in rows]
-    gold = np.asarray([[r[a] for a in AXES] for r in rows], dtype=np.float64)
+    texts, gold = split_texts_and_gold(data_dir, "test")
     scores = part_scores({n: parts[n] for n in chosen}, texts, max_length)
     named = {"teacher: " + " + ".join(chosen): np.mean([scores[n] for n in chosen], axis=0)}
     if len(chosen) > 1:
@@ -99,8 +104,6 @@ def write_report(rows: list[dict], parts: dict[str, str], split: str, n: int, ou
 
 
 def main(argv: list[str] | None = None) -> int:
-    from zhenping.training.finetune import read_split
-
     ap = argparse.ArgumentParser(prog="python -m zhenping.training.teacher_eval", description=__doc__.split("\n\n")[0])
     ap.add_argument("parts", nargs="+", metavar="NAME=SPEC",
                     help="a candidate part: a fitted baseline (.joblib), a scorer folder or a GPU teacher's scores")
@@ -134,12 +137,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: --max_length must be at least 2, got {args.max_length}", file=sys.stderr)
         return 2
     try:
-        rows = read_split(args.data_dir, args.split)
+        texts, gold = split_texts_and_gold(args.data_dir, args.split)
     except FileNotFoundError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    texts = [normalize_text(r["text"]) for r in rows]
-    gold = np.asarray([[r[a] for a in AXES] for r in rows], dtype=np.float64)
     try:
         scores = part_scores(parts, texts, args.max_length)
     except ValueError as exc:  # a max_length beyond a model's positions
@@ -155,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    write_report(ranking, parts, args.split, len(rows), out, max_length=args.max_length, test=test)
+    write_report(ranking, parts, args.split, len(texts), out, max_length=args.max_length, test=test)
     best = ranking[0]
     print(f"best teacher on {args.split}: {' + '.join(best['parts'])} mean ρ {best['mean_spearman']:.4f}")
     print(f"wrote {out.with_suffix('.md')} and {out.with_suffix('.json')}")
